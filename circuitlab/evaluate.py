@@ -1,0 +1,92 @@
+"""Zero-shot evaluation as the paper's harness runs it: acc, acc_norm, and mcc or F1 where the task reports them."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from circuitlab.io import write_json_atomic
+from circuitlab.models import LoadedModel
+from circuitlab.scoring import DocScore, score_docs
+from circuitlab.tasks import Task, data_fingerprint, get_task, load_docs
+
+
+@dataclass
+class EvalResult:
+    model: str
+    task: str
+    split: str
+    n_docs: int
+    metrics: dict[str, float]
+    data_fingerprint: str
+    seconds: float
+    predictions: list[dict] = field(default_factory=list)
+
+    def save(self, path: str | Path) -> Path:
+        return write_json_atomic(path, asdict(self))
+
+
+def matthews_corrcoef(gold: list[int], pred: list[int]) -> float:
+    """Binary MCC; 0 when a row or column of the confusion matrix is empty (as scikit-learn)."""
+    tp = sum(g == 1 and p == 1 for g, p in zip(gold, pred))
+    tn = sum(g == 0 and p == 0 for g, p in zip(gold, pred))
+    fp = sum(g == 0 and p == 1 for g, p in zip(gold, pred))
+    fn = sum(g == 1 and p == 0 for g, p in zip(gold, pred))
+    denom = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return (tp * tn - fp * fn) / denom if denom else 0.0
+
+
+def f1_binary(gold: list[int], pred: list[int], positive: int) -> float:
+    tp = sum(g == positive and p == positive for g, p in zip(gold, pred))
+    fp = sum(g != positive and p == positive for g, p in zip(gold, pred))
+    fn = sum(g == positive and p != positive for g, p in zip(gold, pred))
+    return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+
+
+def compute_metrics(task: Task, scores: list[DocScore]) -> dict[str, float]:
+    n = len(scores)
+    out = {
+        "acc": sum(s.pred == s.gold for s in scores) / n,
+        "acc_norm": sum(s.pred_norm == s.gold for s in scores) / n,
+    }
+    # cola and mrpc put " yes" (label 1) first: gold index 0 is the positive class.
+    gold_label = [1 - s.gold for s in scores]
+    pred_label = [1 - s.pred for s in scores]
+    if "mcc" in task.metrics:
+        out["mcc"] = matthews_corrcoef(gold_label, pred_label)
+    if "f1" in task.metrics:
+        out["f1"] = f1_binary(gold_label, pred_label, positive=1)
+    return out
+
+
+def evaluate(
+    model: LoadedModel,
+    task: Task | str,
+    data_dir=None,
+    split: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> EvalResult:
+    task = get_task(task) if isinstance(task, str) else task
+    split = split or task.eval_split
+    docs = load_docs(task, split, data_dir, limit=limit)
+    start = time.perf_counter()
+    scores = score_docs(model, docs, batch_size=batch_size, progress=progress)
+    seconds = time.perf_counter() - start
+    predictions = [
+        {"index": s.index, "gold": s.gold, "pred": s.pred, "pred_norm": s.pred_norm, "logprobs": s.logprobs}
+        for s in scores
+    ]
+    return EvalResult(
+        model=model.name,
+        task=task.name,
+        split=split,
+        n_docs=len(docs),
+        metrics=compute_metrics(task, scores),
+        data_fingerprint=data_fingerprint(docs),
+        seconds=seconds,
+        predictions=predictions,
+    )

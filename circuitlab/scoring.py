@@ -1,0 +1,200 @@
+"""Log-likelihood scoring of continuations, exactly as lm-evaluation-harness tokenizes and scores them.
+
+A request is a (context, continuation) pair. Its tokens are those of `context + continuation`;
+the continuation's tokens are the ones after the tokens of `context` (trailing spaces of the
+context move to the continuation first). Sequences are right-padded, so padding never changes a
+score; only the positions that predict continuation tokens go through the unembedding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from circuitlab.io import write_json_atomic
+from circuitlab.models import LoadedModel, cache_dir
+from circuitlab.tasks import Doc, Task, data_fingerprint
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A request as token ids: the model reads `context + continuation[:-1]`."""
+
+    context: tuple[int, ...]
+    continuation: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Score:
+    logprob: float  # sum over the continuation's tokens
+    n_tokens: int
+    greedy: bool  # every continuation token is the argmax
+
+
+@dataclass
+class DocScore:
+    """All choices of one document scored; the target is the gold choice."""
+
+    index: int
+    logprobs: list[float]
+    n_tokens: list[int]
+    char_lens: list[int]
+    gold: int
+    pred: int
+    pred_norm: int
+
+    @property
+    def correct(self) -> bool:
+        return self.pred == self.gold
+
+    @property
+    def target_loss(self) -> float:
+        """Mean NLL of the gold continuation's tokens (the paper's Eq. 5)."""
+        return -self.logprobs[self.gold] / self.n_tokens[self.gold]
+
+
+def encode_pair(tokenizer, context: str, continuation: str) -> Encoded:
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    whole = tokenizer(context + continuation).input_ids
+    ctx = tokenizer(context).input_ids
+    return Encoded(tuple(ctx), tuple(whole[len(ctx):]))
+
+
+def max_length(model: LoadedModel) -> int:
+    return getattr(model.config, "max_position_embeddings", None) or 2048
+
+
+def model_input(enc: Encoded, limit: int) -> list[int]:
+    """The tokens fed to the model, cut from the left to the model's length like lm-eval."""
+    return list(enc.context + enc.continuation)[-(limit + 1):][:-1]
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[Int[Tensor, "b t"], Int[Tensor, "b t"]]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def continuation_logprobs(
+    logits_fn, ids: Int[Tensor, "b t"], mask: Int[Tensor, "b t"], encs: list[Encoded], limit: int
+) -> list[Float[Tensor, " n"]]:
+    """Log-probabilities of each sequence's continuation tokens, unembedding only those positions.
+
+    `logits_fn(ids, mask, rows, cols)` returns logits at the gathered (row, col) positions.
+    """
+    rows, cols, targets, sizes = [], [], [], []
+    for i, enc in enumerate(encs):
+        n_in = len(model_input(enc, limit))
+        n = len(enc.continuation)
+        rows += [i] * n
+        cols += range(n_in - n, n_in)
+        targets += enc.continuation
+        sizes.append(n)
+    logits = logits_fn(ids, mask, torch.tensor(rows), torch.tensor(cols))
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    target = torch.tensor(targets, device=logp.device)
+    tok_logp = logp.gather(-1, target[:, None])[:, 0]
+    greedy = logp.argmax(-1) == target
+    return list(zip(tok_logp.split(sizes), greedy.split(sizes)))
+
+
+def hf_logits_fn(model: LoadedModel):
+    """Logits at chosen positions through the HF model, whose layers the bridge hooks."""
+    hf = model.hf_model
+
+    def logits_at(ids, mask, rows, cols):
+        dev = model.device
+        hidden = hf.model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
+        return hf.lm_head(hidden[rows.to(dev), cols.to(dev)])
+
+    return logits_at
+
+
+@torch.no_grad()
+def score_requests(
+    model: LoadedModel,
+    requests: list[tuple[str, str]],
+    batch_size: int = 16,
+    progress: bool = True,
+) -> list[Score]:
+    """Score (context, continuation) pairs; longest first so batches pad little."""
+    encs = [encode_pair(model.tokenizer, c, x) for c, x in requests]
+    limit = max_length(model)
+    order = sorted(range(len(encs)), key=lambda i: -len(model_input(encs[i], limit)))
+    logits_fn = hf_logits_fn(model)
+    pad_id = model.tokenizer.pad_token_id
+    scores: list[Score | None] = [None] * len(encs)
+    bar = tqdm(total=len(encs), desc="scoring", unit="req", disable=not progress, leave=False)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = [encs[i] for i in chunk]
+        ids, mask = pad_batch([model_input(e, limit) for e in batch], pad_id)
+        for i, (lp, greedy) in zip(chunk, continuation_logprobs(logits_fn, ids, mask, batch, limit)):
+            scores[i] = Score(float(lp.sum()), len(lp), bool(greedy.all()))
+        bar.update(len(chunk))
+    bar.close()
+    return scores
+
+
+def score_docs(
+    model: LoadedModel, docs: list[Doc], batch_size: int = 16, progress: bool = True
+) -> list[DocScore]:
+    requests = [(d.prompt, c) for d in docs for c in d.choices]
+    flat = iter(score_requests(model, requests, batch_size, progress))
+    out = []
+    for d in docs:
+        s = [next(flat) for _ in d.choices]
+        logprobs = [x.logprob for x in s]
+        char_lens = [len(c) for c in d.choices]
+        norm = [lp / n for lp, n in zip(logprobs, char_lens)]
+        out.append(
+            DocScore(
+                index=d.index,
+                logprobs=logprobs,
+                n_tokens=[x.n_tokens for x in s],
+                char_lens=char_lens,
+                gold=d.gold,
+                pred=max(range(len(s)), key=lambda i: (logprobs[i], -i)),
+                pred_norm=max(range(len(s)), key=lambda i: (norm[i], -i)),
+            )
+        )
+    return out
+
+
+def _score_cache_path(model: LoadedModel, task: Task, docs: list[Doc]) -> Path:
+    key = f"{model.name}|{model.fingerprint()}|{task.name}|{data_fingerprint(docs)}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    return cache_dir() / "scores" / f"{task.name}-{digest}.json"
+
+
+def cached_score_docs(
+    model: LoadedModel, task: Task, docs: list[Doc], batch_size: int = 16, progress: bool = True
+) -> list[DocScore]:
+    """`score_docs`, remembered on disk per (model weights, task, data) so a rerun does not rescore."""
+    path = _score_cache_path(model, task, docs)
+    if path.exists():
+        return [DocScore(**row) for row in json.loads(path.read_text())]
+    scores = score_docs(model, docs, batch_size, progress)
+    write_json_atomic(path, [asdict(s) for s in scores])
+    return scores
+
+
+def select_samples(docs: list[Doc], scores: list[DocScore], n: int = 64) -> list[Doc]:
+    """Of the documents the model gets right, the `n` with the lowest target loss (paper, Section 4)."""
+    by_index = {d.index: d for d in docs}
+    correct = [s for s in scores if s.correct]
+    correct.sort(key=lambda s: (s.target_loss, s.index))
+    return [by_index[s.index] for s in correct[:n]]
