@@ -88,39 +88,36 @@ def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[Int[Tensor, "b t"], I
     return ids, mask
 
 
-def continuation_logprobs(
-    logits_fn, ids: Int[Tensor, "b t"], mask: Int[Tensor, "b t"], encs: list[Encoded], limit: int
-) -> list[Float[Tensor, " n"]]:
-    """Log-probabilities of each sequence's continuation tokens, unembedding only those positions.
+def shared_inputs(inputs: list[list[int]], groups: list) -> tuple[list[list[int]], list[int]]:
+    """Map every input to a carrier sequence that starts with it, so each forward is run once.
 
-    `logits_fn(ids, mask, rows, cols)` returns logits at the gathered (row, col) positions.
+    A causal model's logits at the positions of a prefix do not depend on what follows, so a
+    request whose input is a prefix of another's in the same group (the single-token choices
+    " A", " B" of one question all read the same context) is scored from that one's forward.
+    Exact, like lm-evaluation-harness's grouping of requests by context.
     """
-    rows, cols, targets, sizes = [], [], [], []
-    for i, enc in enumerate(encs):
-        n_in = len(model_input(enc, limit))
-        n = len(enc.continuation)
-        rows += [i] * n
-        cols += range(n_in - n, n_in)
-        targets += enc.continuation
-        sizes.append(n)
-    logits = logits_fn(ids, mask, torch.tensor(rows), torch.tensor(cols))
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    target = torch.tensor(targets, device=logp.device)
-    tok_logp = logp.gather(-1, target[:, None])[:, 0]
-    greedy = logp.argmax(-1) == target
-    return list(zip(tok_logp.split(sizes), greedy.split(sizes)))
+    carriers: list[list[int]] = []
+    carrier_of = [0] * len(inputs)
+    by_group: dict = {}
+    for i in sorted(range(len(inputs)), key=lambda i: -len(inputs[i])):
+        mine = by_group.setdefault(groups[i], [])
+        n = len(inputs[i])
+        found = next((c for c in mine if carriers[c][:n] == inputs[i]), None)
+        if found is None:
+            carriers.append(inputs[i])
+            found = len(carriers) - 1
+            mine.append(found)
+        carrier_of[i] = found
+    return carriers, carrier_of
 
 
-def hf_logits_fn(model: LoadedModel):
-    """Logits at chosen positions through the HF model, whose layers the bridge hooks."""
-    hf = model.hf_model
-
-    def logits_at(ids, mask, rows, cols):
-        dev = model.device
-        hidden = hf.model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
-        return hf.lm_head(hidden[rows.to(dev), cols.to(dev)])
-
-    return logits_at
+def hf_target_logits(
+    model: LoadedModel, ids: Int[Tensor, "b t"], mask: Int[Tensor, "b t"], rows: Int[Tensor, " n"], cols: Int[Tensor, " n"]
+) -> Float[Tensor, "n vocab"]:
+    """Logits at chosen positions only, through the HF model (whose layers the bridge hooks)."""
+    dev = model.device
+    hidden = model.hf_model.model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
+    return model.hf_model.lm_head(hidden[rows.to(dev), cols.to(dev)])
 
 
 @torch.no_grad()
@@ -133,18 +130,33 @@ def score_requests(
     """Score (context, continuation) pairs; longest first so batches pad little."""
     encs = [encode_pair(model.tokenizer, c, x) for c, x in requests]
     limit = max_length(model)
-    order = sorted(range(len(encs)), key=lambda i: -len(model_input(encs[i], limit)))
-    logits_fn = hf_logits_fn(model)
+    inputs = [model_input(e, limit) for e in encs]
+    carriers, carrier_of = shared_inputs(inputs, [e.context for e in encs])
+    readers: list[list[int]] = [[] for _ in carriers]
+    for i, c in enumerate(carrier_of):
+        readers[c].append(i)
     pad_id = model.tokenizer.pad_token_id
     scores: list[Score | None] = [None] * len(encs)
     bar = tqdm(total=len(encs), desc="scoring", unit="req", disable=not progress, leave=False)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = [encs[i] for i in chunk]
-        ids, mask = pad_batch([model_input(e, limit) for e in batch], pad_id)
-        for i, (lp, greedy) in zip(chunk, continuation_logprobs(logits_fn, ids, mask, batch, limit)):
-            scores[i] = Score(float(lp.sum()), len(lp), bool(greedy.all()))
-        bar.update(len(chunk))
+    for start in range(0, len(carriers), batch_size):
+        chunk = range(start, min(start + batch_size, len(carriers)))
+        ids, mask = pad_batch([carriers[c] for c in chunk], pad_id)
+        reqs = [(row, i) for row, c in enumerate(chunk) for i in readers[c]]
+        rows, cols, targets = [], [], []
+        for row, i in reqs:
+            n_in, n = len(inputs[i]), len(encs[i].continuation)
+            rows += [row] * n
+            cols += range(n_in - n, n_in)
+            targets += encs[i].continuation
+        logits = hf_target_logits(model, ids, mask, torch.tensor(rows), torch.tensor(cols))
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        target = torch.tensor(targets, device=logp.device)
+        tok_logp = logp.gather(-1, target[:, None])[:, 0]
+        greedy = logp.argmax(-1) == target
+        sizes = [len(encs[i].continuation) for _, i in reqs]
+        for (_, i), lp, g in zip(reqs, tok_logp.split(sizes), greedy.split(sizes)):
+            scores[i] = Score(float(lp.sum()), len(lp), bool(g.all()))
+        bar.update(len(reqs))
     bar.close()
     return scores
 

@@ -70,3 +70,15 @@ def test_score_cache_is_reused(tiny, data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(scoring, "score_docs", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rescored")))
     again = cached_score_docs(tiny, task, docs, progress=False)
     assert [s.logprobs for s in again] == [s.logprobs for s in first]
+
+
+def test_shared_inputs_maps_prefixes_to_one_carrier():
+    from circuitlab.scoring import shared_inputs
+
+    inputs = [[1, 2, 3], [1, 2, 3, 4], [1, 2, 3], [1, 2, 5], [1, 2, 3]]
+    groups = ["a", "a", "a", "a", "b"]
+    carriers, carrier_of = shared_inputs(inputs, groups)
+    assert carriers[carrier_of[0]] == [1, 2, 3, 4] and carrier_of[0] == carrier_of[1] == carrier_of[2]
+    assert carriers[carrier_of[3]] == [1, 2, 5]
+    assert carriers[carrier_of[4]] == [1, 2, 3]  # another group never shares
+    assert len(carriers) == 3
