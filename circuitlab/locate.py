@@ -1,0 +1,716 @@
+"""Locating knowledge circuits: which attention heads, masked, hurt a task most (paper, Section 4).
+
+Every strategy asks one question many times: the loss of the samples with a set of heads masked,
+where the set is "the heads already fixed in layers < l, plus one candidate head in layer l".
+Two evaluators answer it, with the same interface and the same numbers:
+
+- `PlainEvaluator`, the paper's algorithm: one full forward of the whole model over all samples
+  per candidate set, no reuse. It is the reference the tests and the benchmark compare against.
+- `Engine`: computes the residual stream entering layer l once (the "trunk", with the fixed heads
+  masked) and runs only layers l..L-1 for the candidates, several candidates x samples per
+  forward, unembedding only target positions. It can also rank candidates by an
+  attribution-patching estimate (`attribution`) so only the top K are evaluated exactly.
+
+The strategies (`single`, `greedy`, `random`, `layer-conditioned`, `redundant`) are written once
+over that interface; `locate` runs one, checkpointing after every layer so a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import math
+import platform
+import random
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from circuitlab.circuit import Circuit, ModelInfo, Sample, TaskInfo
+from circuitlab.errors import CircuitlabError
+from circuitlab.io import read_json, write_json_atomic
+from circuitlab.masking import HeadMask, hook_z_name, keep_matrix, masked_logits, zero_heads_hook
+from circuitlab.models import LoadedModel
+from circuitlab.scoring import encode_pair, max_length, model_input, pad_batch
+
+STRATEGIES = ("single", "greedy", "random", "layer-conditioned", "redundant")
+PAD_SLACK = 1.1  # a forward computes at most 10% more padded than real tokens
+NAN = float("nan")
+
+
+# --- samples ----------------------------------------------------------------------------------
+
+
+def locating_samples(
+    model: LoadedModel, task, data_dir=None, split: str = "train", n: int = 64,
+    max_docs: int | None = None, progress: bool = True,
+) -> tuple[list[Sample], TaskInfo]:
+    """The paper's samples: of the first `max_docs` docs of `split` the model gets right, the `n`
+    with the lowest target loss (scores cached per model, task and data)."""
+    from circuitlab.scoring import cached_score_docs, select_samples
+    from circuitlab.tasks import data_fingerprint, get_task, load_docs
+
+    task = get_task(task) if isinstance(task, str) else task
+    docs = load_docs(task, split, data_dir, limit=max_docs)
+    chosen = select_samples(docs, cached_score_docs(model, task, docs, progress=progress), n)
+    if not chosen:
+        raise CircuitlabError(f"the model gets none of the {len(docs)} {task.name} {split} docs right")
+    samples = [Sample(d.prompt, d.target, d.index) for d in chosen]
+    return samples, TaskInfo(task.name, split, data_fingerprint(docs), len(docs))
+
+
+def read_samples_file(path: str | Path) -> list[Sample]:
+    """Rows `{"prompt": str, "target": str}` of a JSON Lines file, used as they are and in order."""
+    path = Path(path)
+    if not path.is_file():
+        raise CircuitlabError(f"samples file not found: {path}")
+    samples = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CircuitlabError(f"{path} line {n}: malformed JSON ({e.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row.get("target") \
+                or not isinstance(row["target"], str):
+            raise CircuitlabError(f'{path} line {n}: expected {{"prompt": str, "target": non-empty str}}')
+        samples.append(Sample(row["prompt"], row["target"], row.get("index")))
+    if not samples:
+        raise CircuitlabError(f"samples file {path} has no rows")
+    return samples
+
+
+def samples_fingerprint(samples: list[Sample]) -> str:
+    payload = json.dumps([[s.index, s.prompt, s.target] for s in samples], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A sample as the model reads it: `ids` = context + target[:-1]; the last `len(targets)`
+    positions predict the target tokens (nothing after the last target token is fed)."""
+
+    ids: tuple[int, ...]
+    targets: tuple[int, ...]
+
+
+def encode_samples(model: LoadedModel, samples: list[Sample]) -> list[Encoded]:
+    limit = max_length(model)
+    out = []
+    for i, s in enumerate(samples):
+        enc = encode_pair(model.tokenizer, s.prompt, s.target)
+        ids = model_input(enc, limit)
+        if not enc.continuation or not enc.context or len(enc.continuation) > len(ids):
+            raise CircuitlabError(f"sample {i} ({s.prompt[:40]!r} -> {s.target!r}): needs a non-empty "
+                                  "prompt and target that fit in the model's context")
+        out.append(Encoded(tuple(ids), tuple(enc.continuation)))
+    return out
+
+
+def set_loss(per_sample: Sequence[float]) -> float:
+    """The loss of a sample set: the mean over samples of each sample's mean target NLL."""
+    return math.fsum(per_sample) / len(per_sample)
+
+
+# --- evaluators -------------------------------------------------------------------------------
+
+
+class Evaluator(Protocol):
+    model: LoadedModel
+    n_samples: int
+
+    def losses(self, layer: int, base: HeadMask, heads: Sequence[int | None]) -> list[float]:
+        """For each h: the loss with `base` (heads of layers < `layer`) plus head h of `layer`
+        masked; h = None masks `base` alone. `layer` may be n_layers (then heads = [None])."""
+        ...
+
+
+def _check_request(model: LoadedModel, layer: int, base: HeadMask, heads: Sequence[int | None]) -> None:
+    if not 0 <= layer <= model.n_layers or any(la >= layer for la in base.layers):
+        raise ValueError(f"bad request: layer {layer}, base layers {base.layers}")
+    if layer == model.n_layers and any(h is not None for h in heads):
+        raise ValueError("past the last layer only the base mask can be evaluated")
+
+
+class PlainEvaluator:
+    """The paper's code: for each candidate set, one full forward of the model over all samples
+    (the whole text prompt + target, full logits), then the target tokens' NLL."""
+
+    def __init__(self, model: LoadedModel, samples: list[Sample], batch_size: int | None = None,
+                 on_rows: Callable[[int], None] | None = None):
+        self.model = model
+        self.encoded = encode_samples(model, samples)
+        self.n_samples = len(samples)
+        self.batch_size = batch_size or self.n_samples
+        self.on_rows = on_rows or (lambda n: None)
+        self.n_forwards = 0
+
+    def losses(self, layer: int, base: HeadMask, heads: Sequence[int | None]) -> list[float]:
+        _check_request(self.model, layer, base, heads)
+        return [self.loss(base if h is None else base.plus(layer, [h])) for h in heads]
+
+    @torch.no_grad()
+    def loss(self, mask: HeadMask) -> float:
+        per_sample = []
+        for start in range(0, self.n_samples, self.batch_size):
+            batch = self.encoded[start : start + self.batch_size]
+            ids, attn = pad_batch([list(e.ids) + [e.targets[-1]] for e in batch], self.model.tokenizer.pad_token_id)
+            logits = masked_logits(self.model, ids, attn, mask)
+            for row, e in enumerate(batch):
+                end = len(e.ids)  # the position of the last target token predicts nothing
+                logp = torch.log_softmax(logits[row, end - len(e.targets) : end].float(), dim=-1)
+                target = torch.tensor(e.targets, device=logp.device)
+                per_sample.append(-float(logp.gather(-1, target[:, None]).mean()))
+            self.n_forwards += 1
+            self.on_rows(len(batch))
+        return set_loss(per_sample)
+
+
+class _Captured(Exception):
+    pass
+
+
+@dataclass
+class _Trunk:
+    layer: int  # the residual stream entering this layer
+    mask: HeadMask  # heads masked in layers < layer
+    hidden: list[Tensor]  # per sample, [pos, d_model]
+
+
+class Engine:
+    """Exact masked losses at a fraction of the plain cost.
+
+    The trunk (residual stream entering layer l, with the base heads of layers < l masked) is
+    computed once and advanced layer by layer; candidates of layer l replicate it along the batch
+    (a hook_z hook zeroes each row's candidate head) and run only layers l..L-1, calling the
+    bridge's blocks directly with the keyword arguments HF passes them. Rows (candidate x sample)
+    are sorted by length and packed up to `max_batch_tokens` padded tokens per forward; the final
+    norm and unembedding run only at target positions.
+    """
+
+    def __init__(self, model: LoadedModel, samples: list[Sample], max_batch_tokens: int = 4096,
+                 on_rows: Callable[[int], None] | None = None):
+        if max_batch_tokens < 1:
+            raise CircuitlabError(f"--max-batch-tokens must be positive, got {max_batch_tokens}")
+        self.model = model
+        self.blocks = model.hf_model.model.layers
+        self.encoded = encode_samples(model, samples)
+        self.n_samples = len(samples)
+        self.lengths = [len(e.ids) for e in self.encoded]
+        self.max_batch_tokens = max_batch_tokens
+        self.on_rows = on_rows or (lambda n: None)
+        self._trunk: _Trunk | None = None
+        self._kwargs: OrderedDict[tuple[int, ...], dict] = OrderedDict()
+        self.flops = 0.0  # matmul FLOPs of everything run (padding included), for the benchmark
+        dense = [p.numel() for p in self.blocks[0].parameters() if p.dim() == 2]
+        self._layer_params = sum(dense)
+
+    # -- public
+
+    @torch.no_grad()
+    def losses(self, layer: int, base: HeadMask, heads: Sequence[int | None]) -> list[float]:
+        _check_request(self.model, layer, base, heads)
+        trunk = self._trunk_at(layer, base)
+        masked = [() if h is None else (h,) for h in heads]
+        nll = [[NAN] * self.n_samples for _ in heads]
+        rows = sorted(((s, c) for c in range(len(heads)) for s in range(self.n_samples)),
+                      key=lambda r: (self.lengths[r[0]], r[0], r[1]))
+        for chunk in self._chunks(rows):
+            samples = [s for s, _ in chunk]
+            hidden, kwargs = self._batch([trunk[s] for s in samples], samples)
+            hooks = []
+            if any(masked[c] for _, c in chunk):
+                keep = keep_matrix([masked[c] for _, c in chunk], self.model.n_heads)
+                hooks = [(hook_z_name(layer), zero_heads_hook(keep))]
+            hidden = self._run(layer, self.model.n_layers, hidden, kwargs, hooks)
+            for (s, c), v in zip(chunk, self._target_nll(hidden, samples).tolist()):
+                nll[c][s] = v
+            self.on_rows(len(chunk))
+        return [set_loss(row) for row in nll]
+
+    @torch.no_grad()
+    def attribution(self, layer: int, base: HeadMask) -> tuple[float, list[float]]:
+        """Attribution patching: (loss with `base` masked, estimated loss with each head of `layer`
+        masked too), the estimate being loss + sum over positions of -z_h . dLoss/dz_h, from one
+        forward and backward of layers layer..L-1."""
+        _check_request(self.model, layer, base, [None])
+        trunk = self._trunk_at(layer, base)
+        delta = torch.zeros(self.model.n_heads, dtype=torch.float64)
+        loss = 0.0
+        rows = sorted(range(self.n_samples), key=lambda s: (self.lengths[s], s))
+        for chunk in self._chunks(rows):
+            hidden, kwargs = self._batch([trunk[s] for s in chunk], chunk)
+            zs: list[Tensor] = []
+
+            def grab(z, hook=None):
+                zs.append(z.detach().requires_grad_(True))
+                return zs[-1]
+
+            with torch.enable_grad():
+                out = self._run(layer, self.model.n_layers, hidden, kwargs, [(hook_z_name(layer), grab)])
+                chunk_loss = self._target_nll(out, chunk).sum() / self.n_samples
+                (grad,) = torch.autograd.grad(chunk_loss, zs[0])
+            delta += torch.einsum("bphd,bphd->h", -zs[0].detach().double(), grad.double())
+            loss += float(chunk_loss.detach())
+            self.flops += self._layers_flops(len(chunk), hidden.shape[1], self.model.n_layers - layer)
+            self.on_rows(2 * len(chunk))
+        return loss, [loss + float(d) for d in delta]
+
+    # -- trunk
+
+    def _trunk_at(self, layer: int, base: HeadMask) -> list[Tensor]:
+        """The residual stream entering `layer` with `base` masked; advances the kept trunk when it
+        is on the way, else starts again from the embeddings."""
+        t = self._trunk
+        if t is None or t.layer > layer or base.before(t.layer) != t.mask:
+            t = _Trunk(0, HeadMask(), self._embed())
+        while t.layer < layer:
+            t = _Trunk(t.layer + 1, base.before(t.layer + 1), self._advance(t.layer, base.at(t.layer), t.hidden))
+        self._trunk = t
+        return t.hidden
+
+    def _embed(self) -> list[Tensor]:
+        out: list[Tensor | None] = [None] * self.n_samples
+        for chunk in self._chunks(sorted(range(self.n_samples), key=lambda s: (self.lengths[s], s))):
+            hidden, _ = self._capture(chunk, with_ids=True)
+            for row, s in enumerate(chunk):
+                out[s] = hidden[row, : self.lengths[s]].clone()
+        return out
+
+    def _advance(self, layer: int, heads: tuple[int, ...], trunk: list[Tensor]) -> list[Tensor]:
+        out: list[Tensor | None] = [None] * self.n_samples
+        for chunk in self._chunks(sorted(range(self.n_samples), key=lambda s: (self.lengths[s], s))):
+            hidden, kwargs = self._batch([trunk[s] for s in chunk], chunk)
+            hooks = [(hook_z_name(layer), zero_heads_hook(keep_matrix([heads], self.model.n_heads)))] if heads else []
+            hidden = self._run(layer, layer + 1, hidden, kwargs, hooks)
+            for row, s in enumerate(chunk):
+                out[s] = hidden[row, : self.lengths[s]].clone()
+        return out
+
+    # -- batching and running
+
+    def _chunks(self, rows: list) -> list[list]:
+        """Consecutive rows (sorted by length) packed so rows x longest <= max_batch_tokens, and
+        padding stays under PAD_SLACK of the real tokens (a new chunk beats computing on padding)."""
+        def length(r):
+            return self.lengths[r[0] if isinstance(r, tuple) else r]
+
+        chunks, current, width, real = [], [], 0, 0
+        for r in rows:
+            w, n = max(width, length(r)), len(current) + 1
+            if current and (n * w > self.max_batch_tokens or n * w > PAD_SLACK * (real + length(r))):
+                chunks.append(current)
+                current, w, real = [], length(r), 0
+            current.append(r)
+            width, real = w, real + length(r)
+        if current:
+            chunks.append(current)
+        return chunks
+
+    def _capture(self, samples: list[int], with_ids: bool = False) -> tuple[Tensor, dict]:
+        """Run the HF model up to block 0 and keep what it passes there: the embeddings (of the
+        real ids if `with_ids`) and the keyword arguments (mask, positions, rotary cos/sin)."""
+        lengths = [self.lengths[s] for s in samples]
+        width = max(lengths)
+        attn = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()
+        ids = torch.full((len(samples), width), self.model.tokenizer.pad_token_id, dtype=torch.long)
+        if with_ids:
+            for row, s in enumerate(samples):
+                ids[row, : lengths[row]] = torch.tensor(self.encoded[s].ids)
+        got = {}
+
+        def grab(module, args, kwargs):
+            got["hidden"], got["kwargs"] = args[0] if args else kwargs["hidden_states"], kwargs
+            raise _Captured
+
+        handle = self.blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            dev = self.model.device
+            self.model.hf_model.model(input_ids=ids.to(dev), attention_mask=attn.to(dev), use_cache=False)
+        except _Captured:
+            pass
+        finally:
+            handle.remove()
+        kwargs = {k: v for k, v in got["kwargs"].items() if k != "hidden_states"}
+        return got["hidden"], kwargs
+
+    def _batch(self, hidden: list[Tensor], samples: list[int]) -> tuple[Float[Tensor, "b pos d"], dict]:
+        """Right-pad per-sample residuals into one batch, with the block kwargs for its lengths."""
+        key = tuple(self.lengths[s] for s in samples)
+        if key not in self._kwargs:
+            self._kwargs[key] = self._capture(samples)[1]
+            if len(self._kwargs) > 64:
+                self._kwargs.popitem(last=False)
+        batch = hidden[0].new_zeros(len(hidden), max(key), hidden[0].shape[-1])
+        for row, h in enumerate(hidden):
+            batch[row, : h.shape[0]] = h
+        return batch, self._kwargs[key]
+
+    def _run(self, start: int, stop: int, hidden: Tensor, kwargs: dict, hooks: list) -> Tensor:
+        """Blocks start..stop-1 of the bridge (their hooks fire), as HF's own loop calls them."""
+        with self.model.bridge.hooks(fwd_hooks=hooks):
+            for i in range(start, stop):
+                out = self.blocks[i](hidden, **kwargs)
+                hidden = out[0] if isinstance(out, tuple) else out
+        self.flops += self._layers_flops(hidden.shape[0], hidden.shape[1], stop - start)
+        return hidden
+
+    def _target_nll(self, hidden: Float[Tensor, "b pos d"], samples: list[int]) -> Float[Tensor, " b"]:
+        """Each row's mean NLL of its sample's target tokens; final norm + unembed at those positions only."""
+        rows, cols, targets, sizes = [], [], [], []
+        for row, s in enumerate(samples):
+            e, end = self.encoded[s], self.lengths[s]
+            rows += [row] * len(e.targets)
+            cols += range(end - len(e.targets), end)
+            targets += e.targets
+            sizes.append(len(e.targets))
+        hf = self.model.hf_model
+        picked = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(cols, device=hidden.device)]
+        logits = hf.lm_head(hf.model.norm(picked))
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        tok = logp.gather(-1, torch.tensor(targets, device=logp.device)[:, None])[:, 0]
+        self.flops += 2.0 * logits.shape[0] * logits.shape[1] * picked.shape[1]
+        return torch.stack([-part.mean() for part in tok.split(sizes)])
+
+    def _layers_flops(self, batch: int, width: int, n_layers: int) -> float:
+        m = self.model
+        attention = 4.0 * batch * m.n_heads * width * width * m.d_head  # scores and weighted sum
+        return n_layers * (2.0 * self._layer_params * batch * width + attention)
+
+
+# --- strategies -------------------------------------------------------------------------------
+
+
+def top_heads(row: Sequence[float], n: int) -> list[int]:
+    """The n heads with the highest loss (ties: lower index); NaN (not evaluated) never chosen."""
+    evaluated = [h for h, x in enumerate(row) if not math.isnan(x)]
+    return sorted(sorted(evaluated, key=lambda h: (-row[h], h))[:n])
+
+
+def random_heads(seed: int, layers: Sequence[int], n_heads: int, n: int,
+                 exclude: HeadMask = HeadMask()) -> HeadMask:
+    """n heads per layer drawn with `random.Random(seed)`, never from `exclude`."""
+    rng = random.Random(seed)
+    chosen = {}
+    for layer in layers:
+        pool = [h for h in range(n_heads) if h not in exclude.at(layer)]
+        if len(pool) < n:
+            raise CircuitlabError(f"layer {layer} has only {len(pool)} heads outside the circuit, fewer than n={n}")
+        chosen[layer] = rng.sample(pool, n)
+    return HeadMask.of(chosen)
+
+
+class Memo:
+    """Results of finished steps by key (JSON-safe), saved after each step: a rerun replays them."""
+
+    def __init__(self, done: dict | None = None, save: Callable[[dict], None] | None = None,
+                 on_start: Callable[[str, bool], None] | None = None,
+                 on_step: Callable[[str], None] | None = None):
+        self.done = dict(done or {})
+        self.save = save or (lambda done: None)
+        self.on_start = on_start or (lambda key, replayed: None)
+        self.on_step = on_step or (lambda key: None)
+        self.replayed = 0
+
+    def __call__(self, key: str, fn: Callable[[], object]):
+        replayed = key in self.done
+        self.on_start(key, replayed)
+        if replayed:
+            self.replayed += 1
+            return self.done[key]
+        self.done[key] = fn()
+        self.save(self.done)
+        self.on_step(key)
+        return self.done[key]
+
+
+def _json_row(row: list[float]) -> list[float | None]:
+    return [None if math.isnan(x) else x for x in row]
+
+
+def _row(row: list[float | None]) -> list[float]:
+    return [NAN if x is None else float(x) for x in row]
+
+
+def score_layer(ev: Evaluator, layer: int, base: HeadMask, n_heads: int, prescreen: int | None,
+                with_base: bool) -> dict:
+    """Losses of masking each head of `layer` on top of `base` (only the attribution top-K when
+    prescreening), plus the loss of `base` alone when `with_base`."""
+    candidates, estimate = list(range(n_heads)), None
+    if prescreen is not None and prescreen < n_heads:
+        _, estimate = ev.attribution(layer, base)
+        candidates = sorted(sorted(candidates, key=lambda h: (-estimate[h], h))[:prescreen])
+    out = ev.losses(layer, base, ([None] if with_base else []) + candidates)
+    row = [NAN] * n_heads
+    for h, x in zip(candidates, out[1:] if with_base else out):
+        row[h] = x
+    return {"base": out[0] if with_base else None, "losses": _json_row(row), "estimate": estimate}
+
+
+@dataclass
+class Located:
+    """What a strategy found: the selection and the numbers behind it."""
+
+    heads: HeadMask
+    baseline: float
+    curve: list[float]
+    tables: dict[str, list[list[float]]] = field(default_factory=dict)
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    selections: dict[str, dict[int, list[int]]] = field(default_factory=dict)
+
+
+def loss_curve(ev: Evaluator, sel: HeadMask, layers: Sequence[int], memo: Memo, key: str) -> list[float]:
+    """For each layer k: the loss with the selected heads of layers first..k masked."""
+    return [memo(f"{key}/{k}", lambda k=k: ev.losses(k + 1, sel.before(k + 1), [None])[0]) for k in layers]
+
+
+def baseline_loss(ev: Evaluator, layers: Sequence[int], memo: Memo) -> float:
+    return memo("baseline/", lambda: ev.losses(layers[0], HeadMask(), [None])[0])
+
+
+def layer_conditioned(ev, layers, n_heads, n, memo, prescreen=None) -> Located:
+    """Algorithm 1: layer by layer, each head's loss with the heads chosen in earlier layers masked;
+    keep the top n. The loss of the chosen heads alone rides along in each layer's batch, which
+    gives the loss curve (and, in the first layer, the baseline) for free."""
+    chosen, tables, curve = HeadMask(), _empty_tables(ev, n_heads, prescreen, "conditioned"), []
+    for layer in layers:
+        res = memo(f"conditioned/{layer}", lambda: score_layer(ev, layer, chosen, n_heads, prescreen, True))
+        _fill(tables, "conditioned", layer, res)
+        curve.append(res["base"])
+        chosen = chosen.plus(layer, top_heads(_row(res["losses"]), n))
+    end = layers[-1] + 1
+    curve.append(memo(f"conditioned/{end}", lambda: ev.losses(end, chosen, [None])[0]))
+    return Located(chosen, curve[0], curve[1:], tables)
+
+
+def single_head(ev, layers, n_heads, n, memo, prescreen=None) -> Located:
+    """The L x H table of each head masked alone; the greedy selection is its top n per layer."""
+    tables = _empty_tables(ev, n_heads, prescreen, "single")
+    chosen = {}
+    for layer in layers:
+        res = memo(f"single/{layer}", lambda: score_layer(ev, layer, HeadMask(), n_heads, prescreen, False))
+        _fill(tables, "single", layer, res)
+        chosen[layer] = top_heads(_row(res["losses"]), n)
+    sel = HeadMask.of(chosen)
+    return Located(sel, baseline_loss(ev, layers, memo), loss_curve(ev, sel, layers, memo, "curve"), tables)
+
+
+def random_selections(ev, layers, n_heads, n, memo, seeds: Sequence[int], exclude=HeadMask()) -> Located:
+    """n random heads per layer for each seed (never from `exclude`); the first seed's is the selection."""
+    sels = {seed: random_heads(seed, layers, n_heads, n, exclude) for seed in seeds}
+    baseline = baseline_loss(ev, layers, memo)
+    curves = {seed: loss_curve(ev, sel, layers, memo, f"seed {seed}") for seed, sel in sels.items()}
+    first = seeds[0]
+    return Located(
+        sels[first], baseline, curves[first],
+        curves={f"seed {s}": c for s, c in curves.items()} if len(seeds) > 1 else {},
+        selections={str(s): sel.as_dict() for s, sel in sels.items()} if len(seeds) > 1 else {},
+    )
+
+
+def _empty_tables(ev, n_heads: int, prescreen: int | None, name: str) -> dict[str, list[list[float]]]:
+    n_layers = ev.model.n_layers
+    tables = {name: [[NAN] * n_heads for _ in range(n_layers)]}
+    if prescreen is not None and prescreen < n_heads:
+        tables[f"{name}_estimate"] = [[NAN] * n_heads for _ in range(n_layers)]
+    return tables
+
+
+def _fill(tables: dict, name: str, layer: int, res: dict) -> None:
+    tables[name][layer] = _row(res["losses"])
+    if res["estimate"] is not None:
+        tables[f"{name}_estimate"][layer] = list(res["estimate"])
+
+
+# --- the locate API ---------------------------------------------------------------------------
+
+
+@dataclass
+class LocateConfig:
+    strategy: str = "layer-conditioned"
+    n_per_layer: int | None = None  # default: default_heads_per_layer(model)
+    seeds: tuple[int, ...] = (0,)  # random and redundant: one selection per seed
+    layers: tuple[int, int] | None = None  # first and last layer (inclusive); default: all
+    prescreen: int | None = None  # evaluate only the attribution top K per layer exactly
+    max_batch_tokens: int = 4096
+    plain: bool = False  # use the paper's plain algorithm instead of the engine
+    circuit: Circuit | None = None  # redundant: the circuit whose heads are excluded
+
+
+def default_heads_per_layer(n_heads: int) -> int:
+    """8 for 32-head models (the paper), otherwise round(H/4), at least 1."""
+    return 8 if n_heads == 32 else max(1, round(n_heads / 4))
+
+
+def parse_layers(text: str, n_layers: int) -> tuple[int, int]:
+    try:
+        parts = [int(x) for x in text.split("-")]
+        first, last = (parts[0], parts[0]) if len(parts) == 1 else parts
+    except ValueError:
+        raise CircuitlabError(f"--layers must be A-B or A, got {text!r}") from None
+    if not 0 <= first <= last < n_layers:
+        raise CircuitlabError(f"--layers {text} out of range: the model has layers 0-{n_layers - 1}")
+    return first, last
+
+
+def checkpoint_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".partial.json")
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for pkg in ("circuitlab", "torch", "transformers", "transformer-lens", "peft"):
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def resolve_config(model: LoadedModel, config: LocateConfig) -> tuple[int, list[int]]:
+    H, L = model.n_heads, model.n_layers
+    if config.strategy not in STRATEGIES:
+        raise CircuitlabError(f"unknown strategy {config.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    n = config.n_per_layer if config.n_per_layer is not None else default_heads_per_layer(H)
+    if not 1 <= n <= H:
+        raise CircuitlabError(f"--heads-per-layer {n} out of range: the model has {H} heads per layer")
+    first, last = config.layers if config.layers is not None else (0, L - 1)
+    if not 0 <= first <= last < L:
+        raise CircuitlabError(f"layers {first}-{last} out of range: the model has layers 0-{L - 1}")
+    if config.prescreen is not None and not n <= config.prescreen <= H:
+        raise CircuitlabError(f"--prescreen {config.prescreen} must be between n={n} and the {H} heads per layer")
+    if config.prescreen is not None and config.plain:
+        raise CircuitlabError("--prescreen needs the engine (the plain algorithm evaluates every head)")
+    if not config.seeds:
+        raise CircuitlabError("give at least one seed")
+    if config.strategy == "redundant":
+        if config.circuit is None:
+            raise CircuitlabError("--strategy redundant needs the circuit to avoid: --circuit C.json")
+        config.circuit.validate(model)
+    return n, list(range(first, last + 1))
+
+
+def locate(
+    model: LoadedModel,
+    samples: list[Sample],
+    config: LocateConfig | None = None,
+    task: TaskInfo | None = None,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+    on_step: Callable[[str], None] | None = None,
+) -> Circuit:
+    """Run one strategy and return the circuit with its numbers.
+
+    With `checkpoint`, every finished layer is saved there (atomically); a later call with the
+    same model, samples and config continues from it and gives the same result. The caller
+    removes the checkpoint once the circuit is saved.
+    """
+    config = config or LocateConfig()
+    n, layers = resolve_config(model, config)
+    if not samples:
+        raise CircuitlabError("no samples to locate on")
+    task = task or TaskInfo("custom", "samples", samples_fingerprint(samples), None)
+    info = ModelInfo.of(model)
+    key = {
+        "model": asdict(info), "task": asdict(task), "samples": [asdict(s) for s in samples],
+        "strategy": config.strategy, "n": n, "seeds": list(config.seeds), "layers": [layers[0], layers[-1]],
+        "prescreen": config.prescreen, "max_batch_tokens": config.max_batch_tokens, "plain": config.plain,
+        "circuit": config.circuit.to_dict()["head_list"] if config.circuit else None,
+    }
+    done, elapsed = _load_checkpoint(checkpoint, key)
+    start = time.perf_counter()
+
+    bar = tqdm(total=_total_units(config, layers, model.n_heads), unit="cand", disable=not progress,
+               dynamic_ncols=True, bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total} cand [{elapsed}<{remaining}]")
+
+    def on_start(step: str, replayed: bool) -> None:
+        what, _, where = step.partition("/")
+        bar.set_description(f"{config.strategy}: {what} " + (f"layer {where}/{model.n_layers - 1}" if where.isdigit() else where))
+        if replayed:
+            bar.update(_step_units(step, config, layers, model.n_heads))
+
+    def save(done_: dict) -> None:
+        if checkpoint is not None:
+            write_json_atomic(checkpoint, {"config": key, "done": done_,
+                                           "elapsed_s": elapsed + time.perf_counter() - start})
+
+    memo = Memo(done, save, on_start, on_step)
+    on_rows = lambda rows: bar.update(rows / len(samples))  # noqa: E731
+    ev = (PlainEvaluator(model, samples, on_rows=on_rows) if config.plain
+          else Engine(model, samples, config.max_batch_tokens, on_rows=on_rows))
+    H = model.n_heads
+    try:
+        if config.strategy == "layer-conditioned":
+            found = layer_conditioned(ev, layers, H, n, memo, config.prescreen)
+        elif config.strategy in ("single", "greedy"):
+            found = single_head(ev, layers, H, n, memo, config.prescreen)
+        else:
+            exclude = HeadMask.of(config.circuit.heads) if config.strategy == "redundant" else HeadMask()
+            found = random_selections(ev, layers, H, n, memo, config.seeds, exclude)
+    finally:
+        bar.close()
+    seconds = elapsed + time.perf_counter() - start
+
+    seeded = config.strategy in ("random", "redundant")
+    extra = {"evaluator": "plain" if config.plain else "engine", "max_batch_tokens": config.max_batch_tokens,
+             "prescreen": config.prescreen, "layers": [layers[0], layers[-1]], "resumed_steps": memo.replayed}
+    if seeded:
+        extra["seeds"] = list(config.seeds)
+        if found.selections:
+            extra["selections"] = found.selections
+    if config.strategy == "redundant":
+        extra["excluded_circuit"] = {"strategy": config.circuit.strategy, "heads": config.circuit.to_dict()["heads"]}
+    if isinstance(ev, Engine):
+        extra["engine_flops"] = ev.flops
+    return Circuit(
+        model=info, task=task, samples=list(samples), strategy=config.strategy, n_per_layer=n,
+        heads=found.heads.as_dict(), seed=config.seeds[0] if seeded else None,
+        baseline_loss=found.baseline, loss_curve=found.curve,
+        scores={k: [list(r) for r in v] for k, v in found.tables.items()}, curves=found.curves,
+        timings={"locate_s": round(seconds, 3)}, versions=package_versions(), extra=extra,
+    )
+
+
+def _step_units(step: str, config: LocateConfig, layers: list[int], n_heads: int) -> float:
+    """Progress units (one = one candidate set over all samples) of a step, for the bar."""
+    what, _, where = step.partition("/")
+    if what not in ("conditioned", "single") or int(where) > layers[-1]:
+        return 1
+    screened = config.prescreen is not None and config.prescreen < n_heads
+    return (config.prescreen if screened else n_heads) + (2 if screened else 0) + (what == "conditioned")
+
+
+def _total_units(config: LocateConfig, layers: list[int], n_heads: int) -> float:
+    if config.strategy == "layer-conditioned":
+        steps = [f"conditioned/{la}" for la in layers] + [f"conditioned/{layers[-1] + 1}"]
+    elif config.strategy in ("single", "greedy"):
+        steps = [f"single/{la}" for la in layers] + ["baseline/"] + [f"curve/{la}" for la in layers]
+    else:
+        steps = ["baseline/"] + ["curve"] * len(layers) * len(config.seeds)
+    return sum(_step_units(s, config, layers, n_heads) for s in steps)
+
+
+def _load_checkpoint(path: str | Path | None, key: dict) -> tuple[dict, float]:
+    if path is None or not Path(path).exists():
+        return {}, 0.0
+    try:
+        saved = read_json(path, "checkpoint")
+    except CircuitlabError as e:
+        print(f"circuitlab: ignoring unreadable checkpoint ({e}); starting over", file=sys.stderr)
+        return {}, 0.0
+    if not isinstance(saved, dict) or saved.get("config") != json.loads(json.dumps(key)):
+        print(f"circuitlab: checkpoint {path} was made with other settings; starting over", file=sys.stderr)
+        return {}, 0.0
+    print(f"circuitlab: resuming from {path} ({len(saved.get('done', {}))} steps done)", file=sys.stderr)
+    return dict(saved.get("done", {})), float(saved.get("elapsed_s", 0.0))
