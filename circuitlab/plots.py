@@ -32,7 +32,8 @@ HEAD_AXIS = "query head"
 TABLE_STRATEGY = {"single": "greedy", "conditioned": "layer-conditioned"}
 TABLE_TITLES = {
     "single": "Loss with one head masked",
-    "conditioned": "Loss with one head masked, earlier layers' circuit heads masked too (layer-conditioned)",
+    "conditioned": "Layer-conditioned: loss with one head masked<br><sup>on top of the circuit heads chosen in "
+                   "earlier layers</sup>",
 }
 CURVE_COLORS = {"layer-conditioned": "#d62728", "greedy": "#2ca02c", "random": "#1f77b4", "redundant": "#9467bd",
                 "single": "#ff7f0e", "samples": "#d62728", "all docs": "#7f7f7f"}
@@ -125,12 +126,18 @@ def score_heatmaps(
     marked = mark_heads and any(TABLE_STRATEGY.get(table) == c.strategy and c.heads for c in circuits)
     title = title or TABLE_TITLES.get(table, f"score table {table!r}")
     fig.update_layout(
-        title=title + ("<br><sup>squares: the heads the circuit chose</sup>" if marked else ""),
+        title=_subtitle(title, "squares: the heads the circuit chose") if marked else title,
+        margin=dict(t=110),
         coloraxis=dict(colorscale="Viridis", cmin=min(values, default=0), cmax=max(values, default=1),
                        colorbar=dict(title=dict(text=LOSS, side="right"))),
-        height=max(380, 420 * rows), width=max(520, 260 * cols + 160),
+        height=max(420, 420 * rows), width=max(640, 260 * cols + 160),
     )
     return fig
+
+
+def _subtitle(title: str, note: str) -> str:
+    """Add `note` to the title's subtitle line (its <sup> part), making one if there is none."""
+    return title.replace("</sup>", f"; {note}</sup>") if "</sup>" in title else f"{title}<br><sup>{note}</sup>"
 
 
 def _hover_delta(x, base) -> str:
@@ -172,7 +179,8 @@ def loss_curves(
     circuits: Circuit | list[Circuit],
     labels: list[str] | None = None,
     cols: int | None = None,
-    title: str = "Loss versus number of masked layers, per selection of heads",
+    title: str = "Loss versus number of masked layers<br><sup>heads of layers 0..k-1 masked, per selection"
+                 "</sup>",
 ) -> go.Figure:
     """Loss with the selected heads of layers 0..k masked, for each selection; dashed: unmasked."""
     circuits = _check(circuits)
@@ -194,7 +202,7 @@ def loss_curves(
         _baseline(fig, c.baseline_loss, c.model.n_layers, label, r + 1, col + 1, show="unmasked" not in shown)
         shown.add("unmasked")
         _curve_axes(fig, r, col, rows)
-    fig.update_layout(title=title, height=max(380, 330 * rows), width=max(560, 300 * cols + 120),
+    fig.update_layout(title=title, height=max(420, 330 * rows), width=max(700, 300 * cols + 120),
                       legend=dict(orientation="h", y=-0.12 if rows > 1 else -0.25))
     return fig
 
@@ -238,7 +246,7 @@ def all_docs_curves(
         r, col = divmod(i, cols)
         every = c.extra["all_docs"]
         for name, curve, base, dash in [("selected samples", c.loss_curve, c.baseline_loss, "solid"),
-                                        ("all scored docs", every["loss_curve"], every.get("baseline_loss"), "solid")]:
+                                        ("all docs", every["loss_curve"], every.get("baseline_loss"), "solid")]:
             xs, ys = curve_points(curve, base)
             color = CURVE_COLORS["samples"] if name == "selected samples" else CURVE_COLORS["all docs"]
             fig.add_trace(go.Scatter(
@@ -250,8 +258,9 @@ def all_docs_curves(
         _curve_axes(fig, r, col, rows)
     strategy = circuits[0].strategy
     fig.update_layout(
-        title=title or f"The same {strategy} masks on the selected samples and on all scored training docs",
-        height=max(380, 330 * rows), width=max(560, 320 * cols + 120),
+        title=title or f"The same {strategy} masks: selected samples vs all docs<br><sup>all docs = the first N "
+                       "docs of the split, right or wrong</sup>",
+        height=max(420, 330 * rows), width=max(700, 320 * cols + 120),
         legend=dict(orientation="h", y=-0.12 if rows > 1 else -0.25),
     )
     return fig
@@ -346,7 +355,7 @@ def circuit_patterns(
                          **_ticks(c.model.n_layers))
         fig.update_xaxes(title_text=HEAD_AXIS if r == rows - 1 else None, row=r + 1, col=col + 1,
                          **_ticks(c.model.n_heads))
-    fig.update_layout(title=title, height=max(380, 420 * rows), width=max(420, 220 * cols + 100))
+    fig.update_layout(title=title, height=max(420, 420 * rows), width=max(480, 220 * cols + 100))
     return fig
 
 

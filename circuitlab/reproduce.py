@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from circuitlab.circuit import Circuit, Sample
 from circuitlab.compare import compare
 from circuitlab.errors import CircuitlabError
@@ -82,18 +84,21 @@ def finished(path: Path, key: dict) -> Circuit | None:
     return c if c.extra.get("reproduce") == key else None
 
 
-def all_docs_curve(model: LoadedModel, circuit: Circuit, docs: list, max_batch_tokens: int) -> dict:
+def all_docs_curve(model: LoadedModel, circuit: Circuit, docs: list, max_batch_tokens: int,
+                   progress: bool = True) -> dict:
     """The circuit's masks (layers 0..k) on many documents, whether the model gets them right or not."""
     samples = [Sample(d.prompt, d.target, d.index) for d in docs]
     ev = Engine(model, samples, max_batch_tokens)
     layers = list(range(model.n_layers))
-    memo = Memo()
-    return {
-        "n_docs": len(samples),
-        "split": circuit.task.split,
-        "baseline_loss": baseline_loss(ev, layers, memo),
-        "loss_curve": masked_loss_curve(ev, HeadMask.of(circuit.heads), layers, memo, "all_docs"),
-    }
+    with tqdm(total=len(layers) + 1, desc=f"all-docs curve ({len(samples)} docs)", unit="step",
+              disable=not progress, leave=False) as bar:
+        memo = Memo(on_step=lambda key: bar.update(1))
+        return {
+            "n_docs": len(samples),
+            "split": circuit.task.split,
+            "baseline_loss": baseline_loss(ev, layers, memo),
+            "loss_curve": masked_loss_curve(ev, HeadMask.of(circuit.heads), layers, memo, "all_docs"),
+        }
 
 
 def reproduce_task(model: LoadedModel, task: str, data_dir, out_dir: str | Path, config: ReproduceConfig,
@@ -130,7 +135,7 @@ def reproduce_task(model: LoadedModel, task: str, data_dir, out_dir: str | Path,
         greedy_heads={str(k): v for k, v in greedy.heads.items()},
         random_seed_curves={str(s): c for s, c in random_curves.items()},
         random_selections=rand.extra.get("selections", {str(config.random_seeds[0]): rand.heads}),
-        all_docs=all_docs_curve(model, circuit, docs, config.max_batch_tokens),
+        all_docs=all_docs_curve(model, circuit, docs, config.max_batch_tokens, progress),
     )
     circuit.timings = {"layer_conditioned_s": circuit.timings.get("locate_s"),
                        "greedy_s": greedy.timings.get("locate_s"), "random_s": rand.timings.get("locate_s"),

@@ -96,7 +96,7 @@ def test_curve_points_without_baseline():
 def test_all_docs_curves(circuits):
     fig = plots.all_docs_curves(circuits)
     lines = traces(fig, "scatter")
-    assert [t.name for t in lines[:2]] == ["selected samples", "all scored docs"]
+    assert [t.name for t in lines[:2]] == ["selected samples", "all docs"]
     every = circuits[0].extra["all_docs"]
     assert list(lines[1].y) == [every["baseline_loss"], *every["loss_curve"]]
     assert list(lines[0].y) == [circuits[0].baseline_loss, *circuits[0].loss_curve]
