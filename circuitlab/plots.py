@@ -11,8 +11,6 @@ averaged over the samples, in nats per token.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from plotly.subplots import make_subplots
 from circuitlab.circuit import Circuit
 from circuitlab.compare import Comparison, circuit_labels
 from circuitlab.errors import CircuitlabError
-from circuitlab.io import write_text_atomic
+from circuitlab.io import write_bytes_atomic, write_text_atomic
 
 LOSS = "mean target loss (nats/token)"
 LAYER_AXIS = "layer (0 = first)"
@@ -458,19 +456,6 @@ def png_available() -> bool:
     return Chromium.find_browser(skip_local=False) is not None
 
 
-def _write_bytes_atomic(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_figure(fig: go.Figure, out_dir: str | Path, stem: str, png: bool = True, scale: float = 2) -> list[Path]:
     """Write `stem.html` (self-contained, plotly.js inlined) and `stem.png`; returns the paths written.
 
@@ -500,7 +485,7 @@ def write_figures(figs: dict[str, go.Figure], out_dir: str | Path, png: bool = T
                 warnings.filterwarnings("ignore", message="The kopts argument is ignored")
                 for stem, fig in figs.items():
                     data = pio.to_image(fig, format="png", scale=scale)
-                    written.append(_write_bytes_atomic(out_dir / f"{stem}.png", data))
+                    written.append(write_bytes_atomic(out_dir / f"{stem}.png", data))
         finally:
             kaleido.stop_sync_server(silence_warnings=True)
     return written
