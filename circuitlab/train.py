@@ -558,7 +558,9 @@ def results_table(paths: list[str | Path], metric: str = "acc"):
         value = r["eval"]["metrics"].get(metric)
         if value is None:
             raise CircuitlabError(f"{p} has no metric {metric!r}")
-        rows.append({"Method": method_label(r), "task": r["config"]["task"], "value": 100 * value,
+        method_rank = list(METHODS).index(r["method"]) if r["method"] in METHODS else len(METHODS)
+        rank = (method_rank, HEAD_MODES.index(r["config"].get("heads")) if r["config"].get("heads") in HEAD_MODES else 0)
+        rows.append({"Method": method_label(r), "task": r["config"]["task"], "value": 100 * value, "rank": rank,
                      "share": r["trainable_share_pct"], "minutes": r["train"]["seconds"] / 60})
     df = pd.DataFrame(rows)
     dup = df[df.duplicated(["Method", "task"], keep=False)]
@@ -566,7 +568,7 @@ def results_table(paths: list[str | Path], metric: str = "acc"):
         raise CircuitlabError(f"two results for the same method and task: {dup.iloc[0]['Method']} on {dup.iloc[0]['task']}")
     tasks = list(dict.fromkeys(df["task"]))
     table = df.pivot(index="Method", columns="task", values="value")[tasks]
-    order = list(dict.fromkeys(df["Method"]))
+    order = list(dict.fromkeys(df.sort_values("rank", kind="stable")["Method"]))  # base, HeadMap, ..., LoRA
     table = table.loc[order]
     table.insert(0, "# Params (%)", df.groupby("Method")["share"].mean().loc[order])
     table["Avg."] = table[tasks].mean(axis=1)

@@ -34,3 +34,14 @@ def smollm2():
     from circuitlab.models import load_model
 
     return load_model("smollm2-135m")
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny models run faster without thread hand-offs, and numerics stay the same."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -3,19 +3,13 @@
 import json
 
 import pytest
-import torch
 
 from circuitlab.circuit import Circuit
 from circuitlab.cli import main
 from circuitlab.locate import checkpoint_path
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

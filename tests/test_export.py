@@ -18,12 +18,7 @@ from circuitlab.train import TrainConfig, train_and_eval
 IDS = torch.tensor([[5, 17, 230, 9, 41, 7, 300], [11, 2, 99, 123, 6, 8, 1000]])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomize(hm: HeadMapModel, seed: int = 7, scale: float = 0.3) -> HeadMapModel:

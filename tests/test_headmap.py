@@ -13,13 +13,7 @@ from circuitlab.models import load_model, tiny_model
 HEADS = {0: [1, 3], 2: [0], 3: [2, 3]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls on a shared 2-core machine run far faster on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=["tiny-llama", "tiny-llama-gqa"])

@@ -17,12 +17,7 @@ IDS = torch.tensor([[5, 17, 230, 9, 41, 7, 300], [11, 2, 99, 123, 6, 8, 1000]])
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trained_like(variant: str, hf_config, heads=HEADS, seed: int = 3) -> HeadMapModel:

@@ -4,7 +4,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from circuitlab.circuit import Sample
 from circuitlab.errors import CircuitlabError
@@ -25,12 +24,7 @@ SAMPLES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def close(a, b, rel=1e-5):

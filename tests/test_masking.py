@@ -7,12 +7,7 @@ from circuitlab.masking import HeadMask, hook_z_name, keep_matrix, mask_hooks, m
 from circuitlab.scoring import pad_batch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def batch(model, texts):

@@ -1,7 +1,5 @@
 """The pipeline on the tiny model: its numbers agree with independent computations, and it resumes."""
 
-import json
-import math
 
 import pytest
 

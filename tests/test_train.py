@@ -8,7 +8,7 @@ import torch
 from circuitlab.circuit import Circuit, ModelInfo, TaskInfo
 from circuitlab.cli import main
 from circuitlab.errors import CircuitlabError
-from circuitlab.headmap import HeadMapConfig, HeadMapModel
+from circuitlab.headmap import HeadMapConfig
 from circuitlab.hf import load_adapter
 from circuitlab.models import load_model
 from circuitlab.tasks import load_docs
@@ -26,12 +26,7 @@ from circuitlab.train import (
 HEADS = {0: [0, 2], 1: [1, 3], 3: [0, 1]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_circuit(model, tmp_path, heads=HEADS) -> str:
