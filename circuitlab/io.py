@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import tempfile
 from pathlib import Path
 
 from circuitlab.errors import CircuitlabError
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
@@ -17,6 +21,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a written file gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -40,3 +45,30 @@ def read_json(path: str | Path, what: str = "JSON file"):
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CircuitlabError(f"malformed {what} {path}: {e}") from None
+
+
+def parse_jsonl(lines, where: str) -> list[tuple[str, dict]]:
+    """Rows of a JSON Lines text, each with its location `file line N` for error messages."""
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CircuitlabError(f"{where} line {n}: malformed JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise CircuitlabError(f"{where} line {n}: expected a JSON object")
+        rows.append((f"{where} line {n}", row))
+    return rows
+
+
+def read_jsonl(path: str | Path) -> list[tuple[str, dict]]:
+    """`parse_jsonl` of a `.jsonl` or `.jsonl.gz` file."""
+    path = Path(path)
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            return parse_jsonl(f, str(path))
+    except (OSError, UnicodeDecodeError) as e:
+        raise CircuitlabError(f"cannot read {path}: {e}") from None

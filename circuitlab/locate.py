@@ -25,26 +25,26 @@ import platform
 import random
 import sys
 import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import torch
+from einops import rearrange
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuitlab.circuit import Circuit, ModelInfo, Sample, TaskInfo
 from circuitlab.errors import CircuitlabError
-from circuitlab.io import read_json, write_json_atomic
+from circuitlab.io import read_json, read_jsonl, write_json_atomic
 from circuitlab.masking import HeadMask, hook_z_name, keep_matrix, masked_logits, zero_heads_hook
 from circuitlab.models import LoadedModel
 from circuitlab.scoring import encode_pair, max_length, model_input, pad_batch
 
 STRATEGIES = ("single", "greedy", "random", "layer-conditioned", "redundant")
-PAD_SLACK = 1.1  # a forward computes at most 10% more padded than real tokens
 NAN = float("nan")
+SLACK = 1.1  # one row per line: at most 10% more padded than real tokens per forward
 
 
 # --- samples ----------------------------------------------------------------------------------
@@ -74,16 +74,9 @@ def read_samples_file(path: str | Path) -> list[Sample]:
     if not path.is_file():
         raise CircuitlabError(f"samples file not found: {path}")
     samples = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CircuitlabError(f"{path} line {n}: malformed JSON ({e.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row.get("target") \
-                or not isinstance(row["target"], str):
-            raise CircuitlabError(f'{path} line {n}: expected {{"prompt": str, "target": non-empty str}}')
+    for where, row in read_jsonl(path):
+        if not isinstance(row.get("prompt"), str) or not isinstance(row.get("target"), str) or not row["target"]:
+            raise CircuitlabError(f'{where}: expected {{"prompt": str, "target": non-empty str}}')
         samples.append(Sample(row["prompt"], row["target"], row.get("index")))
     if not samples:
         raise CircuitlabError(f"samples file {path} has no rows")
@@ -134,6 +127,10 @@ class Evaluator(Protocol):
         masked; h = None masks `base` alone. `layer` may be n_layers (then heads = [None])."""
         ...
 
+    def curve(self, sel: HeadMask, layers: Sequence[int]) -> list[float]:
+        """For each k in `layers`: the loss with the heads of `sel` in layers up to k masked."""
+        ...
+
 
 def _check_request(model: LoadedModel, layer: int, base: HeadMask, heads: Sequence[int | None]) -> None:
     if not 0 <= layer <= model.n_layers or any(la >= layer for la in base.layers):
@@ -158,6 +155,9 @@ class PlainEvaluator:
     def losses(self, layer: int, base: HeadMask, heads: Sequence[int | None]) -> list[float]:
         _check_request(self.model, layer, base, heads)
         return [self.loss(base if h is None else base.plus(layer, [h])) for h in heads]
+
+    def curve(self, sel: HeadMask, layers: Sequence[int]) -> list[float]:
+        return [self.loss(sel.before(k + 1)) for k in layers]
 
     @torch.no_grad()
     def loss(self, mask: HeadMask) -> float:
@@ -187,6 +187,19 @@ class _Trunk:
     hidden: list[Tensor]  # per sample, [pos, d_model]
 
 
+@dataclass
+class _Packed:
+    """Rows laid end to end in lines of one width: each row restarts its positions and attends
+    only to itself (block-diagonal causal mask), so a forward computes almost no padding."""
+
+    rows: list  # row keys (a sample, or (sample, candidate)), in packing order
+    samples: list[int]  # each row's sample
+    line: list[int]  # each row's line
+    start: list[int]  # each row's first position in its line
+    n_lines: int
+    width: int
+
+
 class Engine:
     """Exact masked losses at a fraction of the plain cost.
 
@@ -194,8 +207,9 @@ class Engine:
     computed once and advanced layer by layer; candidates of layer l replicate it along the batch
     (a hook_z hook zeroes each row's candidate head) and run only layers l..L-1, calling the
     bridge's blocks directly with the keyword arguments HF passes them. Rows (candidate x sample)
-    are sorted by length and packed up to `max_batch_tokens` padded tokens per forward; the final
-    norm and unembedding run only at target positions.
+    are packed into lines of up to `max_batch_tokens` tokens per forward. Only the target
+    positions are read out: the last block computes its queries and MLP there alone (keys and
+    values need every position), and the final norm and unembedding run only there.
     """
 
     def __init__(self, model: LoadedModel, samples: list[Sample], max_batch_tokens: int = 4096,
@@ -210,10 +224,10 @@ class Engine:
         self.max_batch_tokens = max_batch_tokens
         self.on_rows = on_rows or (lambda n: None)
         self._trunk: _Trunk | None = None
-        self._kwargs: OrderedDict[tuple[int, ...], dict] = OrderedDict()
         self.flops = 0.0  # matmul FLOPs of everything run (padding included), for the benchmark
-        dense = [p.numel() for p in self.blocks[0].parameters() if p.dim() == 2]
-        self._layer_params = sum(dense)
+        self._layer_params = sum(p.numel() for p in self.blocks[0].parameters() if p.dim() == 2)
+        self._kv_params = 2 * model.d_model * model.n_kv_heads * model.d_head
+        self._last_block_at_targets = getattr(model.hf_model.config, "model_type", None) == "llama"
 
     # -- public
 
@@ -221,21 +235,15 @@ class Engine:
     def losses(self, layer: int, base: HeadMask, heads: Sequence[int | None]) -> list[float]:
         _check_request(self.model, layer, base, heads)
         trunk = self._trunk_at(layer, base)
-        masked = [() if h is None else (h,) for h in heads]
         nll = [[NAN] * self.n_samples for _ in heads]
-        rows = sorted(((s, c) for c in range(len(heads)) for s in range(self.n_samples)),
-                      key=lambda r: (self.lengths[r[0]], r[0], r[1]))
-        for chunk in self._chunks(rows):
-            samples = [s for s, _ in chunk]
-            hidden, kwargs = self._batch([trunk[s] for s in samples], samples)
-            hooks = []
-            if any(masked[c] for _, c in chunk):
-                keep = keep_matrix([masked[c] for _, c in chunk], self.model.n_heads)
-                hooks = [(hook_z_name(layer), zero_heads_hook(keep))]
-            hidden = self._run(layer, self.model.n_layers, hidden, kwargs, hooks)
-            for (s, c), v in zip(chunk, self._target_nll(hidden, samples).tolist()):
+        for p in self._pack([(s, c) for c in range(len(heads)) for s in range(self.n_samples)]):
+            hidden, kwargs = self._batch(p, [trunk[s] for s in p.samples])
+            masked = [(k, [heads[c]]) for k, (_, c) in enumerate(p.rows) if heads[c] is not None]
+            hooks = [(hook_z_name(layer), zero_heads_hook(self._keep(p, masked)))] if masked else []
+            picked = self._run_to_targets(layer, hidden, kwargs, hooks, p)
+            for (s, c), v in zip(p.rows, self._target_nll(picked, p.samples).tolist()):
                 nll[c][s] = v
-            self.on_rows(len(chunk))
+            self.on_rows(len(p.rows))
         return [set_loss(row) for row in nll]
 
     @torch.no_grad()
@@ -247,9 +255,8 @@ class Engine:
         trunk = self._trunk_at(layer, base)
         delta = torch.zeros(self.model.n_heads, dtype=torch.float64)
         loss = 0.0
-        rows = sorted(range(self.n_samples), key=lambda s: (self.lengths[s], s))
-        for chunk in self._chunks(rows):
-            hidden, kwargs = self._batch([trunk[s] for s in chunk], chunk)
+        for p in self._pack(list(range(self.n_samples))):
+            hidden, kwargs = self._batch(p, [trunk[s] for s in p.samples])
             zs: list[Tensor] = []
 
             def grab(z, hook=None):
@@ -257,14 +264,44 @@ class Engine:
                 return zs[-1]
 
             with torch.enable_grad():
-                out = self._run(layer, self.model.n_layers, hidden, kwargs, [(hook_z_name(layer), grab)])
-                chunk_loss = self._target_nll(out, chunk).sum() / self.n_samples
+                picked = self._run_to_targets(layer, hidden, kwargs, [(hook_z_name(layer), grab)], p)
+                chunk_loss = self._target_nll(picked, p.samples).sum() / self.n_samples
                 (grad,) = torch.autograd.grad(chunk_loss, zs[0])
-            delta += torch.einsum("bphd,bphd->h", -zs[0].detach().double(), grad.double())
+            delta += torch.einsum("bphd,bphd->h", -zs[0].detach().double(), grad.double())  # padding: z = 0
             loss += float(chunk_loss.detach())
-            self.flops += self._layers_flops(len(chunk), hidden.shape[1], self.model.n_layers - layer)
-            self.on_rows(2 * len(chunk))
+            self.on_rows(2 * len(p.rows))
         return loss, [loss + float(d) for d in delta]
+
+    @torch.no_grad()
+    def curve(self, sel: HeadMask, layers: Sequence[int]) -> list[float]:
+        """For each k in `layers`: the loss with the heads of `sel` in layers[0]..k masked.
+
+        Step k branches off the masked trunk after layer k and runs the later layers unmasked; all
+        steps alive at layer j go through block j in the same forwards as the trunk, so a curve
+        costs the same FLOPs as its steps one by one, in far fewer and larger matmuls."""
+        L, last_step = self.model.n_layers, layers[-1]
+        streams = {last_step: self._trunk_at(layers[0], sel.before(layers[0]))}  # the trunk is the last step
+        nll = {k: [NAN] * self.n_samples for k in layers}
+        for j in range(layers[0], L):
+            rows = [(s, k) for k in streams for s in range(self.n_samples)]
+            out = {k: [None] * self.n_samples for k in streams}
+            for p in self._pack(rows):
+                hidden, kwargs = self._batch(p, [streams[k][s] for s, k in p.rows])
+                masked = [(i, sel.at(j)) for i, (_, k) in enumerate(p.rows) if k == last_step and sel.at(j)]
+                hooks = [(hook_z_name(j), zero_heads_hook(self._keep(p, masked)))] if masked else []
+                if j == L - 1:
+                    picked = self._run_to_targets(j, hidden, kwargs, hooks, p)
+                    for (s, k), v in zip(p.rows, self._target_nll(picked, p.samples).tolist()):
+                        nll[k][s] = v
+                    self.on_rows(len(p.rows))
+                    continue
+                hidden = self._run(j, j + 1, hidden, kwargs, hooks)
+                for (s, k), line, start in zip(p.rows, p.line, p.start):
+                    out[k][s] = hidden[line, start : start + self.lengths[s]].clone()
+            streams = out
+            if j in layers and j != last_step:
+                streams[j] = streams[last_step]  # step j: masked up to j, unmasked from here on
+        return [set_loss(nll[k]) for k in layers]
 
     # -- trunk
 
@@ -273,88 +310,125 @@ class Engine:
         is on the way, else starts again from the embeddings."""
         t = self._trunk
         if t is None or t.layer > layer or base.before(t.layer) != t.mask:
-            t = _Trunk(0, HeadMask(), self._embed())
+            t = _Trunk(0, HeadMask(), [self._embed(s) for s in range(self.n_samples)])
         while t.layer < layer:
             t = _Trunk(t.layer + 1, base.before(t.layer + 1), self._advance(t.layer, base.at(t.layer), t.hidden))
         self._trunk = t
         return t.hidden
 
-    def _embed(self) -> list[Tensor]:
-        out: list[Tensor | None] = [None] * self.n_samples
-        for chunk in self._chunks(sorted(range(self.n_samples), key=lambda s: (self.lengths[s], s))):
-            hidden, _ = self._capture(chunk, with_ids=True)
-            for row, s in enumerate(chunk):
-                out[s] = hidden[row, : self.lengths[s]].clone()
-        return out
-
-    def _advance(self, layer: int, heads: tuple[int, ...], trunk: list[Tensor]) -> list[Tensor]:
-        out: list[Tensor | None] = [None] * self.n_samples
-        for chunk in self._chunks(sorted(range(self.n_samples), key=lambda s: (self.lengths[s], s))):
-            hidden, kwargs = self._batch([trunk[s] for s in chunk], chunk)
-            hooks = [(hook_z_name(layer), zero_heads_hook(keep_matrix([heads], self.model.n_heads)))] if heads else []
-            hidden = self._run(layer, layer + 1, hidden, kwargs, hooks)
-            for row, s in enumerate(chunk):
-                out[s] = hidden[row, : self.lengths[s]].clone()
-        return out
-
-    # -- batching and running
-
-    def _chunks(self, rows: list) -> list[list]:
-        """Consecutive rows (sorted by length) packed so rows x longest <= max_batch_tokens, and
-        padding stays under PAD_SLACK of the real tokens (a new chunk beats computing on padding)."""
-        def length(r):
-            return self.lengths[r[0] if isinstance(r, tuple) else r]
-
-        chunks, current, width, real = [], [], 0, 0
-        for r in rows:
-            w, n = max(width, length(r)), len(current) + 1
-            if current and (n * w > self.max_batch_tokens or n * w > PAD_SLACK * (real + length(r))):
-                chunks.append(current)
-                current, w, real = [], length(r), 0
-            current.append(r)
-            width, real = w, real + length(r)
-        if current:
-            chunks.append(current)
-        return chunks
-
-    def _capture(self, samples: list[int], with_ids: bool = False) -> tuple[Tensor, dict]:
-        """Run the HF model up to block 0 and keep what it passes there: the embeddings (of the
-        real ids if `with_ids`) and the keyword arguments (mask, positions, rotary cos/sin)."""
-        lengths = [self.lengths[s] for s in samples]
-        width = max(lengths)
-        attn = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()
-        ids = torch.full((len(samples), width), self.model.tokenizer.pad_token_id, dtype=torch.long)
-        if with_ids:
-            for row, s in enumerate(samples):
-                ids[row, : lengths[row]] = torch.tensor(self.encoded[s].ids)
+    def _embed(self, s: int) -> Float[Tensor, "pos d"]:
+        """Run the HF model up to block 0 and keep what it passes there: the sample's embeddings."""
         got = {}
 
         def grab(module, args, kwargs):
-            got["hidden"], got["kwargs"] = args[0] if args else kwargs["hidden_states"], kwargs
+            got["hidden"] = args[0] if args else kwargs["hidden_states"]
             raise _Captured
 
         handle = self.blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
         try:
-            dev = self.model.device
-            self.model.hf_model.model(input_ids=ids.to(dev), attention_mask=attn.to(dev), use_cache=False)
+            ids = torch.tensor([self.encoded[s].ids], device=self.model.device)
+            self.model.hf_model.model(input_ids=ids, use_cache=False)
         except _Captured:
             pass
         finally:
             handle.remove()
-        kwargs = {k: v for k, v in got["kwargs"].items() if k != "hidden_states"}
-        return got["hidden"], kwargs
+        return got["hidden"][0]
 
-    def _batch(self, hidden: list[Tensor], samples: list[int]) -> tuple[Float[Tensor, "b pos d"], dict]:
-        """Right-pad per-sample residuals into one batch, with the block kwargs for its lengths."""
-        key = tuple(self.lengths[s] for s in samples)
-        if key not in self._kwargs:
-            self._kwargs[key] = self._capture(samples)[1]
-            if len(self._kwargs) > 64:
-                self._kwargs.popitem(last=False)
-        batch = hidden[0].new_zeros(len(hidden), max(key), hidden[0].shape[-1])
-        for row, h in enumerate(hidden):
-            batch[row, : h.shape[0]] = h
-        return batch, self._kwargs[key]
+    def _advance(self, layer: int, heads: tuple[int, ...], trunk: list[Tensor]) -> list[Tensor]:
+        out: list[Tensor | None] = [None] * self.n_samples
+        for p in self._pack(list(range(self.n_samples))):
+            hidden, kwargs = self._batch(p, [trunk[s] for s in p.samples])
+            hooks = [(hook_z_name(layer), zero_heads_hook(keep_matrix([heads], self.model.n_heads)))] if heads else []
+            hidden = self._run(layer, layer + 1, hidden, kwargs, hooks)
+            for s, line, start in zip(p.samples, p.line, p.start):
+                out[s] = hidden[line, start : start + self.lengths[s]].clone()
+        return out
+
+    # -- packing and running
+
+    def _pack(self, rows: list) -> list[_Packed]:
+        """Rows into forwards of at most `max_batch_tokens` tokens, in whichever of two layouts
+        computes fewer padded tokens: one row per line, rows sorted by length (padding stays
+        within SLACK of the real tokens); or rows packed end to end, longest first, each into the
+        fullest line with room (lines as wide as the longest sample)."""
+        def length(r):
+            return self.lengths[r[0] if isinstance(r, tuple) else r]
+
+        by_length = sorted(rows, key=lambda r: (length(r), r))
+        single = self._forwards([[r] for r in by_length], length, fill_limit=True)
+        width, lines, room = max(map(length, rows)), [], []
+        for r in reversed(by_length):
+            fits = [i for i, free in enumerate(room) if free >= length(r)]
+            if not fits:
+                lines.append([])
+                room.append(width)
+                fits = [len(lines) - 1]
+            i = min(fits, key=lambda i: room[i])
+            lines[i].append(r)
+            room[i] -= length(r)
+        lines.sort(key=lambda line: sum(map(length, line)))
+        packed = self._forwards(lines, length, fill_limit=False)
+        cost = [sum(p.n_lines * p.width for p in layout) for layout in (single, packed)]
+        return single if cost[0] <= cost[1] else packed
+
+    def _forwards(self, lines: list[list], length, fill_limit: bool) -> list[_Packed]:
+        """Consecutive lines grouped so lines x widest <= max_batch_tokens (and, with
+        `fill_limit`, padded tokens <= SLACK x real tokens)."""
+        groups, current, real = [], [], 0
+        for line in lines:
+            n = sum(map(length, line))
+            widest = max([n] + [sum(map(length, c)) for c in current[-1:]])
+            tokens = (len(current) + 1) * widest
+            if current and (tokens > self.max_batch_tokens or fill_limit and tokens > SLACK * (real + n)):
+                groups.append(current)
+                current, real = [], 0
+            current.append(line)
+            real += n
+        groups += [current] if current else []
+        packs = []
+        for group in groups:
+            p = _Packed([], [], [], [], len(group), max(sum(map(length, line)) for line in group))
+            for i, line in enumerate(group):
+                at = 0
+                for r in line:
+                    p.rows.append(r)
+                    p.samples.append(r[0] if isinstance(r, tuple) else r)
+                    p.line.append(i)
+                    p.start.append(at)
+                    at += length(r)
+            packs.append(p)
+        return packs
+
+    def _batch(self, p: _Packed, states: list[Tensor]) -> tuple[Float[Tensor, "line pos d"], dict]:
+        """The rows' residuals (`states`, in row order) packed, and the block kwargs that keep every
+        row to itself: a block-diagonal causal mask, and rotary positions that restart at each row."""
+        hidden = states[0].new_zeros(p.n_lines, p.width, states[0].shape[-1])
+        positions = torch.zeros(p.n_lines, p.width, dtype=torch.long)
+        segment = torch.full((p.n_lines, p.width), -1)  # -1: unused tail of a line, a block of its own
+        for k, (s, line, start) in enumerate(zip(p.samples, p.line, p.start)):
+            n = self.lengths[s]
+            hidden[line, start : start + n] = states[k]
+            positions[line, start : start + n] = torch.arange(n)
+            segment[line, start : start + n] = k
+        allowed = (segment[:, :, None] == segment[:, None, :]) & torch.ones(p.width, p.width, dtype=torch.bool).tril()
+        mask = torch.zeros(allowed.shape, dtype=hidden.dtype).masked_fill(~allowed, torch.finfo(hidden.dtype).min)
+        positions = positions.to(hidden.device)
+        kwargs = {
+            "attention_mask": mask[:, None].to(hidden.device),
+            "position_ids": positions,
+            "position_embeddings": self.model.hf_model.model.rotary_emb(hidden, positions),
+            "use_cache": False,
+        }
+        return hidden, kwargs
+
+    def _keep(self, p: _Packed, masked: list[tuple[int, Sequence[int]]]) -> Float[Tensor, "line pos head"]:
+        """Per position, 1 for the heads kept, 0 for the heads masked in the row it belongs to
+        (`masked`: row index and its heads)."""
+        keep = torch.ones(p.n_lines, p.width, self.model.n_heads)
+        for k, heads in masked:
+            start = p.start[k]
+            keep[p.line[k], start : start + self.lengths[p.samples[k]], list(heads)] = 0.0
+        return keep
 
     def _run(self, start: int, stop: int, hidden: Tensor, kwargs: dict, hooks: list) -> Tensor:
         """Blocks start..stop-1 of the bridge (their hooks fire), as HF's own loop calls them."""
@@ -362,30 +436,66 @@ class Engine:
             for i in range(start, stop):
                 out = self.blocks[i](hidden, **kwargs)
                 hidden = out[0] if isinstance(out, tuple) else out
-        self.flops += self._layers_flops(hidden.shape[0], hidden.shape[1], stop - start)
+        self.flops += self._layers_flops(hidden.shape[0] * hidden.shape[1], hidden.shape[1], stop - start)
         return hidden
 
-    def _target_nll(self, hidden: Float[Tensor, "b pos d"], samples: list[int]) -> Float[Tensor, " b"]:
-        """Each row's mean NLL of its sample's target tokens; final norm + unembed at those positions only."""
-        rows, cols, targets, sizes = [], [], [], []
-        for row, s in enumerate(samples):
-            e, end = self.encoded[s], self.lengths[s]
-            rows += [row] * len(e.targets)
+    def _run_to_targets(self, start: int, hidden: Tensor, kwargs: dict, hooks: list,
+                        p: _Packed) -> Float[Tensor, "target d"]:
+        """The residual stream after the last block at each row's target positions (row order)."""
+        lines, cols = [], []
+        for s, line, first in zip(p.samples, p.line, p.start):
+            e, end = self.encoded[s], first + self.lengths[s]
+            lines += [line] * len(e.targets)
             cols += range(end - len(e.targets), end)
-            targets += e.targets
-            sizes.append(len(e.targets))
+        lines, cols = torch.tensor(lines, device=hidden.device), torch.tensor(cols, device=hidden.device)
+        last = self.model.n_layers - 1
+        hooked = any(mod._forward_hooks or mod._forward_pre_hooks for mod in self.blocks[last].modules())
+        if not self._last_block_at_targets or start == last or hooked:  # then the last block runs whole
+            return self._run(start, last + 1, hidden, kwargs, hooks)[lines, cols]
+        hidden = self._run(start, last, hidden, kwargs, hooks)
+        return self._last_block(hidden, kwargs, lines, cols)
+
+    def _last_block(self, hidden: Float[Tensor, "line pos d"], kwargs: dict, lines: Tensor,
+                    cols: Tensor) -> Float[Tensor, "target d"]:
+        """A Llama decoder block evaluated only at (lines, cols): queries, attention output and
+        MLP there, keys and values at every position, through the bridge's own submodules."""
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+        block = self.blocks[-1]
+        attn, m = block.attn, self.model
+        x = block.ln1(hidden)
+        cos, sin = kwargs["position_embeddings"]
+        q = rearrange(attn.q(x[lines, cols]), "t (h d) -> t h 1 d", d=m.d_head)
+        q, _ = apply_rotary_pos_emb(q, q, cos[lines, cols][:, None], sin[lines, cols][:, None])
+        k = rearrange(attn.k(x), "b p (h d) -> b h p d", d=m.d_head)
+        v = rearrange(attn.v(x), "b p (h d) -> b h p d", d=m.d_head)
+        k, _ = apply_rotary_pos_emb(k, k, cos, sin)
+        k, v = repeat_kv(k, m.n_heads // m.n_kv_heads)[lines], repeat_kv(v, m.n_heads // m.n_kv_heads)[lines]
+        scores = q @ k.transpose(-1, -2) * attn.original_component.scaling  # [t, h, 1, pos]
+        scores = scores + kwargs["attention_mask"][lines, :, cols][:, :, None]
+        weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = attn.o(rearrange(weights @ v, "t h 1 d -> t (h d)"))
+        resid = hidden[lines, cols] + out
+        n_targets, width = len(cols), hidden.shape[1]
+        self.flops += (2.0 * self._kv_params * hidden.shape[0] * width + 2.0 * self._layer_params * n_targets
+                       + 4.0 * n_targets * m.n_heads * width * m.d_head)
+        return resid + block.mlp(block.ln2(resid))
+
+    def _target_nll(self, picked: Float[Tensor, "target d"], samples: list[int]) -> Float[Tensor, " row"]:
+        """Each row's mean NLL of its sample's target tokens: final norm + unembed at the targets."""
+        targets = [t for s in samples for t in self.encoded[s].targets]
+        sizes = [len(self.encoded[s].targets) for s in samples]
         hf = self.model.hf_model
-        picked = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(cols, device=hidden.device)]
         logits = hf.lm_head(hf.model.norm(picked))
         logp = torch.log_softmax(logits.float(), dim=-1)
         tok = logp.gather(-1, torch.tensor(targets, device=logp.device)[:, None])[:, 0]
         self.flops += 2.0 * logits.shape[0] * logits.shape[1] * picked.shape[1]
         return torch.stack([-part.mean() for part in tok.split(sizes)])
 
-    def _layers_flops(self, batch: int, width: int, n_layers: int) -> float:
+    def _layers_flops(self, tokens: int, width: int, n_layers: int) -> float:
         m = self.model
-        attention = 4.0 * batch * m.n_heads * width * width * m.d_head  # scores and weighted sum
-        return n_layers * (2.0 * self._layer_params * batch * width + attention)
+        attention = 4.0 * tokens * m.n_heads * width * m.d_head  # scores and weighted sum
+        return n_layers * (2.0 * self._layer_params * tokens + attention)
 
 
 # --- strategies -------------------------------------------------------------------------------
@@ -471,7 +581,7 @@ class Located:
 
 def loss_curve(ev: Evaluator, sel: HeadMask, layers: Sequence[int], memo: Memo, key: str) -> list[float]:
     """For each layer k: the loss with the selected heads of layers first..k masked."""
-    return [memo(f"{key}/{k}", lambda k=k: ev.losses(k + 1, sel.before(k + 1), [None])[0]) for k in layers]
+    return memo(f"{key}/", lambda: ev.curve(sel, layers))
 
 
 def baseline_loss(ev: Evaluator, layers: Sequence[int], memo: Memo) -> float:
@@ -544,6 +654,7 @@ class LocateConfig:
     prescreen: int | None = None  # evaluate only the attribution top K per layer exactly
     max_batch_tokens: int = 4096
     plain: bool = False  # use the paper's plain algorithm instead of the engine
+    plain_batch_size: int | None = None  # plain: samples per forward (default all; 1 = Algorithm 1's loop)
     circuit: Circuit | None = None  # redundant: the circuit whose heads are excluded
 
 
@@ -636,7 +747,9 @@ def locate(
 
     def on_start(step: str, replayed: bool) -> None:
         what, _, where = step.partition("/")
-        bar.set_description(f"{config.strategy}: {what} " + (f"layer {where}/{model.n_layers - 1}" if where.isdigit() else where))
+        if where.isdigit():
+            where = f"layer {where}/{model.n_layers - 1}" if int(where) < model.n_layers else "all layers masked"
+        bar.set_description(f"{config.strategy}: {what} {where}")
         if replayed:
             bar.update(_step_units(step, config, layers, model.n_heads))
 
@@ -647,7 +760,7 @@ def locate(
 
     memo = Memo(done, save, on_start, on_step)
     on_rows = lambda rows: bar.update(rows / len(samples))  # noqa: E731
-    ev = (PlainEvaluator(model, samples, on_rows=on_rows) if config.plain
+    ev = (PlainEvaluator(model, samples, config.plain_batch_size, on_rows=on_rows) if config.plain
           else Engine(model, samples, config.max_batch_tokens, on_rows=on_rows))
     H = model.n_heads
     try:
@@ -685,6 +798,8 @@ def locate(
 def _step_units(step: str, config: LocateConfig, layers: list[int], n_heads: int) -> float:
     """Progress units (one = one candidate set over all samples) of a step, for the bar."""
     what, _, where = step.partition("/")
+    if not where:
+        return 1 if what == "baseline" else len(layers)  # a whole loss curve
     if what not in ("conditioned", "single") or int(where) > layers[-1]:
         return 1
     screened = config.prescreen is not None and config.prescreen < n_heads
@@ -695,9 +810,9 @@ def _total_units(config: LocateConfig, layers: list[int], n_heads: int) -> float
     if config.strategy == "layer-conditioned":
         steps = [f"conditioned/{la}" for la in layers] + [f"conditioned/{layers[-1] + 1}"]
     elif config.strategy in ("single", "greedy"):
-        steps = [f"single/{la}" for la in layers] + ["baseline/"] + [f"curve/{la}" for la in layers]
+        steps = [f"single/{la}" for la in layers] + ["baseline/", "curve/"]
     else:
-        steps = ["baseline/"] + ["curve"] * len(layers) * len(config.seeds)
+        steps = ["baseline/"] + [f"seed {s}/" for s in config.seeds]
     return sum(_step_units(s, config, layers, n_heads) for s in steps)
 
 

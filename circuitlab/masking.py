@@ -62,14 +62,16 @@ def keep_matrix(masked: list[Iterable[int]], n_heads: int) -> Float[Tensor, "bat
     return keep
 
 
-def zero_heads_hook(keep: Float[Tensor, "batch head"]) -> HookFn:
-    """A hook_z hook that zeroes, per sequence, the heads whose `keep` entry is 0.
+def zero_heads_hook(keep: Float[Tensor, "batch head"] | Float[Tensor, "batch pos head"]) -> HookFn:
+    """A hook_z hook that zeroes the heads whose `keep` entry is 0.
 
-    `keep` has one row per sequence in the batch, or a single row for all of them.
+    `keep` has one row per sequence in the batch (or a single row for all of them), or one entry
+    per sequence and position, for batches that pack several sequences into one.
     """
 
     def hook(z: Float[Tensor, "batch pos head d_head"], hook=None) -> Tensor:
-        return z * keep.to(z.device, z.dtype)[:, None, :, None]
+        k = keep.to(z.device, z.dtype)
+        return z * (k[:, None, :, None] if k.dim() == 2 else k[..., None])
 
     return hook
 

@@ -189,20 +189,25 @@ def loss_curves(
     shown: set[str] = set()
     for i, (c, label) in enumerate(zip(circuits, labels)):
         r, col = divmod(i, cols)
-        for name, curve in circuit_curves(c).items():
-            xs, ys = curve_points(curve, c.baseline_loss)
-            fig.add_trace(go.Scatter(
-                x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name, showlegend=name not in shown,
-                line=dict(color=_color(name, colors), width=2, dash=CURVE_DASHES.get(name)), marker=dict(size=4),
-                hovertemplate=f"{label}, {name}<br>%{{x}} layers masked<br>loss %{{y:.4f}} nats/token<extra></extra>",
-            ), row=r + 1, col=col + 1)
-            shown.add(name)
-        _baseline(fig, c.baseline_loss, c.model.n_layers, label, r + 1, col + 1, show="unmasked" not in shown)
-        shown.add("unmasked")
+        _add_curves(fig, c, label, r + 1, col + 1, colors, shown)
         _curve_axes(fig, r, col, rows)
     fig.update_layout(title=title, height=max(420, 330 * rows), width=max(700, 300 * cols + 120),
                       legend=dict(orientation="h", y=-0.12 if rows > 1 else -0.25))
     return fig
+
+
+def _add_curves(fig, c: Circuit, label: str, row: int, col: int, colors: dict, shown: set) -> None:
+    """Every selection's curve of `c` in one panel, then its unmasked loss (each legend entry once)."""
+    for name, curve in circuit_curves(c).items():
+        xs, ys = curve_points(curve, c.baseline_loss)
+        fig.add_trace(go.Scatter(
+            x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name, showlegend=name not in shown,
+            line=dict(color=_color(name, colors), width=2, dash=CURVE_DASHES.get(name)), marker=dict(size=4),
+            hovertemplate=f"{label}, {name}<br>%{{x}} layers masked<br>loss %{{y:.4f}} nats/token<extra></extra>",
+        ), row=row, col=col)
+        shown.add(name)
+    _baseline(fig, c.baseline_loss, c.model.n_layers, label, row, col, show="unmasked" not in shown)
+    shown.add("unmasked")
 
 
 def _baseline(fig, baseline, n_layers, label, row, col, show, name="unmasked") -> None:
@@ -302,16 +307,7 @@ def overview(
                              **_ticks(c.model.n_layers))
             fig.update_xaxes(title_text=HEAD_AXIS if r == len(circuits) else None, row=r, col=col,
                              **_ticks(c.model.n_heads))
-        for name, curve in circuit_curves(c).items():
-            xs, ys = curve_points(curve, c.baseline_loss)
-            fig.add_trace(go.Scatter(
-                x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name, showlegend=name not in shown,
-                line=dict(color=_color(name, colors), width=2, dash=CURVE_DASHES.get(name)), marker=dict(size=4),
-                hovertemplate=f"{label}, {name}<br>%{{x}} layers masked<br>loss %{{y:.4f}} nats/token<extra></extra>",
-            ), row=r, col=3)
-            shown.add(name)
-        _baseline(fig, c.baseline_loss, c.model.n_layers, label, r, 3, show="unmasked" not in shown)
-        shown.add("unmasked")
+        _add_curves(fig, c, label, r, 3, colors, shown)
         fig.update_xaxes(title_text="number of masked layers" if r == len(circuits) else None, row=r, col=3)
         fig.update_yaxes(title_text=LOSS, row=r, col=3)
     left, right = fig.layout.xaxis.domain[0], fig.layout.xaxis2.domain[1]  # under the two heatmap columns

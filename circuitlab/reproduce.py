@@ -90,7 +90,7 @@ def all_docs_curve(model: LoadedModel, circuit: Circuit, docs: list, max_batch_t
     samples = [Sample(d.prompt, d.target, d.index) for d in docs]
     ev = Engine(model, samples, max_batch_tokens)
     layers = list(range(model.n_layers))
-    with tqdm(total=len(layers) + 1, desc=f"all-docs curve ({len(samples)} docs)", unit="step",
+    with tqdm(total=2, desc=f"all-docs curve ({len(samples)} docs)", unit="step",
               disable=not progress, leave=False) as bar:
         memo = Memo(on_step=lambda key: bar.update(1))
         return {
@@ -225,12 +225,21 @@ def summary_table(circuits: list[Circuit]):
             "layer-conditioned": c.loss_curve[-1] if c.loss_curve else float("nan"),
             "greedy": c.curves.get("greedy", [float("nan")])[-1],
             "random (mean)": c.curves.get("random", [float("nan")])[-1],
+            "above greedy": _points_above(c.loss_curve, c.curves.get("greedy", [])),
+            "above random": _points_above(c.loss_curve, c.curves.get("random", [])),
             "all docs unmasked": every.get("baseline_loss"),
             "all docs masked": (every.get("loss_curve") or [float("nan")])[-1],
             "curve correlation": _correlation(c.loss_curve, every.get("loss_curve") or []),
             "minutes": (c.timings.get("task_s") or float("nan")) / 60,
         })
     return pd.DataFrame(rows).set_index("task")
+
+
+def _points_above(curve: list[float], other: list[float]) -> str:
+    """On how many of the curve's points (k masked layers, k >= 1) `curve` is above `other`."""
+    if not other or len(other) != len(curve):
+        return "n/a"
+    return f"{sum(a > b for a, b in zip(curve, other))}/{len(curve)}"
 
 
 def _correlation(a: list[float], b: list[float]) -> float:
@@ -299,7 +308,9 @@ def write_readme(result: Reproduction, out_dir: Path, config: ReproduceConfig, c
         "",
         "Columns: `unmasked` = loss of the samples with no head masked; `max single-head` = the "
         "largest entry of the single-head table; `layer-conditioned`, `greedy`, `random (mean)` = loss "
-        f"with the selection's heads masked in all {L} layers (random: mean over seeds); `all docs` = "
+        f"with the selection's heads masked in all {L} layers (random: mean over seeds); `above greedy`, "
+        "`above random` = at how many of the curve's points (1..L masked layers) the layer-conditioned "
+        "loss is the higher; `all docs` = "
         f"Figure 7's documents; `curve correlation` = Pearson correlation of the samples' and the "
         "all-docs curves; `minutes` = wall time of the task on this machine.",
         "",

@@ -9,7 +9,6 @@ and a custom task given as a path to a `.jsonl` file of ready-made `{prompt, cho
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from circuitlab.errors import CircuitlabError
+from circuitlab.io import parse_jsonl, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ _CAPITALS = "circuitlab/data/capitals.jsonl"
 @lru_cache(maxsize=1)
 def _capital_rows() -> tuple[tuple[str, dict], ...]:
     text = resources.files("circuitlab").joinpath("data", "capitals.jsonl").read_text(encoding="utf-8")
-    return tuple(_parse_jsonl(text.splitlines(), _CAPITALS))
+    return tuple(parse_jsonl(text.splitlines(), _CAPITALS))
 
 
 def capitals(row: dict, index: int) -> Doc:
@@ -230,7 +230,7 @@ def get_task(name: str) -> Task:
         path = Path(name).expanduser()
         if not path.is_file():
             raise CircuitlabError(f"custom task file {name} does not exist")
-        source = lambda split: _read_jsonl(path)  # noqa: E731  every split is the one file
+        source = lambda split: read_jsonl(path)  # noqa: E731  every split is the one file
         return Task(path.stem, None, None, "validation", _BASE, custom, source=source)
     raise CircuitlabError(f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}, "
                           "or give a path to a .jsonl file of {prompt, choices, gold} rows")
@@ -249,36 +249,11 @@ def resolve_data_dir(data_dir=None) -> Path | None:
     return path
 
 
-def _parse_jsonl(lines, where: str) -> list[tuple[str, dict]]:
-    """Rows of a JSON Lines text, each with its location `file line N` for error messages."""
-    rows = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CircuitlabError(f"{where} line {n}: malformed JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise CircuitlabError(f"{where} line {n}: expected a JSON object")
-        rows.append((f"{where} line {n}", row))
-    return rows
-
-
-def _read_jsonl(path: Path) -> list[tuple[str, dict]]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            return _parse_jsonl(f, str(path))
-    except (OSError, UnicodeDecodeError) as e:
-        raise CircuitlabError(f"cannot read {path}: {e}") from None
-
-
 def _local_rows(task: Task, split: str, data_dir: Path) -> list[tuple[str, dict]]:
     folder = data_dir / task.name
     for name in (f"{split}.jsonl", f"{split}.jsonl.gz"):
         if (folder / name).is_file():
-            return _read_jsonl(folder / name)
+            return read_jsonl(folder / name)
     found = sorted({p.name.split(".")[0] for p in folder.glob("*.jsonl*")}) if folder.is_dir() else []
     raise CircuitlabError(f"task {task.name!r} has no {split!r} split in {folder} "
                           f"(available: {', '.join(found) or 'none'}); choose another with --split")

@@ -200,3 +200,12 @@ def test_defaults_and_samples_file(tmp_path):
         bad.write_text(text)
         with pytest.raises(CircuitlabError):
             read_samples_file(bad)
+
+
+@pytest.mark.parametrize("layers", [[0, 1, 2, 3], [1, 2], [3]])
+def test_batched_curve_equals_its_steps_one_by_one(tiny_gqa, layers):
+    """All steps of a curve share forwards; each must still be the plain loss of its own mask."""
+    sel = HeadMask.of({la: [la % 8, (3 * la + 1) % 8] for la in layers})
+    fast = Engine(tiny_gqa, SAMPLES, max_batch_tokens=48).curve(sel, layers)
+    plain = PlainEvaluator(tiny_gqa, SAMPLES)
+    assert close(fast, [plain.loss(sel.before(k + 1)) for k in layers])

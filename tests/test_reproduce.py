@@ -102,9 +102,18 @@ def test_killed_task_resumes_with_the_same_result(run, model, data_dir, tmp_path
     resumed = rp.reproduce_task(model, "capitals", data_dir, tmp_path, CONFIG, progress=False, log=lambda s: None)
     assert resumed.extra["resumed_steps"] > 0
     full = run[0].circuits["capitals"]
-    strip = lambda c: {k: v for k, v in c.to_dict().items() if k not in ("timings", "extra")}  # noqa: E731
-    assert strip(resumed) == strip(full)
-    assert resumed.extra["all_docs"] == full.extra["all_docs"]
+    assert resumed.heads == full.heads and resumed.samples == full.samples
+    for a, b in ((resumed.scores, full.scores), (resumed.curves, full.curves), (resumed.loss_curve, full.loss_curve),
+                 (resumed.extra["all_docs"]["loss_curve"], full.extra["all_docs"]["loss_curve"])):
+        assert numbers(a) == pytest.approx(numbers(b), rel=1e-6)  # CPU matmuls may differ in the last bit
+
+
+def numbers(x) -> list[float]:
+    if isinstance(x, dict):
+        return [v for k in sorted(x) for v in numbers(x[k])]
+    if isinstance(x, list):
+        return [v for item in x for v in numbers(item)]
+    return [x]
 
 
 def test_changed_settings_are_not_reused(run, model, data_dir):
@@ -124,3 +133,15 @@ def test_cli_bad_input(tmp_path, capsys):
     assert main(["reproduce", "--model", "tiny-llama", "--tasks", "capitals", "--seeds", "a,b",
                  "--out", str(tmp_path)]) == 2
     assert not any(tmp_path.iterdir())
+
+
+def test_summary_table_reads_the_circuits(run):
+    circuits = run[0].circuits
+    table = rp.summary_table(list(circuits.values()))
+    for name, c in circuits.items():
+        row = table.loc[name]
+        assert row["unmasked"] == c.baseline_loss and row["layer-conditioned"] == c.loss_curve[-1]
+        assert row["greedy"] == c.curves["greedy"][-1] and row["random (mean)"] == c.curves["random"][-1]
+        for column, other in (("above greedy", c.curves["greedy"]), ("above random", c.curves["random"])):
+            above = [k for k in range(len(other)) if c.loss_curve[k] > other[k]]
+            assert row[column] == f"{len(above)}/{c.model.n_layers}"
