@@ -79,6 +79,8 @@ def add_plot(sub) -> None:
     p.add_argument("circuits", nargs="+", metavar="CIRCUIT.json")
     p.add_argument("--out", required=True, help="directory for the .html and .png files")
     p.add_argument("--no-png", action="store_true", help="write only the HTML files")
+    p.add_argument("--plotlyjs", choices=("inline", "cdn"), default="inline",
+                   help="inline: self-contained HTML (~5 MB each); cdn: small HTML that loads plotly.js from its CDN")
 
 
 def run_plot(args) -> None:
@@ -90,7 +92,7 @@ def run_plot(args) -> None:
         from circuitlab.compare import check_same_model
 
         check_same_model(circuits)
-    for path in write_figures(circuit_figures(circuits), args.out, png=not args.no_png):
+    for path in write_figures(circuit_figures(circuits), args.out, png=not args.no_png, cdn=args.plotlyjs == "cdn"):
         print(f"wrote {path}")
 
 
@@ -99,6 +101,8 @@ def add_compare(sub) -> None:
     p.add_argument("circuits", nargs="+", metavar="CIRCUIT.json")
     p.add_argument("--out", required=True, help="directory for the CSV tables and the figures")
     p.add_argument("--no-png", action="store_true", help="write only the HTML files")
+    p.add_argument("--plotlyjs", choices=("inline", "cdn"), default="inline",
+                   help="inline: self-contained HTML (~5 MB each); cdn: small HTML that loads plotly.js from its CDN")
 
 
 def run_compare(args) -> None:
@@ -114,7 +118,8 @@ def run_compare(args) -> None:
     print(result.overlap.round(3).to_string())
     print("Jaccard |A ∩ B| / |A ∪ B|:")
     print(result.jaccard.round(3).to_string())
-    for path in result.save_csv(args.out) + write_figures(comparison_figures(result), args.out, png=not args.no_png):
+    for path in result.save_csv(args.out) + write_figures(comparison_figures(result), args.out, png=not args.no_png,
+                                                           cdn=args.plotlyjs == "cdn"):
         print(f"wrote {path}")
 
 
@@ -309,6 +314,8 @@ def add_reproduce(sub) -> None:
     p.add_argument("--seeds", default="0,1,2", help="random selections' seeds (default: 0,1,2)")
     p.add_argument("--max-batch-tokens", type=int, default=4096)
     p.add_argument("--no-png", action="store_true", help="write only the HTML files")
+    p.add_argument("--plotlyjs", choices=("inline", "cdn"), default="inline",
+                   help="inline: self-contained HTML (~5 MB each); cdn: small HTML that loads plotly.js from its CDN")
 
 
 def run_reproduce(args) -> None:
@@ -330,9 +337,11 @@ def run_reproduce(args) -> None:
                              all_docs=args.all_docs, random_seeds=seeds, max_batch_tokens=args.max_batch_tokens)
     opts = [("--model", args.model), ("--tasks", args.tasks), ("--data-dir", args.data_dir), ("--out", args.out),
             ("--samples", args.samples), ("--heads-per-layer", args.heads_per_layer), ("--max-docs", args.max_docs),
-            ("--all-docs", args.all_docs), ("--seeds", args.seeds)]
+            ("--all-docs", args.all_docs), ("--seeds", args.seeds),
+            ("--plotlyjs", "cdn" if args.plotlyjs == "cdn" else None)]
     command = shlex.join(["circuitlab", "reproduce", *[str(x) for o, v in opts if v is not None for x in (o, v)]])
-    result = reproduce(load(args), tasks, args.data_dir, args.out, config, command=command, png=not args.no_png)
+    result = reproduce(load(args), tasks, args.data_dir, args.out, config, command=command, png=not args.no_png,
+                       cdn=args.plotlyjs == "cdn")
     print(f"wrote {len(result.figures)} figure files and {result.readme}")
 
 

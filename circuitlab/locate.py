@@ -141,7 +141,8 @@ def _check_request(model: LoadedModel, layer: int, base: HeadMask, heads: Sequen
 
 class PlainEvaluator:
     """The paper's code: for each candidate set, one full forward of the model over all samples
-    (the whole text prompt + target, full logits), then the target tokens' NLL."""
+    (the whole text prompt + target), log-probabilities at every position (as the cross-entropy
+    of HF's `labels` loss in the paper's locating.py computes them), then the target tokens' NLL."""
 
     def __init__(self, model: LoadedModel, samples: list[Sample], batch_size: int | None = None,
                  on_rows: Callable[[int], None] | None = None):
@@ -165,12 +166,11 @@ class PlainEvaluator:
         for start in range(0, self.n_samples, self.batch_size):
             batch = self.encoded[start : start + self.batch_size]
             ids, attn = pad_batch([list(e.ids) + [e.targets[-1]] for e in batch], self.model.tokenizer.pad_token_id)
-            logits = masked_logits(self.model, ids, attn, mask)
+            logp = torch.log_softmax(masked_logits(self.model, ids, attn, mask).float(), dim=-1)
             for row, e in enumerate(batch):
                 end = len(e.ids)  # the position of the last target token predicts nothing
-                logp = torch.log_softmax(logits[row, end - len(e.targets) : end].float(), dim=-1)
                 target = torch.tensor(e.targets, device=logp.device)
-                per_sample.append(-float(logp.gather(-1, target[:, None]).mean()))
+                per_sample.append(-float(logp[row, end - len(e.targets) : end].gather(-1, target[:, None]).mean()))
             self.n_forwards += 1
             self.on_rows(len(batch))
         return set_loss(per_sample)

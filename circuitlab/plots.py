@@ -452,21 +452,24 @@ def png_available() -> bool:
     return Chromium.find_browser(skip_local=False) is not None
 
 
-def write_figure(fig: go.Figure, out_dir: str | Path, stem: str, png: bool = True, scale: float = 2) -> list[Path]:
-    """Write `stem.html` (self-contained, plotly.js inlined) and `stem.png`; returns the paths written.
+def write_figure(fig: go.Figure, out_dir: str | Path, stem: str, png: bool = True, scale: float = 2,
+                 cdn: bool = False) -> list[Path]:
+    """Write `stem.html` (self-contained, plotly.js inlined; with `cdn`, a small file that loads plotly.js from
+    its CDN) and `stem.png`; returns the paths written.
 
     Without Chromium (kaleido's renderer) the PNG is skipped with a warning, never half-written.
     """
-    return write_figures({stem: fig}, out_dir, png=png, scale=scale)
+    return write_figures({stem: fig}, out_dir, png=png, scale=scale, cdn=cdn)
 
 
-def write_figures(figs: dict[str, go.Figure], out_dir: str | Path, png: bool = True, scale: float = 2) -> list[Path]:
+def write_figures(figs: dict[str, go.Figure], out_dir: str | Path, png: bool = True, scale: float = 2,
+                  cdn: bool = False) -> list[Path]:
     """`write_figure` for several figures, rendering all PNGs with one browser start."""
     out_dir = Path(out_dir)
     written = []
     for stem, fig in figs.items():
         written.append(write_text_atomic(out_dir / f"{stem}.html",
-                                         fig.to_html(include_plotlyjs=True, full_html=True)))
+                                         fig.to_html(include_plotlyjs="cdn" if cdn else True, full_html=True)))
     if png and figs:
         if not png_available():
             warnings.warn("Chromium not found: PNG export skipped (install it: apt-get install chromium)")

@@ -155,7 +155,8 @@ class Reproduction:
 
 
 def reproduce(model: LoadedModel, tasks: list[str], data_dir, out_dir: str | Path, config: ReproduceConfig,
-              command: str | None = None, png: bool = True, progress: bool = True, log=print) -> Reproduction:
+              command: str | None = None, png: bool = True, progress: bool = True, log=print,
+              cdn: bool = False) -> Reproduction:
     """Every task's circuit (resumable task by task), then all figures and the README."""
     out_dir = Path(out_dir)
     circuits = {}
@@ -163,8 +164,8 @@ def reproduce(model: LoadedModel, tasks: list[str], data_dir, out_dir: str | Pat
         log(f"[{i}/{len(tasks)}] {task}")
         circuits[task] = reproduce_task(model, task, data_dir, out_dir, config, progress, log)
     result = Reproduction(circuits)
-    result.figures = write_all_figures(list(circuits.values()), out_dir, png)
-    result.readme = write_readme(result, out_dir, config, command)
+    result.figures = write_all_figures(list(circuits.values()), out_dir, png, cdn)
+    result.readme = write_readme(result, out_dir, config, command, cdn)
     return result
 
 
@@ -198,10 +199,10 @@ def figures_for(circuits: list[Circuit]) -> dict[str, object]:
     return figs
 
 
-def write_all_figures(circuits: list[Circuit], out_dir: Path, png: bool = True) -> list[Path]:
+def write_all_figures(circuits: list[Circuit], out_dir: Path, png: bool = True, cdn: bool = False) -> list[Path]:
     from circuitlab.plots import write_figures
 
-    written = write_figures(figures_for(circuits), out_dir, png=png)
+    written = write_figures(figures_for(circuits), out_dir, png=png, cdn=cdn)
     if len(circuits) > 1:
         written += compare(circuits).save_csv(out_dir / "tables")
     return written
@@ -260,7 +261,8 @@ def _markdown(df, digits: int = 3) -> str:
     return "\n".join(lines)
 
 
-def write_readme(result: Reproduction, out_dir: Path, config: ReproduceConfig, command: str | None) -> Path:
+def write_readme(result: Reproduction, out_dir: Path, config: ReproduceConfig, command: str | None,
+                 cdn: bool = False) -> Path:
     circuits = list(result.circuits.values())
     table = summary_table(circuits)
     c0 = circuits[0]
@@ -380,8 +382,10 @@ def write_readme(result: Reproduction, out_dir: Path, config: ReproduceConfig, c
         "",
         "## Files",
         "",
-        "Each figure is `NAME.html` (interactive, self-contained: plotly.js is inlined, hover for values) "
-        "and `NAME.png`. `circuits/TASK.json` holds each task's circuit with its samples, score tables, "
+        "Each figure is `NAME.html` (interactive, hover for values; "
+        + ("it loads plotly.js from its CDN, so it needs a network connection; `--plotlyjs inline` makes "
+           "self-contained files of ~5 MB each) " if cdn else "self-contained: plotly.js is inlined) ")
+        + "and `NAME.png`. `circuits/TASK.json` holds each task's circuit with its samples, score tables, "
         "curves and settings (`circuitlab plot circuits/*.json --out DIR` and `circuitlab compare "
         "circuits/*.json --out DIR` redraw from them).",
         "",

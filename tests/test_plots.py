@@ -145,6 +145,10 @@ def test_write_figure_html(circuits, tmp_path):
     assert html.name == "curves.html" and "<html>" in text
     assert '<script src="http' not in text and len(text) > 1_000_000  # plotly.js is inlined: self-contained
     assert str(circuits[0].loss_curve[-1]) in text
+    (small,) = plots.write_figure(fig, tmp_path, "curves_cdn", png=False, cdn=True)
+    text = small.read_text()
+    assert 'src="https://cdn.plot.ly/plotly-' in text and len(text) < 200_000  # loads plotly.js, stays small
+    assert str(circuits[0].loss_curve[-1]) in text
 
 
 @pytest.mark.skipif(not plots.png_available(), reason="Chromium not installed: kaleido cannot render PNG")
