@@ -74,13 +74,17 @@ def run_tasks(args) -> None:
 # --- plot, compare ----------------------------------------------------------------------------
 
 
+def add_figure_options(p) -> None:
+    p.add_argument("--no-png", action="store_true", help="write only the HTML files")
+    p.add_argument("--plotlyjs", choices=("inline", "cdn"), default="inline",
+                   help="inline: self-contained HTML (~5 MB each); cdn: small HTML that loads plotly.js from its CDN")
+
+
 def add_plot(sub) -> None:
     p = sub.add_parser("plot", help="figures of one or more circuits: masking heatmaps, loss curves, patterns")
     p.add_argument("circuits", nargs="+", metavar="CIRCUIT.json")
     p.add_argument("--out", required=True, help="directory for the .html and .png files")
-    p.add_argument("--no-png", action="store_true", help="write only the HTML files")
-    p.add_argument("--plotlyjs", choices=("inline", "cdn"), default="inline",
-                   help="inline: self-contained HTML (~5 MB each); cdn: small HTML that loads plotly.js from its CDN")
+    add_figure_options(p)
 
 
 def run_plot(args) -> None:
@@ -100,9 +104,7 @@ def add_compare(sub) -> None:
     p = sub.add_parser("compare", help="overlap rate, Jaccard and head frequency of several tasks' circuits")
     p.add_argument("circuits", nargs="+", metavar="CIRCUIT.json")
     p.add_argument("--out", required=True, help="directory for the CSV tables and the figures")
-    p.add_argument("--no-png", action="store_true", help="write only the HTML files")
-    p.add_argument("--plotlyjs", choices=("inline", "cdn"), default="inline",
-                   help="inline: self-contained HTML (~5 MB each); cdn: small HTML that loads plotly.js from its CDN")
+    add_figure_options(p)
 
 
 def run_compare(args) -> None:
@@ -313,9 +315,7 @@ def add_reproduce(sub) -> None:
     p.add_argument("--all-docs", type=int, default=256, help="Figure 7: docs for the all-documents curve (default: 256)")
     p.add_argument("--seeds", default="0,1,2", help="random selections' seeds (default: 0,1,2)")
     p.add_argument("--max-batch-tokens", type=int, default=4096)
-    p.add_argument("--no-png", action="store_true", help="write only the HTML files")
-    p.add_argument("--plotlyjs", choices=("inline", "cdn"), default="inline",
-                   help="inline: self-contained HTML (~5 MB each); cdn: small HTML that loads plotly.js from its CDN")
+    add_figure_options(p)
 
 
 def run_reproduce(args) -> None:

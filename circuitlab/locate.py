@@ -285,9 +285,10 @@ class Engine:
         for j in range(layers[0], L):
             rows = [(s, k) for k in streams for s in range(self.n_samples)]
             out = {k: [None] * self.n_samples for k in streams}
+            heads = sel.at(j)  # masked in the trunk's rows only
             for p in self._pack(rows):
                 hidden, kwargs = self._batch(p, [streams[k][s] for s, k in p.rows])
-                masked = [(i, sel.at(j)) for i, (_, k) in enumerate(p.rows) if k == last_step and sel.at(j)]
+                masked = [(i, heads) for i, (_, k) in enumerate(p.rows) if k == last_step] if heads else []
                 hooks = [(hook_z_name(j), zero_heads_hook(self._keep(p, masked)))] if masked else []
                 if j == L - 1:
                     picked = self._run_to_targets(j, hidden, kwargs, hooks, p)
