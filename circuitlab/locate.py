@@ -45,6 +45,7 @@ from circuitlab.scoring import encode_pair, max_length, model_input, pad_batch
 STRATEGIES = ("single", "greedy", "random", "layer-conditioned", "redundant")
 NAN = float("nan")
 SLACK = 1.1  # one row per line: at most 10% more padded than real tokens per forward
+UNEMBED_TARGETS = 512  # target positions per unembedding product (bounds the logits' memory)
 
 
 # --- samples ----------------------------------------------------------------------------------
@@ -209,7 +210,8 @@ class Engine:
     bridge's blocks directly with the keyword arguments HF passes them. Rows (candidate x sample)
     are packed into lines of up to `max_batch_tokens` tokens per forward. Only the target
     positions are read out: the last block computes its queries and MLP there alone (keys and
-    values need every position), and the final norm and unembedding run only there.
+    values need every position), and the final norm and unembedding run only there, once for all
+    of a call's forwards.
     """
 
     def __init__(self, model: LoadedModel, samples: list[Sample], max_batch_tokens: int = 4096,
@@ -236,14 +238,16 @@ class Engine:
         _check_request(self.model, layer, base, heads)
         trunk = self._trunk_at(layer, base)
         nll = [[NAN] * self.n_samples for _ in heads]
+        rows, picked = [], []
         for p in self._pack([(s, c) for c in range(len(heads)) for s in range(self.n_samples)]):
             hidden, kwargs = self._batch(p, [trunk[s] for s in p.samples])
             masked = [(k, [heads[c]]) for k, (_, c) in enumerate(p.rows) if heads[c] is not None]
             hooks = [(hook_z_name(layer), zero_heads_hook(self._keep(p, masked)))] if masked else []
-            picked = self._run_to_targets(layer, hidden, kwargs, hooks, p)
-            for (s, c), v in zip(p.rows, self._target_nll(picked, p.samples).tolist()):
-                nll[c][s] = v
+            picked.append(self._run_to_targets(layer, hidden, kwargs, hooks, p))
+            rows += p.rows
             self.on_rows(len(p.rows))
+        for (s, c), v in zip(rows, self._target_nll(torch.cat(picked), [s for s, _ in rows]).tolist()):
+            nll[c][s] = v
         return [set_loss(row) for row in nll]
 
     @torch.no_grad()
@@ -282,6 +286,7 @@ class Engine:
         L, last_step = self.model.n_layers, layers[-1]
         streams = {last_step: self._trunk_at(layers[0], sel.before(layers[0]))}  # the trunk is the last step
         nll = {k: [NAN] * self.n_samples for k in layers}
+        last_rows, picked = [], []
         for j in range(layers[0], L):
             rows = [(s, k) for k in streams for s in range(self.n_samples)]
             out = {k: [None] * self.n_samples for k in streams}
@@ -291,9 +296,8 @@ class Engine:
                 masked = [(i, heads) for i, (_, k) in enumerate(p.rows) if k == last_step] if heads else []
                 hooks = [(hook_z_name(j), zero_heads_hook(self._keep(p, masked)))] if masked else []
                 if j == L - 1:
-                    picked = self._run_to_targets(j, hidden, kwargs, hooks, p)
-                    for (s, k), v in zip(p.rows, self._target_nll(picked, p.samples).tolist()):
-                        nll[k][s] = v
+                    picked.append(self._run_to_targets(j, hidden, kwargs, hooks, p))
+                    last_rows += p.rows
                     self.on_rows(len(p.rows))
                     continue
                 hidden = self._run(j, j + 1, hidden, kwargs, hooks)
@@ -302,6 +306,8 @@ class Engine:
             streams = out
             if j in layers and j != last_step:
                 streams[j] = streams[last_step]  # step j: masked up to j, unmasked from here on
+        for (s, k), v in zip(last_rows, self._target_nll(torch.cat(picked), [s for s, _ in last_rows]).tolist()):
+            nll[k][s] = v
         return [set_loss(nll[k]) for k in layers]
 
     # -- trunk
@@ -483,15 +489,18 @@ class Engine:
         return resid + block.mlp(block.ln2(resid))
 
     def _target_nll(self, picked: Float[Tensor, "target d"], samples: list[int]) -> Float[Tensor, " row"]:
-        """Each row's mean NLL of its sample's target tokens: final norm + unembed at the targets."""
-        targets = [t for s in samples for t in self.encoded[s].targets]
+        """Each row's mean NLL of its sample's target tokens: final norm + unembed at the targets.
+        Callers pass all their forwards' targets at once: with few targets, reading the unembedding
+        matrix costs more than the product."""
+        targets = torch.tensor([t for s in samples for t in self.encoded[s].targets], device=picked.device)
         sizes = [len(self.encoded[s].targets) for s in samples]
         hf = self.model.hf_model
-        logits = hf.lm_head(hf.model.norm(picked))
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        tok = logp.gather(-1, torch.tensor(targets, device=logp.device)[:, None])[:, 0]
-        self.flops += 2.0 * logits.shape[0] * logits.shape[1] * picked.shape[1]
-        return torch.stack([-part.mean() for part in tok.split(sizes)])
+        tok = []
+        for x, t in zip(picked.split(UNEMBED_TARGETS), targets.split(UNEMBED_TARGETS)):
+            logp = torch.log_softmax(hf.lm_head(hf.model.norm(x)).float(), dim=-1)
+            tok.append(logp.gather(-1, t[:, None])[:, 0])
+            self.flops += 2.0 * logp.shape[0] * logp.shape[1] * x.shape[1]
+        return torch.stack([-part.mean() for part in torch.cat(tok).split(sizes)])
 
     def _layers_flops(self, tokens: int, width: int, n_layers: int) -> float:
         m = self.model

@@ -209,3 +209,15 @@ def test_batched_curve_equals_its_steps_one_by_one(tiny_gqa, layers):
     fast = Engine(tiny_gqa, SAMPLES, max_batch_tokens=48).curve(sel, layers)
     plain = PlainEvaluator(tiny_gqa, SAMPLES)
     assert close(fast, [plain.loss(sel.before(k + 1)) for k in layers])
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 512])
+def test_unembedding_in_chunks_keeps_each_rows_targets(tiny_gqa, monkeypatch, chunk):
+    """All forwards' targets go through the unembedding together, in chunks that may split a
+    multi-token target; every row must still get the NLL of its own sample's tokens."""
+    monkeypatch.setattr("circuitlab.locate.UNEMBED_TARGETS", chunk)
+    base, heads = HeadMask.of({0: [1], 1: [2, 5]}), [None, 0, 3, 7]
+    engine, plain = Engine(tiny_gqa, SAMPLES, max_batch_tokens=32), PlainEvaluator(tiny_gqa, SAMPLES)
+    assert close(engine.losses(2, base, heads), plain.losses(2, base, heads))
+    sel = base.plus(2, [4])
+    assert close(engine.curve(sel, [0, 1, 2]), plain.curve(sel, [0, 1, 2]))
