@@ -80,6 +80,10 @@ def add_figure_options(p) -> None:
                    help="inline: self-contained HTML (~5 MB each); cdn: small HTML that loads plotly.js from its CDN")
 
 
+def figure_options(args) -> dict:
+    return {"png": not args.no_png, "cdn": args.plotlyjs == "cdn"}
+
+
 def add_plot(sub) -> None:
     p = sub.add_parser("plot", help="figures of one or more circuits: masking heatmaps, loss curves, patterns")
     p.add_argument("circuits", nargs="+", metavar="CIRCUIT.json")
@@ -96,7 +100,7 @@ def run_plot(args) -> None:
         from circuitlab.compare import check_same_model
 
         check_same_model(circuits)
-    for path in write_figures(circuit_figures(circuits), args.out, png=not args.no_png, cdn=args.plotlyjs == "cdn"):
+    for path in write_figures(circuit_figures(circuits), args.out, **figure_options(args)):
         print(f"wrote {path}")
 
 
@@ -120,8 +124,7 @@ def run_compare(args) -> None:
     print(result.overlap.round(3).to_string())
     print("Jaccard |A ∩ B| / |A ∪ B|:")
     print(result.jaccard.round(3).to_string())
-    for path in result.save_csv(args.out) + write_figures(comparison_figures(result), args.out, png=not args.no_png,
-                                                           cdn=args.plotlyjs == "cdn"):
+    for path in result.save_csv(args.out) + write_figures(comparison_figures(result), args.out, **figure_options(args)):
         print(f"wrote {path}")
 
 
@@ -340,8 +343,8 @@ def run_reproduce(args) -> None:
             ("--all-docs", args.all_docs), ("--seeds", args.seeds),
             ("--plotlyjs", "cdn" if args.plotlyjs == "cdn" else None)]
     command = shlex.join(["circuitlab", "reproduce", *[str(x) for o, v in opts if v is not None for x in (o, v)]])
-    result = reproduce(load(args), tasks, args.data_dir, args.out, config, command=command, png=not args.no_png,
-                       cdn=args.plotlyjs == "cdn")
+    result = reproduce(load(args), tasks, args.data_dir, args.out, config, command=command,
+                       **figure_options(args))
     print(f"wrote {len(result.figures)} figure files and {result.readme}")
 
 

@@ -301,8 +301,8 @@ class Engine:
                     self.on_rows(len(p.rows))
                     continue
                 hidden = self._run(j, j + 1, hidden, kwargs, hooks)
-                for (s, k), line, start in zip(p.rows, p.line, p.start):
-                    out[k][s] = hidden[line, start : start + self.lengths[s]].clone()
+                for (s, k), state in zip(p.rows, self._unpack(p, hidden)):
+                    out[k][s] = state
             streams = out
             if j in layers and j != last_step:
                 streams[j] = streams[last_step]  # step j: masked up to j, unmasked from here on
@@ -347,8 +347,8 @@ class Engine:
             hidden, kwargs = self._batch(p, [trunk[s] for s in p.samples])
             hooks = [(hook_z_name(layer), zero_heads_hook(keep_matrix([heads], self.model.n_heads)))] if heads else []
             hidden = self._run(layer, layer + 1, hidden, kwargs, hooks)
-            for s, line, start in zip(p.samples, p.line, p.start):
-                out[s] = hidden[line, start : start + self.lengths[s]].clone()
+            for s, state in zip(p.samples, self._unpack(p, hidden)):
+                out[s] = state
         return out
 
     # -- packing and running
@@ -427,6 +427,11 @@ class Engine:
             "use_cache": False,
         }
         return hidden, kwargs
+
+    def _unpack(self, p: _Packed, hidden: Float[Tensor, "line pos d"]) -> list[Float[Tensor, "pos d"]]:
+        """`_batch` undone: each row's own positions, in row order."""
+        return [hidden[line, start : start + self.lengths[s]].clone()
+                for s, line, start in zip(p.samples, p.line, p.start)]
 
     def _keep(self, p: _Packed, masked: list[tuple[int, Sequence[int]]]) -> Float[Tensor, "line pos head"]:
         """Per position, 1 for the heads kept, 0 for the heads masked in the row it belongs to
