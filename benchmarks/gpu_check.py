@@ -2,7 +2,7 @@
 
 Loads the adapter's base model twice as a plain Hugging Face model (no TransformerLens): in fp32 on
 the CPU, and in bf16 on the GPU(s) with `device_map="auto"`. Attaches the adapter to both with
-`circuitlab.hf.attach`, scores the same documents, and compares accuracy and logits. On a machine
+`circuitlab.headmap.attach`, scores the same documents, and compares accuracy and logits. On a machine
 without CUDA it says so and exits with status 0.
 
     python benchmarks/gpu_check.py --adapter exported/DIR --task sst2 --data-dir ../shared/data --limit 200
@@ -65,8 +65,8 @@ def main(argv=None) -> int:
 
     from circuitlab.errors import CircuitlabError
     from circuitlab.evaluate import compute_metrics
-    from circuitlab.export import load_plain
-    from circuitlab.hf import attach, read_adapter_config
+    from circuitlab.headmap import attach, read_adapter_config
+    from circuitlab.headmap.conversion import load_plain
     from circuitlab.tasks import get_task, load_docs
 
     try:
@@ -109,15 +109,16 @@ def load_plain_dispatched(name: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from circuitlab import models
-    from circuitlab.export import load_plain
+    from circuitlab.headmap.conversion import load_plain
 
-    if name in models.TINY_CONFIGS:
+    src = models.resolve(name)
+    if src.kind == "tiny":
         return load_plain(name, "bfloat16", "cuda")
-    if name == "smollm2-135m":
-        models._load_smollm2(torch.float32)  # makes sure the safetensors cache exists
+    if src.kind == "embedded":
+        models.load_hf(name)  # makes sure the safetensors cache exists
         path = str(models.cache_dir() / "smollm2-135m")
     else:
-        path = models.resolve_name(name)
+        path = src.hf_id
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

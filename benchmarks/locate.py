@@ -78,7 +78,7 @@ def main() -> None:
           f"{model.n_layers} layers x {model.n_heads} heads, n={args.heads_per_layer}, strategy {args.strategy}, "
           f"torch threads {torch.get_num_threads()}", flush=True)
 
-    layers = parse_layers(args.layers, model.n_layers) if args.layers else None
+    layers = parse_layers(args.layers) if args.layers else None
     if layers:
         print(f"only layers {layers[0]}-{layers[1]}", flush=True)
 
@@ -90,7 +90,7 @@ def main() -> None:
     out = {}
     engine, e_wall, e_cpu = run()
     print(f"engine:    {e_wall:8.1f} s wall {e_cpu:8.1f} s CPU", flush=True)
-    out["engine"] = {"wall_s": e_wall, "cpu_s": e_cpu, "heads": engine.heads, "flops": engine.extra["engine_flops"]}
+    out["engine"] = {"wall_s": e_wall, "cpu_s": e_cpu, "heads": engine.heads, "flops": engine.run.engine_flops}
 
     if args.prescreen:
         screened, s_wall, s_cpu = run(prescreen=args.prescreen)
@@ -115,7 +115,7 @@ def main() -> None:
         out["plain"] = {"wall_s": p_wall, "cpu_s": p_cpu, "heads_identical": same, "max_rel_diff": diff,
                         "samples_per_forward": per}
 
-    flops = engine.extra["engine_flops"]
+    flops = engine.run.engine_flops
     mm = matmul_flops_per_s(4096, model.d_model, 4 * model.d_model)
     print(f"FLOP/s:    engine {flops / e_wall / 1e9:.1f} GFLOP/s ({flops / 1e12:.2f} TFLOP in {e_wall:.1f} s) vs "
           f"matmul [4096x{model.d_model}]@[{model.d_model}x{4 * model.d_model}] {mm / 1e9:.1f} GFLOP/s "

@@ -1,20 +1,24 @@
-"""A located knowledge circuit and its versioned JSON form.
+"""A located knowledge circuit and its versioned JSON form (schema 2).
 
 The JSON keeps everything needed to trust and reuse a circuit: which model (with a fingerprint of
-its weights) and which data it came from, the samples, the strategy, the heads, and the numbers
-behind the choice (score tables, loss curves, baseline loss).
+its weights) and which data it came from, the samples, the strategy, the heads, the numbers behind
+the choice (score tables, loss curves, baseline loss), the other selections located beside it for
+comparison (greedy, random seeds), Figure 7's all-documents curve, and how it was run. Schema-1
+files (written before these had fields of their own) load through `circuitlab.circuit_v1`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from circuitlab.errors import CircuitlabError
-from circuitlab.io import read_json, write_json_atomic
+from circuitlab.heads import HeadMask
+from circuitlab.io import nan_to_null, null_to_nan, read_json_object, write_json_atomic
+from circuitlab.models.identity import ModelDims, ModelIdentity, check_same_model
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+Heads = dict[int, list[int]]  # layer -> sorted query-head indices
 
 
 @dataclass
@@ -32,17 +36,14 @@ class ModelInfo:
     @classmethod
     def of(cls, model) -> "ModelInfo":
         """From a `circuitlab.models.LoadedModel`."""
-        return cls(
-            name=model.name,
-            hf_id=model.hf_id,
-            revision=model.revision,
-            fingerprint=model.fingerprint(),
-            n_layers=model.n_layers,
-            n_heads=model.n_heads,
-            n_kv_heads=model.n_kv_heads,
-            d_head=model.d_head,
-            d_model=model.d_model,
-        )
+        return cls(model.name, model.hf_id, model.revision, model.fingerprint(), **asdict(model.dims))
+
+    @property
+    def dims(self) -> ModelDims:
+        return ModelDims(self.n_layers, self.n_heads, self.n_kv_heads, self.d_head, self.d_model)
+
+    def identity(self) -> ModelIdentity:
+        return ModelIdentity(self.name, self.dims, self.fingerprint)
 
 
 @dataclass
@@ -61,33 +62,97 @@ class Sample:
 
 
 @dataclass
+class Selection:
+    """Another selection of heads located beside the circuit, to compare with it."""
+
+    strategy: str
+    heads: Heads
+    loss_curve: list[float]  # loss with the selection's heads of layers first..k masked
+    seed: int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.strategy if self.seed is None else f"{self.strategy} (seed {self.seed})"
+
+
+@dataclass
+class AllDocsCurve:
+    """Figure 7: the circuit's masks on many documents of the split, right or wrong."""
+
+    n_docs: int
+    split: str
+    baseline_loss: float | None
+    loss_curve: list[float]
+
+
+@dataclass
+class ExcludedCircuit:
+    """`redundant`: the circuit whose heads were never drawn."""
+
+    strategy: str
+    heads: Heads
+
+
+@dataclass
+class LocateRun:
+    """How the circuit was located; `settings` fingerprints everything that decides the result."""
+
+    evaluator: str = "engine"  # "engine" or "plain"
+    layers: list[int] | None = None  # first and last layer located
+    max_batch_tokens: int | None = None
+    prescreen: int | None = None
+    seeds: list[int] = field(default_factory=list)
+    resumed_steps: int = 0
+    engine_flops: float | None = None
+    settings: str | None = None
+    reproduce: dict | None = None  # `circuitlab reproduce`'s settings, for the circuits it merges
+
+
+@dataclass
 class Circuit:
     model: ModelInfo
     task: TaskInfo
     samples: list[Sample]
     strategy: str
     n_per_layer: int
-    heads: dict[int, list[int]]  # layer -> sorted query-head indices
+    heads: Heads
     seed: int | None = None
+    selected_by: str | None = None  # the score table whose top n per layer are the heads
     baseline_loss: float | None = None
-    loss_curve: list[float] = field(default_factory=list)  # loss with the heads of layers 0..k masked
-    scores: dict[str, list[list[float | None]]] = field(default_factory=dict)  # name -> L x H table
-    curves: dict[str, list[float]] = field(default_factory=dict)  # other selections' loss curves
+    loss_curve: list[float] = field(default_factory=list)  # loss with the heads of layers first..k masked
+    scores: dict[str, list[list[float]]] = field(default_factory=dict)  # name -> L x H table, NaN = not evaluated
+    selections: list[Selection] = field(default_factory=list)
+    all_docs: AllDocsCurve | None = None
+    excluded: ExcludedCircuit | None = None
+    run: LocateRun | None = None
     timings: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property
     def head_list(self) -> list[tuple[int, int]]:
-        return [(layer, h) for layer in sorted(self.heads) for h in sorted(self.heads[layer])]
+        return HeadMask.of(self.heads).pairs()
+
+    @property
+    def mask(self) -> HeadMask:
+        return HeadMask.of(self.heads)
+
+    @property
+    def label(self) -> str:
+        """The circuit's own selection, named as its `Selection`s are."""
+        return self.strategy if self.seed is None else f"{self.strategy} (seed {self.seed})"
+
+    # -- JSON ------------------------------------------------------------------------------------
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["heads"] = {str(k): sorted(v) for k, v in sorted(self.heads.items())}
+        d["heads"] = _heads_json(self.heads)
         d["head_list"] = [list(x) for x in self.head_list]
-        d["scores"] = {k: [[_finite(x) for x in row] for row in t] for k, t in self.scores.items()}
-        return d
+        for s in d["selections"]:
+            s["heads"] = _heads_json(s["heads"])
+        if d["excluded"]:
+            d["excluded"]["heads"] = _heads_json(d["excluded"]["heads"])
+        return nan_to_null(d)
 
     def save(self, path: str | Path) -> Path:
         return write_json_atomic(path, self.to_dict())
@@ -97,71 +162,61 @@ class Circuit:
         if not isinstance(d, dict):
             raise CircuitlabError(f"malformed circuit {source}: expected a JSON object")
         version = d.get("schema_version")
-        if not isinstance(version, int):
+        if not isinstance(version, int) or isinstance(version, bool):
             raise CircuitlabError(f"malformed circuit {source}: no schema_version")
         if version > SCHEMA_VERSION:
-            raise CircuitlabError(
-                f"circuit {source} has schema version {version}, newer than this circuitlab "
-                f"understands ({SCHEMA_VERSION}); upgrade circuitlab"
-            )
+            raise CircuitlabError(f"circuit {source} has schema version {version}, newer than this circuitlab "
+                                  f"understands ({SCHEMA_VERSION}); upgrade circuitlab")
         try:
+            if version < 2:
+                from circuitlab.circuit_v1 import upgrade
+
+                d = upgrade(d)
             c = cls(
                 model=ModelInfo(**d["model"]),
                 task=TaskInfo(**d["task"]),
                 samples=[Sample(**s) for s in d["samples"]],
-                strategy=d["strategy"],
+                strategy=str(d["strategy"]),
                 n_per_layer=int(d["n_per_layer"]),
-                heads={int(k): [int(h) for h in v] for k, v in d["heads"].items()},
+                heads=_heads(d["heads"]),
                 seed=d.get("seed"),
+                selected_by=d.get("selected_by"),
                 baseline_loss=d.get("baseline_loss"),
-                loss_curve=list(d.get("loss_curve", [])),
-                scores={k: [[_nan(x) for x in row] for row in t] for k, t in d.get("scores", {}).items()},
-                curves=dict(d.get("curves", {})),
-                timings=dict(d.get("timings", {})),
-                versions=dict(d.get("versions", {})),
-                extra=dict(d.get("extra", {})),
-                schema_version=version,
+                loss_curve=null_to_nan(d.get("loss_curve") or []),
+                scores={k: [null_to_nan(row) for row in t] for k, t in (d.get("scores") or {}).items()},
+                selections=[Selection(s["strategy"], _heads(s["heads"]), null_to_nan(s["loss_curve"]), s.get("seed"))
+                            for s in d.get("selections") or []],
+                all_docs=AllDocsCurve(**{**d["all_docs"], "loss_curve": null_to_nan(d["all_docs"]["loss_curve"])})
+                if d.get("all_docs") else None,
+                excluded=ExcludedCircuit(d["excluded"]["strategy"], _heads(d["excluded"]["heads"]))
+                if d.get("excluded") else None,
+                run=LocateRun(**d["run"]) if d.get("run") else None,
+                timings=dict(d.get("timings") or {}),
+                versions=dict(d.get("versions") or {}),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CircuitlabError(f"malformed circuit {source}: {type(e).__name__}: {e}") from None
-        c.check_heads()
+        c.model.dims.check_heads(c.heads, f"circuit {source}: head")
         return c
 
     @classmethod
     def load(cls, path: str | Path) -> "Circuit":
-        return cls.from_dict(read_json(path, "circuit file"), source=str(path))
+        return cls.from_dict(read_json_object(path, "circuit file"), source=str(path))
 
-    def check_heads(self) -> None:
-        n_layers, n_heads = self.model.n_layers, self.model.n_heads
-        for layer, hs in self.heads.items():
-            bad = [h for h in hs if not 0 <= h < n_heads]
-            if not 0 <= layer < n_layers or bad:
-                raise CircuitlabError(
-                    f"circuit head out of range: layer {layer} heads {bad or hs} "
-                    f"(model has {n_layers} layers x {n_heads} heads)"
-                )
+    # -- belonging to a model --------------------------------------------------------------------
 
     def validate(self, model, check_weights: bool = True) -> None:
-        """Refuse to apply this circuit to a model it was not located on."""
-        mine, theirs = self.model, ModelInfo.of(model) if not isinstance(model, ModelInfo) else model
-        dims = ("n_layers", "n_heads", "n_kv_heads", "d_head", "d_model")
-        if any(getattr(mine, k) != getattr(theirs, k) for k in dims):
-            have = "x".join(str(getattr(theirs, k)) for k in dims[:2])
-            want = "x".join(str(getattr(mine, k)) for k in dims[:2])
-            raise CircuitlabError(
-                f"circuit was located on {mine.name} ({want} layers x heads), "
-                f"not on {theirs.name} ({have})"
-            )
-        if check_weights and mine.fingerprint != theirs.fingerprint:
-            raise CircuitlabError(
-                f"circuit was located on {mine.name} with weight fingerprint {mine.fingerprint}, "
-                f"but this model's weights have fingerprint {theirs.fingerprint}"
-            )
+        """Refuse to apply this circuit to a model it was not located on (`model`: a LoadedModel,
+        a ModelInfo or a ModelIdentity)."""
+        theirs = model if isinstance(model, ModelIdentity) else model.identity()
+        if not check_weights:
+            theirs = ModelIdentity(theirs.name, theirs.dims)
+        check_same_model(self.model.identity(), theirs, "circuit", made="located")
 
 
-def _finite(x):
-    return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else x
+def _heads(d: dict) -> Heads:
+    return {int(k): sorted(int(h) for h in v) for k, v in d.items()}
 
 
-def _nan(x):
-    return math.nan if x is None else float(x)
+def _heads_json(heads: Heads) -> dict[str, list[int]]:
+    return {str(k): sorted(v) for k, v in sorted(heads.items())}

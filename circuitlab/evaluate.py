@@ -8,9 +8,28 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from circuitlab.io import write_json_atomic
-from circuitlab.models import LoadedModel
 from circuitlab.scoring import DocScore, score_docs
-from circuitlab.tasks import Task, data_fingerprint, get_task, load_docs
+from circuitlab.settings import check_settings, setting
+from circuitlab.tasks import Doc, Task, data_fingerprint, get_task, load_docs
+
+
+@dataclass
+class EvalConfig:
+    split: str | None = setting(None, "split to evaluate (default: the task's evaluation split)")
+    limit: int | None = setting(None, "evaluate only the first N documents", minimum=1)
+    batch_size: int = setting(16, "sequences per forward", minimum=1)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+@dataclass
+class Prediction:
+    index: int
+    gold: int
+    pred: int
+    pred_norm: int
+    logprobs: list[float]
 
 
 @dataclass
@@ -22,7 +41,7 @@ class EvalResult:
     metrics: dict[str, float]
     data_fingerprint: str
     seconds: float
-    predictions: list[dict] = field(default_factory=list)
+    predictions: list[Prediction] = field(default_factory=list)
 
     def save(self, path: str | Path) -> Path:
         return write_json_atomic(path, asdict(self))
@@ -62,24 +81,23 @@ def compute_metrics(task: Task, scores: list[DocScore]) -> dict[str, float]:
 
 
 def evaluate(
-    model: LoadedModel,
+    model,
     task: Task | str,
     data_dir=None,
     split: str | None = None,
     limit: int | None = None,
     batch_size: int = 16,
     progress: bool = True,
+    docs: list[Doc] | None = None,
 ) -> EvalResult:
+    """`docs` (already loaded, e.g. to check the split before loading the model) skips the loading."""
     task = get_task(task) if isinstance(task, str) else task
     split = split or task.eval_split
-    docs = load_docs(task, split, data_dir, limit=limit)
+    docs = docs if docs is not None else load_docs(task, split, data_dir, limit=limit)
     start = time.perf_counter()
     scores = score_docs(model, docs, batch_size=batch_size, progress=progress)
     seconds = time.perf_counter() - start
-    predictions = [
-        {"index": s.index, "gold": s.gold, "pred": s.pred, "pred_norm": s.pred_norm, "logprobs": s.logprobs}
-        for s in scores
-    ]
+    predictions = [Prediction(s.index, s.gold, s.pred, s.pred_norm, s.logprobs) for s in scores]
     return EvalResult(
         model=model.name,
         task=task.name,

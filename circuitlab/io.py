@@ -1,14 +1,25 @@
-"""Atomic writes and safe reads: a crash never leaves half a file, a bad file gives one line."""
+"""Files in and out: a crash never leaves half a file, a bad file or path gives one line.
+
+Every artefact circuitlab writes goes through here: atomic writes of single files and of whole
+directories (temp + rename), JSON with NaN written as null, reads that name the file (and the line of
+a JSON Lines file) in their error, and up-front checks that an output path can be written at all.
+"""
 
 from __future__ import annotations
 
 import gzip
 import json
+import math
 import os
 import secrets
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Callable, Iterable
 
 from circuitlab.errors import CircuitlabError
+
+# -- writing ---------------------------------------------------------------------------------------
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
@@ -31,7 +42,71 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 
 def write_json_atomic(path: str | Path, obj, indent: int | None = 1) -> Path:
-    return write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
+    """JSON with non-finite floats written as null (valid JSON everywhere)."""
+    return write_text_atomic(path, json.dumps(nan_to_null(obj), indent=indent, allow_nan=False) + "\n")
+
+
+def write_dir_atomic(target: str | Path, fill: Callable[[Path], object]) -> Path:
+    """`fill(tmp)` writes a directory's files into a temp directory, which then replaces `target`."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp"))
+    try:
+        fill(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def copy_atomic(src: str | Path, dst: str | Path) -> Path:
+    return write_bytes_atomic(dst, Path(src).read_bytes())
+
+
+def nan_to_null(obj):
+    """NaN and infinities (not-evaluated entries of score tables) as None, in nested lists and dicts."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: nan_to_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [nan_to_null(v) for v in obj]
+    return obj
+
+
+def null_to_nan(rows: Iterable) -> list[float]:
+    """A JSON row of numbers back to floats, null as NaN."""
+    return [math.nan if x is None else float(x) for x in rows]
+
+
+# -- checking output paths before any work -----------------------------------------------------------
+
+
+def check_writable(path: str | Path, kind: str = "file", what: str = "--out") -> Path:
+    """Refuse, before any work is done, an output `kind` ("file" or "dir") that cannot be created:
+    a file where a directory must go, a directory where the file must go, no write permission."""
+    path = Path(path).expanduser()
+    if path.exists():
+        if kind == "dir" and not path.is_dir():
+            raise CircuitlabError(f"{what} {path} is a file, not a directory")
+        if kind == "file" and path.is_dir():
+            raise CircuitlabError(f"{what} {path} is a directory, not a file")
+        if not os.access(path if kind == "dir" else path.parent, os.W_OK):
+            raise CircuitlabError(f"{what} {path} is not writable")
+        return path
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CircuitlabError(f"{what} {path} cannot be created: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CircuitlabError(f"{what} {path} cannot be created: {parent} is not writable")
+    return path
+
+
+# -- reading ---------------------------------------------------------------------------------------
 
 
 def read_json(path: str | Path, what: str = "JSON file"):
@@ -39,9 +114,17 @@ def read_json(path: str | Path, what: str = "JSON file"):
     if not path.is_file():
         raise CircuitlabError(f"{what} not found: {path}")
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CircuitlabError(f"malformed {what} {path}: {e}") from None
+
+
+def read_json_object(path: str | Path, what: str = "JSON file") -> dict:
+    """`read_json` of a file that must hold one JSON object."""
+    obj = read_json(path, what)
+    if not isinstance(obj, dict):
+        raise CircuitlabError(f"malformed {what} {path}: expected a JSON object")
+    return obj
 
 
 def parse_jsonl(lines, where: str) -> list[tuple[str, dict]]:
@@ -67,5 +150,5 @@ def read_jsonl(path: str | Path) -> list[tuple[str, dict]]:
     try:
         with opener(path, "rt", encoding="utf-8") as f:
             return parse_jsonl(f, str(path))
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, UnicodeDecodeError, EOFError) as e:
         raise CircuitlabError(f"cannot read {path}: {e}") from None

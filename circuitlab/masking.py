@@ -6,52 +6,19 @@ the head writes nothing into the residual stream. Query heads are the unit, also
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from circuitlab.heads import HeadMask
 
 HookFn = Callable[[Tensor, object], Tensor]
 
 
 def hook_z_name(layer: int) -> str:
     return f"blocks.{layer}.attn.hook_z"
-
-
-@dataclass(frozen=True)
-class HeadMask:
-    """A set of (layer, query head) pairs to zero; immutable and hashable, layers kept sorted."""
-
-    heads: tuple[tuple[int, tuple[int, ...]], ...] = ()
-
-    @classmethod
-    def of(cls, heads: Mapping[int, Iterable[int]] | None = None) -> "HeadMask":
-        items = ((int(layer), tuple(sorted({int(h) for h in hs}))) for layer, hs in (heads or {}).items())
-        return cls(tuple(sorted((layer, hs) for layer, hs in items if hs)))
-
-    def as_dict(self) -> dict[int, list[int]]:
-        return {layer: list(hs) for layer, hs in self.heads}
-
-    def at(self, layer: int) -> tuple[int, ...]:
-        return dict(self.heads).get(layer, ())
-
-    @property
-    def layers(self) -> list[int]:
-        return [layer for layer, _ in self.heads]
-
-    def before(self, layer: int) -> "HeadMask":
-        """Only the heads of layers < `layer`."""
-        return HeadMask(tuple((la, hs) for la, hs in self.heads if la < layer))
-
-    def plus(self, layer: int, heads: Iterable[int]) -> "HeadMask":
-        d = self.as_dict()
-        d[layer] = [*d.get(layer, []), *heads]
-        return HeadMask.of(d)
-
-    def __len__(self) -> int:
-        return sum(len(hs) for _, hs in self.heads)
 
 
 def keep_matrix(masked: list[Iterable[int]], n_heads: int) -> Float[Tensor, "batch head"]:

@@ -260,17 +260,20 @@ def _local_rows(task: Task, split: str, data_dir: Path) -> list[tuple[str, dict]
 
 
 def _hub_rows(task: Task, split: str) -> list[tuple[str, dict]]:
+    from circuitlab.models import hub
+
     name = task.hub_id + (f"/{task.hub_config}" if task.hub_config else "")
+    cache_only = hub.cache_only_for_datasets()
     try:
         import datasets
 
         ds = datasets.load_dataset(task.hub_id, task.hub_config, split=split)
         return [(f"{name} {split} row {i}", dict(row)) for i, row in enumerate(ds)]
     except Exception as e:  # offline, unknown split, ...: one line for the user
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CircuitlabError(f"could not reach the Hugging Face hub for {name} split {split!r} "
-                              f"({type(e).__name__}: {msg}); use local files with --data-dir DIR "
-                              "or CIRCUITLAB_DATA") from None
+        why = "the hub cannot be reached and it is not in the local cache" if cache_only else (
+            f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+        raise CircuitlabError(f"could not load {name} split {split!r} from the Hugging Face hub ({why}); "
+                              "use local files with --data-dir DIR or CIRCUITLAB_DATA") from None
 
 
 def _rows(task: Task, split: str, data_dir=None) -> list[tuple[str, dict]]:

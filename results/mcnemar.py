@@ -7,7 +7,8 @@ import json
 
 from scipy.stats import binomtest
 
-from circuitlab.train import TrainConfig, _eval_docs
+from circuitlab.finetune import TrainConfig
+from circuitlab.finetune.run import _eval_docs
 from circuitlab.tasks import get_task, load_docs
 
 p = argparse.ArgumentParser()

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from circuitlab.io import write_json_atomic
 from circuitlab.models import load_model
 from circuitlab.tasks import get_task, load_docs
-from circuitlab.train import TrainConfig, _eval_docs, _evaluate, build_adapters
+from circuitlab.finetune import TrainConfig, build_adapters
+from circuitlab.finetune.run import _eval_docs, evaluate_docs
 
 p = argparse.ArgumentParser()
 p.add_argument("runs", nargs="+")
@@ -42,11 +43,11 @@ for run in map(Path, a.runs):
     train_docs = load_docs(task, cfg.train_split, a.data_dir, limit=cfg.max_train) if cfg.method != "base" else []
     docs = _eval_docs(task, result["eval"]["split"], a.data_dir, cfg, train_docs)
     with adapters.active(model):
-        ev = _evaluate(model, task, docs, result["eval"]["split"], progress=False)
-    same = ev["metrics"] == result["eval"]["metrics"] and ev["data_fingerprint"] == result["eval"]["data_fingerprint"]
-    print(f"{run}: metrics {'reproduced exactly' if same else 'DIFFER'}: {ev['metrics']} vs {result['eval']['metrics']}; "
-          f"pred_counts {ev['pred_counts']} gold_counts {ev['gold_counts']}")
+        ev = evaluate_docs(model, task, docs, result["eval"]["split"], progress=False)
+    same = ev.metrics == result["eval"]["metrics"] and ev.data_fingerprint == result["eval"]["data_fingerprint"]
+    print(f"{run}: metrics {'reproduced exactly' if same else 'DIFFER'}: {ev.metrics} vs {result['eval']['metrics']}; "
+          f"pred_counts {ev.pred_counts} gold_counts {ev.gold_counts}")
     if same:
-        result["eval"].update({k: ev[k] for k in ("pred_counts", "gold_counts", "preds")})
+        result["eval"].update({k: getattr(ev, k) for k in ("pred_counts", "gold_counts", "preds")})
         result["eval"]["rescored"] = "results/rescore.py"
         write_json_atomic(run / "result.json", result)

@@ -1,12 +1,21 @@
-"""Circuit JSON: a faithful round trip, and one-line errors for files and models that do not fit."""
+"""Circuit JSON: a faithful round trip, schema-1 files upgraded field by field, and one-line errors
+for files and models that do not fit."""
 
 import json
 import math
+import statistics
+from pathlib import Path
 
 import pytest
 
-from circuitlab.circuit import SCHEMA_VERSION, Circuit, ModelInfo, Sample, TaskInfo
+from circuitlab.circuit import (
+    SCHEMA_VERSION, AllDocsCurve, Circuit, ExcludedCircuit, LocateRun, ModelInfo, Sample, Selection, TaskInfo,
+)
 from circuitlab.errors import CircuitlabError
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA_1 = sorted((REPO / "figures" / "smollm2-135m" / "circuits").glob("*.json")) + sorted(
+    (REPO / "results" / "circuits").glob("*.json"))
 
 
 def make(n_layers=4, n_heads=8) -> Circuit:
@@ -14,9 +23,12 @@ def make(n_layers=4, n_heads=8) -> Circuit:
     return Circuit(
         model=model, task=TaskInfo("capitals", "train", "f00d", 126),
         samples=[Sample("Q: capital of France?\nA:", " Paris", 3), Sample("x", " y")],
-        strategy="layer-conditioned", n_per_layer=2, heads={2: [5, 1], 0: [0, 7]},
+        strategy="layer-conditioned", n_per_layer=2, heads={2: [5, 1], 0: [0, 7]}, selected_by="conditioned",
         baseline_loss=1.5, loss_curve=[1.6, 1.7], scores={"conditioned": [[1.0, math.nan]] * n_layers},
-        timings={"locate_s": 2.0}, versions={"torch": "2"},
+        selections=[Selection("random", {0: [3, 1]}, [1.2, 1.3], seed=4)],
+        all_docs=AllDocsCurve(9, "train", 2.0, [2.1, math.nan]), excluded=ExcludedCircuit("greedy", {1: [2]}),
+        run=LocateRun(layers=[0, 3], max_batch_tokens=64, settings="s"), timings={"locate_s": 2.0},
+        versions={"torch": "2"},
     )
 
 
@@ -24,15 +36,42 @@ def test_round_trip(tmp_path):
     c = make()
     path = c.save(tmp_path / "c.json")
     d = json.loads(path.read_text())
-    assert d["schema_version"] == SCHEMA_VERSION
+    assert d["schema_version"] == SCHEMA_VERSION == 2
     assert d["heads"] == {"0": [0, 7], "2": [1, 5]}
     assert d["head_list"] == [[0, 0], [0, 7], [2, 1], [2, 5]]
     assert d["scores"]["conditioned"][0] == [1.0, None]  # NaN is written as null: valid JSON
+    assert d["all_docs"]["loss_curve"] == [2.1, None] and d["selections"][0]["heads"] == {"0": [1, 3]}
     back = Circuit.load(path)
     assert back.heads == {0: [0, 7], 2: [1, 5]} and back.samples == c.samples and back.model == c.model
-    assert math.isnan(back.scores["conditioned"][0][1])
+    assert math.isnan(back.scores["conditioned"][0][1]) and math.isnan(back.all_docs.loss_curve[1])
+    assert back.selections == [Selection("random", {0: [1, 3]}, [1.2, 1.3], 4)] and back.excluded == c.excluded
+    assert back.run == c.run and back.selections[0].label == "random (seed 4)"
     assert back.to_dict() == c.to_dict()
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("path", SCHEMA_1, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_committed_schema_1_files_load_with_every_number_in_place(path):
+    raw = json.loads(path.read_text())
+    assert raw["schema_version"] == 1
+    c = Circuit.load(path)
+    assert c.heads == {int(k): v for k, v in raw["heads"].items()} and c.loss_curve == raw["loss_curve"]
+    assert c.selected_by == "conditioned" and c.run.evaluator == raw["extra"]["evaluator"]
+    extra = raw["extra"]
+    if "reproduce" in extra:  # the merged circuits of `circuitlab reproduce`
+        assert c.run.reproduce == extra["reproduce"]
+        greedy = [s for s in c.selections if s.strategy == "greedy"]
+        assert len(greedy) == 1 and greedy[0].loss_curve == raw["curves"]["greedy"]
+        assert greedy[0].heads == {int(k): v for k, v in extra["greedy_heads"].items()}
+        random = [s for s in c.selections if s.strategy == "random"]
+        assert [s.seed for s in random] == [int(k) for k in extra["random_seed_curves"]]
+        # schema 1 stored the mean curve; schema 2 derives it from the seeds' curves it keeps
+        mean = [statistics.fmean(xs) for xs in zip(*(s.loss_curve for s in random))]
+        assert mean == pytest.approx(raw["curves"]["random"], rel=1e-12)
+        assert c.all_docs.loss_curve == extra["all_docs"]["loss_curve"]
+        assert c.all_docs.n_docs == extra["all_docs"]["n_docs"]
+    else:
+        assert c.selections == [] and c.all_docs is None
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -43,6 +82,7 @@ def test_round_trip(tmp_path):
     (lambda d: json.dumps({k: v for k, v in d.items() if k != "model"}), "KeyError"),
     (lambda d: json.dumps({**d, "heads": {"2": [9]}}), "head out of range"),
     (lambda d: json.dumps({**d, "heads": {"4": [0]}}), "head out of range"),
+    (lambda d: json.dumps({**d, "selections": [{"heads": {}}]}), "malformed circuit"),
 ])
 def test_bad_files_give_one_line_errors(tmp_path, edit, message):
     path = tmp_path / "c.json"

@@ -43,3 +43,53 @@ def test_jsonl_rows_and_errors(tmp_path):
         read_jsonl(bad)
     with pytest.raises(CircuitlabError, match="cannot read"):
         read_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_nan_is_written_as_null_and_read_back_as_nan(tmp_path):
+    import json
+    import math
+
+    from circuitlab.io import nan_to_null, null_to_nan
+
+    obj = {"t": [[1.0, math.nan], [math.inf, 2]], "x": (math.nan,), "s": "NaN"}
+    assert nan_to_null(obj) == {"t": [[1.0, None], [None, 2]], "x": [None], "s": "NaN"}
+    path = write_json_atomic(tmp_path / "n.json", obj)
+    assert "NaN" not in path.read_text().replace('"NaN"', "") and json.loads(path.read_text())["x"] == [None]
+    back = null_to_nan([1, None, 2.5])
+    assert back[0] == 1.0 and math.isnan(back[1]) and back[2] == 2.5
+
+
+def test_writable_paths_are_checked_before_any_work(tmp_path):
+    from circuitlab.io import check_writable
+
+    (tmp_path / "f").write_text("")
+    assert check_writable(tmp_path / "new" / "deeper" / "c.json") == tmp_path / "new" / "deeper" / "c.json"
+    assert not (tmp_path / "new").exists()  # checking creates nothing
+    for path, kind, message in [
+        (tmp_path / "f" / "c.json", "file", "f is a file, not a directory"),
+        (tmp_path / "f", "dir", "is a file, not a directory"),
+        (tmp_path, "file", "is a directory, not a file"),
+    ]:
+        with pytest.raises(CircuitlabError, match=message):
+            check_writable(path, kind)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    if not os.access(locked, os.W_OK):  # root may write anywhere
+        with pytest.raises(CircuitlabError, match="not writable"):
+            check_writable(locked / "c.json")
+
+
+def test_a_directory_is_replaced_whole_or_not_at_all(tmp_path):
+    from circuitlab.io import write_dir_atomic
+
+    target = tmp_path / "model"
+    write_dir_atomic(target, lambda d: (d / "a.txt").write_text("1"))
+    assert [p.name for p in target.iterdir()] == ["a.txt"]
+
+    def half(d):
+        (d / "b.txt").write_text("2")
+        raise RuntimeError("killed while writing")
+
+    with pytest.raises(RuntimeError):
+        write_dir_atomic(target, half)
+    assert [p.name for p in target.iterdir()] == ["a.txt"] and sorted(p.name for p in tmp_path.iterdir()) == ["model"]

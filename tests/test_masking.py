@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from circuitlab.masking import HeadMask, hook_z_name, keep_matrix, mask_hooks, masked_logits, zero_heads_hook
+from circuitlab.heads import HeadMask
+from circuitlab.masking import hook_z_name, keep_matrix, mask_hooks, masked_logits, zero_heads_hook
 from circuitlab.scoring import pad_batch
 
 
@@ -73,11 +74,3 @@ def test_per_row_keep_masks_each_sequence_on_its_own(tiny):
         for row, heads in enumerate([(), (2,), (0, 3)]):
             alone = masked_logits(tiny, ids[:1], attn[:1], HeadMask.of({1: heads}))
             torch.testing.assert_close(rows[row], alone[0], rtol=1e-5, atol=1e-5)
-
-
-def test_head_mask_value_type():
-    m = HeadMask.of({3: [2, 1, 2], 0: [5], 1: []})
-    assert m.as_dict() == {0: [5], 3: [1, 2]} and len(m) == 3 and m.layers == [0, 3]
-    assert m.before(3) == HeadMask.of({0: [5]}) and m.at(3) == (1, 2) and m.at(7) == ()
-    assert m.plus(3, [0]) == HeadMask.of({0: [5], 3: [0, 1, 2]})
-    assert hash(m) == hash(HeadMask.of({0: (5,), 3: (2, 1)}))

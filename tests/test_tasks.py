@@ -277,10 +277,22 @@ def test_missing_data_dir(tmp_path):
 
 def test_missing_split(data_dir):
     with pytest.raises(CircuitlabError) as e:
-        load_docs("boolq", "train", data_dir)
+        load_docs("boolq", "test", data_dir)
     msg = str(e.value)
-    assert "task 'boolq' has no 'train' split in" in msg and "boolq" in msg
-    assert "(available: validation); choose another with --split" in msg
+    assert "task 'boolq' has no 'test' split in" in msg and "boolq" in msg
+    assert "(available: train, validation); choose another with --split" in msg
+
+
+def test_the_new_training_splits_of_boolq_and_hellaswag(data_dir):
+    """boolq train: questions and answers only (the prompt needs nothing more); hellaswag train: the
+    first 3,368 rows of the official split."""
+    boolq = load_docs("boolq", "train", data_dir)
+    assert len(boolq) == 9427 and sum(d.gold == 0 for d in boolq) == 5874  # 5874 true (" yes"), 3553 false
+    assert boolq[0].prompt.startswith("Please answer the following question with yes or no: ")
+    assert boolq[0].prompt.endswith("?\nAnswer:") and boolq[0].choices == (" yes", " no")
+    hellaswag = load_docs("hellaswag", "train", data_dir)
+    assert len(hellaswag) == 3368 and [sum(d.gold == k for d in hellaswag) for k in range(4)] == [824, 855, 847, 842]
+    assert "Removing ice from car" in hellaswag[0].prompt and hellaswag[0].choices == (" A", " B", " C", " D")
 
 
 def test_empty_split_and_missing_field(tmp_path):
@@ -296,21 +308,30 @@ def test_empty_split_and_missing_field(tmp_path):
         load_docs("rte", "train", tmp_path)
 
 
-def test_hub_unreachable(monkeypatch):
+@pytest.mark.parametrize("reachable", [True, False])
+def test_hub_unreachable(monkeypatch, reachable):
     import datasets
+    import huggingface_hub.constants
+
+    from circuitlab.models import hub
 
     calls = []
 
     def offline(*args, **kwargs):
-        calls.append((args, kwargs))
+        calls.append((args, kwargs, datasets.config.HF_HUB_OFFLINE))
         raise ConnectionError("no network\nsecond line")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr(hub, "local_only", lambda: not reachable)
+    for module in (datasets.config, huggingface_hub.constants):  # restored after the test
+        monkeypatch.setattr(module, "HF_HUB_OFFLINE", module.HF_HUB_OFFLINE)
     with pytest.raises(CircuitlabError) as e:
         load_docs("boolq", "validation")
-    assert calls == [(("super_glue", "boolq"), {"split": "validation"})]
+    # Out of reach, datasets runs in its offline mode: the cache or one error at once, no retries.
+    assert calls == [(("super_glue", "boolq"), {"split": "validation"}, not reachable or calls[0][2])]
     msg = str(e.value)
-    assert "could not reach the Hugging Face hub" in msg and "--data-dir" in msg and "\n" not in msg
+    assert "from the Hugging Face hub" in msg and "--data-dir" in msg and "\n" not in msg
+    assert ("not in the local cache" in msg) == (not reachable) and ("ConnectionError" in msg) == reachable
 
 
 def test_hub_rows_super_glue_boolq_schema(monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from circuitlab.errors import CircuitlabError
+from circuitlab.models.identity import ModelDims
 
 VARIANTS = ("mha", "hs")
 
@@ -40,14 +41,9 @@ class HeadMapConfig:
         if not self.heads:
             raise CircuitlabError("HeadMap needs at least one head")
 
-    def check(self, n_layers: int, n_heads: int) -> None:
-        """Refuse heads that do not exist in a model with `n_layers` x `n_heads` query heads."""
-        for layer, hs in self.heads.items():
-            if not 0 <= layer < n_layers or not all(0 <= h < n_heads for h in hs):
-                raise CircuitlabError(
-                    f"HeadMap head out of range: layer {layer} heads {hs} "
-                    f"(model has {n_layers} layers x {n_heads} heads)"
-                )
+    def check(self, dims: ModelDims) -> None:
+        """Refuse heads that do not exist in a model of these dimensions."""
+        dims.check_heads(self.heads, "HeadMap head")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -14,8 +14,6 @@ no TransformerLens: the bridge wiring only uses the bridge object it is given.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
-
 import torch
 from einops import rearrange
 from torch import nn
@@ -23,38 +21,23 @@ from torch import nn
 from circuitlab.errors import CircuitlabError
 from circuitlab.headmap.config import HeadMapConfig
 from circuitlab.headmap.layer import HeadMapLayer
-
-
-@dataclass(frozen=True)
-class Shape:
-    """The dimensions a HeadMap adapter depends on."""
-
-    n_layers: int
-    n_heads: int
-    d_head: int
-    d_model: int
-
-    @classmethod
-    def of_config(cls, hf_config) -> "Shape":
-        n_heads = hf_config.num_attention_heads
-        d_model = hf_config.hidden_size
-        d_head = getattr(hf_config, "head_dim", None) or d_model // n_heads
-        return cls(hf_config.num_hidden_layers, n_heads, d_head, d_model)
+from circuitlab.models.identity import ModelDims
+from circuitlab.models.llama import decoder_layers
 
 
 class HeadMapModel(nn.Module):
     """The adapter: `layers[str(l)]` maps layer l's selected heads into the residual stream."""
 
-    def __init__(self, config: HeadMapConfig, shape: Shape):
+    def __init__(self, config: HeadMapConfig, dims: ModelDims):
         super().__init__()
-        config.check(shape.n_layers, shape.n_heads)
+        config.check(dims)
         self.config = config
-        self.shape = shape
+        self.dims = dims
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.layers = nn.ModuleDict(
                 {
-                    str(layer): HeadMapLayer(heads, shape.d_head, shape.d_model, config.rank, config.scaling)
+                    str(layer): HeadMapLayer(heads, dims.d_head, dims.d_model, config.rank, config.scaling)
                     for layer, heads in config.heads.items()
                 }
             )
@@ -64,7 +47,7 @@ class HeadMapModel(nn.Module):
 
     @classmethod
     def for_model(cls, config: HeadMapConfig, hf_config) -> "HeadMapModel":
-        return cls(config, Shape.of_config(hf_config))
+        return cls(config, ModelDims.of_config(hf_config))
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -124,10 +107,10 @@ class HeadMapModel(nn.Module):
     def attach_hf(self, hf_model) -> None:
         """Register module hooks on a plain HF causal LM; undo with `detach_hf()`."""
         layers = decoder_layers(hf_model)
-        if len(layers) != self.shape.n_layers:
-            raise CircuitlabError(f"model has {len(layers)} decoder layers, adapter expects {self.shape.n_layers}")
+        if len(layers) != self.dims.n_layers:
+            raise CircuitlabError(f"model has {len(layers)} decoder layers, adapter expects {self.dims.n_layers}")
         self._claim()
-        d_head = self.shape.d_head
+        d_head = self.dims.d_head
         for layer in self.config.heads:
             block = layers[layer]
             attn = block.self_attn
@@ -150,29 +133,3 @@ class HeadMapModel(nn.Module):
         self._handles.clear()
         self._wired = False
         self._z.clear()
-
-
-def decoder_layers(hf_model) -> nn.ModuleList:
-    """The decoder layers of a Llama-style HF causal LM (each with `self_attn.o_proj`)."""
-    base = hf_model.get_decoder() if hasattr(hf_model, "get_decoder") else getattr(hf_model, "model", None)
-    layers = getattr(base, "layers", None)
-    if layers is None or not all(hasattr(getattr(b, "self_attn", None), "o_proj") for b in layers):
-        raise CircuitlabError(
-            f"{type(hf_model).__name__} is not a Llama-style model (decoder layers with self_attn.o_proj); "
-            "HeadMap cannot wire into it"
-        )
-    return layers
-
-
-# The methods `circuitlab finetune` knows, by name: HeadMap variant (or None) and PEFT tuner (or None).
-METHODS: dict[str, tuple[str | None, str | None]] = {
-    "base": (None, None),
-    "headmap-mha": ("mha", None),
-    "headmap-hs": ("hs", None),
-    "lora": (None, "lora"),
-    "dora": (None, "dora"),
-    "headmap-mha+lora": ("mha", "lora"),
-    "headmap-hs+lora": ("hs", "lora"),
-    "headmap-mha+dora": ("mha", "dora"),
-    "headmap-hs+dora": ("hs", "dora"),
-}

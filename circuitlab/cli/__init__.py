@@ -1,0 +1,56 @@
+"""The `circuitlab` command: a thin layer over the Python API.
+
+Each command module has `add(subparsers)` (its options, mostly read from the config dataclasses)
+and `run(args)` (the API calls). Every bad input is found before any slow work where it can be, and
+reaches the user as one line on stderr with exit code 2: argparse's usage errors, `ConfigError`
+(which names the flag) and `CircuitlabError`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from circuitlab.cli import evaluate, finetune, locate, report
+from circuitlab.cli.options import Parser
+from circuitlab.errors import CircuitlabError, ConfigError
+
+COMMANDS = {**locate.COMMANDS, **evaluate.COMMANDS, **report.COMMANDS, **finetune.COMMANDS}
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="circuitlab",
+                    description="Locate knowledge circuits in language models and enhance them with HeadMap.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for add, _ in COMMANDS.values():
+        add(sub)
+    return parser
+
+
+def _close_progress_bars() -> None:
+    """Clear every progress bar still open, so the error is the last line the user sees."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", [])):
+        bar.leave = False
+        bar.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = None
+    try:
+        args = build_parser().parse_args(argv)
+        COMMANDS[args.command][1](args)
+    except ConfigError as e:
+        _close_progress_bars()
+        flag = (getattr(args, "_flags", None) or {}).get(e.field, e.field)  # the flag the user typed
+        print(f"circuitlab: error: {flag} {e.problem}", file=sys.stderr)
+        return 2
+    except CircuitlabError as e:
+        _close_progress_bars()
+        print(f"circuitlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        _close_progress_bars()
+        print("circuitlab: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0

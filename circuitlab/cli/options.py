@@ -1,0 +1,109 @@
+"""Command-line options made from config dataclasses, so defaults, bounds and choices live once.
+
+`add_settings(parser, Config, ...)` adds one option per `setting` field of `Config` (help, default,
+`choices=`, type and parser all read from the field) and remembers which flag sets which field;
+`build(Config, args)` makes the config from the parsed values. When the config then refuses a value
+(`ConfigError(field, ...)`), `main` names the flag the user typed instead of the field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Any
+
+from circuitlab.errors import CircuitlabError
+from circuitlab.settings import choices_of
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a CircuitlabError: one line and exit code 2, like every other bad input."""
+
+    def error(self, message: str):
+        raise CircuitlabError(f"{self.prog.removeprefix('circuitlab ')}: {message}")
+
+
+def _typed(parse):
+    def convert(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
+
+
+def flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_settings(p: argparse.ArgumentParser, cls, names: list[str] | None = None,
+                 flags: dict[str, str] | None = None, defaults: dict[str, Any] | None = None) -> None:
+    """One option per field of `cls` in `names` (default: all with a help text). `flags` renames an
+    option (field -> flag); `defaults` overrides a default for this command only."""
+    flags, defaults = flags or {}, defaults or {}
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    names = names or [n for n, f in known.items() if f.metadata.get("help")]
+    mapping = dict(p.get_default("_flags") or {})
+    for name in names:
+        f = known[name]
+        flag = flags.get(name, flag_of(name))
+        default = defaults.get(name, f.default if f.default is not dataclasses.MISSING else None)
+        help_ = f.metadata.get("help", "")
+        kwargs: dict[str, Any] = {"dest": name}
+        if isinstance(default, bool):
+            kwargs.update(action="store_true")
+        else:
+            parse = f.metadata.get("parse")
+            kind = type(default) if default is not None and not isinstance(default, (tuple, list)) else None
+            kind = kind or {"int | None": int, "float | None": float}.get(str(f.type).replace("'", ""), str)
+            choices = choices_of(f)
+            metavar = f.metadata.get("metavar") or (None if choices else flag.lstrip("-").upper().replace("-", "_"))
+            kwargs.update(type=_typed(parse) if parse else kind, default=default, choices=choices, metavar=metavar)
+            if default is not None and default != ():
+                shown = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else default
+                help_ = f"{help_} (default: {shown})" if help_ else f"default: {shown}"
+        p.add_argument(flag, help=help_, **kwargs)
+        mapping[name] = flag
+    p.set_defaults(_flags=mapping)
+
+
+def name_flags(p: argparse.ArgumentParser, **flags: str) -> None:
+    """Say which flag sets a config field the options above do not declare (field=flag), so errors
+    about that field name the flag."""
+    p.set_defaults(_flags={**(p.get_default("_flags") or {}), **flags})
+
+
+def build(cls, args: argparse.Namespace, **given):
+    """`cls(...)` from the parsed options of its fields that were given (unset ones keep the
+    dataclass's default), plus `given` (which win)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return cls(**{**values, **given})
+
+
+def add_figure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-png", action="store_true", help="write only the HTML files")
+    p.add_argument("--plotlyjs", choices=("inline", "cdn"), default="inline",
+                   help="inline: self-contained HTML (~5 MB each); cdn: small HTML that loads plotly.js from its CDN")
+
+
+def figure_options(args) -> dict:
+    return {"png": not args.no_png, "cdn": args.plotlyjs == "cdn"}
+
+
+def add_data_options(p: argparse.ArgumentParser, task_required: bool = True) -> None:
+    p.add_argument("--task", required=task_required, help="task name (see `circuitlab tasks`) or a custom .jsonl file")
+    p.add_argument("--data-dir", help="local data laid out like ../shared/data (default: $CIRCUITLAB_DATA, else the hub)")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    from circuitlab.models.device import ModelConfig
+
+    add_settings(p, ModelConfig)
+
+
+def note(line: str) -> None:
+    print(line, file=sys.stderr)

@@ -1,0 +1,108 @@
+"""What a fine-tuning run is: the one table of methods, and `TrainConfig` (checked when made).
+
+A method is a HeadMap variant, a PEFT tuner, or both (the paper's "HeadMap + LoRA (V, U, D)").
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
+
+from circuitlab.errors import ConfigError
+from circuitlab.models.device import DEFAULT_DTYPE, DTYPES
+from circuitlab.models.names import EMBEDDED
+from circuitlab.settings import check_settings, setting
+
+
+class Method(NamedTuple):
+    variant: str | None  # HeadMap variant: "mha" (Eq. 8) or "hs" (Eq. 7)
+    tuner: str | None  # PEFT tuner: "lora" or "dora"
+    label: str  # its row name in the Table-1-style table
+
+
+METHODS: dict[str, Method] = {
+    "base": Method(None, None, "Base (zero-shot)"),
+    "headmap-mha": Method("mha", None, "HeadMap-MHA"),
+    "headmap-hs": Method("hs", None, "HeadMap-HS"),
+    "lora": Method(None, "lora", "LoRA"),
+    "dora": Method(None, "dora", "DoRA"),
+    "headmap-mha+lora": Method("mha", "lora", "HeadMap-MHA + LoRA (V,U,D)"),
+    "headmap-hs+lora": Method("hs", "lora", "HeadMap-HS + LoRA (V,U,D)"),
+    "headmap-mha+dora": Method("mha", "dora", "HeadMap-MHA + DoRA (V,U,D)"),
+    "headmap-hs+dora": Method("hs", "dora", "HeadMap-HS + DoRA (V,U,D)"),
+}
+HEAD_MODES = ("circuit", "random", "redundant")
+PEFT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
+PEFT_TARGETS_WITH_HEADMAP = ("v_proj", "up_proj", "down_proj")  # the paper's "HeadMap + LoRA (V, U, D)"
+HEADMAP_LR, PEFT_LR = 1e-3, 2e-4  # the paper's learning rates (Section 6)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a run's result (the run directory refuses a different one)."""
+
+    model: str = setting(EMBEDDED, "alias, hub id or local directory")
+    task: str = setting(None, "task name (see `circuitlab tasks`) or a custom .jsonl file")
+    method: str = setting(None, "base = zero-shot, no training", choices=tuple(METHODS))
+    heads: str = setting("circuit", "the circuit's heads, random heads, or random heads outside the circuit",
+                         choices=HEAD_MODES)
+    heads_per_layer: int | None = setting(None, "heads per layer for random/redundant (default: the circuit's)",
+                                          minimum=1)
+    circuit: str | None = setting(None, "circuit JSON for HeadMap's heads (may come from another task); "
+                                        "default: locate one on the training docs")
+    rank: int = setting(32, "HeadMap and LoRA/DoRA rank r", minimum=1)
+    scaling: float = setting(1.0, "HeadMap output scale s (1 = the paper's equations)")
+    lora_alpha: float = setting(64.0, "LoRA/DoRA alpha")
+    lr: float | None = setting(None, f"learning rate (default: {HEADMAP_LR:g} HeadMap, {PEFT_LR:g} LoRA/DoRA)",
+                               minimum=0)
+    lr_peft: float | None = setting(None, f"learning rate of the LoRA/DoRA part of a combination "
+                                          f"(default: {PEFT_LR:g})", minimum=0)
+    weight_decay: float = setting(0.0, "AdamW weight decay", minimum=0)
+    batch_size: int = setting(16, "documents per optimizer step", minimum=1)
+    micro_batch_size: int | None = setting(None, "gradient accumulation: forward this many docs at a time",
+                                           minimum=1)
+    epochs: int = setting(2, "passes over the training docs", minimum=1)
+    warmup_steps: int = setting(100, "linear warm-up steps", minimum=0)
+    max_len: int = setting(512, "cut training texts at this many tokens", minimum=1)
+    max_train: int | None = setting(None, "train on the first N documents of the train split", minimum=1)
+    train_split: str = setting("train", "split to train on")
+    eval_split: str | None = setting(None, "default: the task's evaluation split; when it is the train split, "
+                                           "the documents after the training ones are evaluated")
+    eval_limit: int | None = setting(None, "evaluate only the first N evaluation documents", minimum=1)
+    seed: int = setting(0, "seeds data order, initialisation and random heads")
+    dtype: str = setting(DEFAULT_DTYPE, "precision of the model's weights", choices=tuple(DTYPES))
+
+    def __post_init__(self) -> None:
+        for name in ("task", "method"):
+            if getattr(self, name) is None:
+                raise ConfigError(name, "is required")
+        check_settings(self)
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise ConfigError("batch_size", f"{self.batch_size} is not a multiple of micro_batch_size "
+                                             f"{self.micro_batch_size}")
+
+    @property
+    def variant(self) -> str | None:
+        return METHODS[self.method].variant
+
+    @property
+    def tuner(self) -> str | None:
+        return METHODS[self.method].tuner
+
+    @property
+    def headmap_lr(self) -> float:
+        return self.lr if self.lr is not None else HEADMAP_LR
+
+    @property
+    def peft_lr(self) -> float:
+        if self.variant is None:
+            return self.lr if self.lr is not None else PEFT_LR
+        return self.lr_peft if self.lr_peft is not None else PEFT_LR
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

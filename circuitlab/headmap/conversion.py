@@ -1,0 +1,195 @@
+"""Take a trained HeadMap adapter out of circuitlab: export, merge into o_proj, or write as a PEFT LoRA
+(as PEFT's own `tuners/lora` conversions).
+
+The MHA variant (Eq. 8) is linear in z before the residual add, so it folds into W_O:
+
+    W_O z + s * (U (D z_sel + b_D) + b_U) = (W_O + s * U D P) z + s * (U b_D + b_U)
+
+where P picks the selected heads' columns. `merge_headmap` does exactly that (the constant goes into
+an o_proj bias), and `peft_lora_state` writes the same map as a standard PEFT LoRA on o_proj:
+lora_A = D spread over the selected heads' input columns (zeros elsewhere), lora_B = U with bias
+U b_D + b_U (PEFT's `lora_bias`), scaling alpha / r = s. The hidden-state variant (Eq. 7) adds its
+output after the MLP, which no weight of the model sees, so it cannot be merged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from circuitlab.errors import CircuitlabError
+from circuitlab.headmap.files import CONFIG_FILE, WEIGHTS_FILE, check_base, load_adapter, read_adapter_config
+from circuitlab.headmap.layer import HeadMapLayer
+from circuitlab.headmap.model import HeadMapModel
+from circuitlab.io import copy_atomic, read_json_object, write_dir_atomic
+from circuitlab.models.llama import decoder_layers
+
+HS_CANNOT_MERGE = (
+    "the hidden-state variant (headmap-hs, Eq. 7) adds its output to the residual stream after the MLP, "
+    "where no weight of the model can absorb it, so it cannot be merged or written as a LoRA; "
+    "use circuitlab.headmap.attach(model, DIR) instead"
+)
+
+
+# -- export ----------------------------------------------------------------------------------------
+
+
+def adapter_dir(source: str | Path) -> Path:
+    """An adapter directory: `source` itself, or `source/adapter` for a finetune run directory."""
+    source = Path(source)
+    if (source / CONFIG_FILE).is_file():
+        return source
+    if (source / "adapter" / CONFIG_FILE).is_file():
+        return source / "adapter"
+    result = source / "result.json"
+    if result.is_file():
+        method = read_json_object(result, "run result").get("method")
+        raise CircuitlabError(f"run {source} (method {method}) has no HeadMap adapter to export; "
+                              "export works on headmap-mha and headmap-hs runs")
+    raise CircuitlabError(f"{source} is neither a finetune run directory with an adapter nor an adapter directory")
+
+
+def export(run: str | Path, out: str | Path, peft: bool = False, model_name: str | None = None) -> list[Path]:
+    """Write the circuit JSON, the adapter (safetensors) and its config JSON to `out`;
+    with `peft`, also a PEFT LoRA adapter on o_proj (adapter_config.json + adapter_model.safetensors)."""
+    src = adapter_dir(run)
+    config = read_adapter_config(src)
+    if "+" in str(config.get("method", "")):
+        raise CircuitlabError(f"{run} is a combination run ({config['method']}): its LoRA/DoRA layers live inside "
+                              "the model and are not part of a HeadMap adapter; export headmap-mha or headmap-hs runs")
+    if peft and config["variant"] != "mha":
+        raise CircuitlabError(HS_CANNOT_MERGE)
+    hm, config = load_adapter(src)  # also proves the files are sound before anything is written
+    out = Path(out)
+    if out.resolve() == src.resolve():
+        raise CircuitlabError("--out must differ from the run's adapter directory")
+    model = None
+    if peft:  # checked before anything is written
+        model, _ = load_plain(model_name or config["base_model"]["name"])
+        check_base(config["base_model"], model)
+    written = [copy_atomic(src / name, out / name) for name in (CONFIG_FILE, WEIGHTS_FILE)]
+    circuit = src.parent / "circuit.json"
+    if circuit.is_file():
+        written.append(copy_atomic(circuit, out / "circuit.json"))
+    if model is not None:
+        written += save_peft_lora(model, hm, out, config["base_model"].get("hf_id"))
+    return written
+
+
+# -- merge -----------------------------------------------------------------------------------------
+
+
+def head_columns(layer: HeadMapLayer) -> Tensor:
+    """o_proj input columns of the selected heads, in the order Down reads them."""
+    d = layer.d_head
+    return torch.cat([torch.arange(h * d, (h + 1) * d) for h in layer.heads.tolist()])
+
+
+@torch.no_grad()
+def folded(layer: HeadMapLayer) -> tuple[Float[Tensor, "d_model n_sel_d"], Float[Tensor, " d_model"]]:
+    """(s * U D, s * (U b_D + b_U)) in float64: the map as a weight on z_sel plus a constant."""
+    U, bU = layer.up.weight.double(), layer.up.bias.double()
+    D, bD = layer.down.weight.double(), layer.down.bias.double()
+    s = layer.scaling
+    return s * U @ D, s * (U @ bD + bU)
+
+
+def _ensure_o_bias(model) -> None:
+    """Give o_proj a bias: Llama-style configs have one switch (`attention_bias`) for q, k, v and o,
+    so all four get (zero) biases and the merged model saves and reloads with stock transformers."""
+    if all(getattr(b.self_attn.o_proj, "bias", None) is not None for b in decoder_layers(model)):
+        return
+    if getattr(model.config, "attention_bias", None) is not False:
+        raise CircuitlabError(f"{type(model).__name__} has no o_proj bias to hold HeadMap's constant term")
+    for block in decoder_layers(model):
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            lin = getattr(block.self_attn, name)
+            if lin.bias is None:
+                lin.bias = nn.Parameter(torch.zeros(lin.out_features, dtype=lin.weight.dtype, device=lin.weight.device))
+    model.config.attention_bias = True
+
+
+@torch.no_grad()
+def merge_headmap(model, hm: HeadMapModel):
+    """Fold an MHA-variant adapter into the o_proj weights (and bias) of a plain HF model, in place."""
+    if hm.config.variant != "mha":
+        raise CircuitlabError(HS_CANNOT_MERGE)
+    _ensure_o_bias(model)
+    layers = decoder_layers(model)
+    for key, layer in hm.layers.items():
+        o = layers[int(key)].self_attn.o_proj
+        weight, const = folded(layer)
+        cols = head_columns(layer).to(o.weight.device)
+        o.weight[:, cols] = (o.weight[:, cols].double() + weight.to(o.weight.device)).to(o.weight.dtype)
+        o.bias.copy_((o.bias.double() + const.to(o.bias.device)).to(o.bias.dtype))
+    return model
+
+
+def merge(source: str | Path, out: str | Path, model_name: str | None = None, check: bool = True) -> Path:
+    """Load the adapter's base model, merge the adapter, save a stock HF model (+ tokenizer) to `out`."""
+    src = adapter_dir(source)
+    config = read_adapter_config(src)
+    if config["variant"] != "mha":
+        raise CircuitlabError(HS_CANNOT_MERGE)
+    hm, config = load_adapter(src)
+    model, tok = load_plain(model_name or config["base_model"]["name"])
+    if check:
+        check_base(config["base_model"], model)
+    merge_headmap(model, hm)
+    return write_dir_atomic(out, lambda tmp: [obj.save_pretrained(tmp) for obj in (tok, model)])
+
+
+# -- PEFT LoRA on o_proj ---------------------------------------------------------------------------
+
+
+def peft_lora_config(hm: HeadMapModel, base_id: str | None = None):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=hm.config.rank, lora_alpha=hm.config.scaling * hm.config.rank, lora_dropout=0.0, lora_bias=True,
+        target_modules=["o_proj"], layers_to_transform=sorted(int(k) for k in hm.layers),
+        base_model_name_or_path=base_id, task_type="CAUSAL_LM",
+    )
+
+
+@torch.no_grad()
+def peft_lora_state(hm: HeadMapModel, n_inputs: int) -> dict[int, dict[str, Tensor]]:
+    """Per layer: lora_A weight [r, n_inputs], lora_B weight [d_model, r] and bias [d_model]."""
+    out = {}
+    for key, layer in hm.layers.items():
+        A = torch.zeros(layer.down.out_features, n_inputs, dtype=torch.float32)
+        A[:, head_columns(layer)] = layer.down.weight.float()
+        bias = layer.up.weight.double() @ layer.down.bias.double() + layer.up.bias.double()
+        out[int(key)] = {"A": A, "B": layer.up.weight.float().clone(), "bias": bias.float()}
+    return out
+
+
+def save_peft_lora(model, hm: HeadMapModel, out: Path, base_id: str | None = None) -> list[Path]:
+    """Write the adapter as a PEFT LoRA that `PeftModel.from_pretrained(model, out)` loads."""
+    from peft import get_peft_model
+
+    n_inputs = hm.dims.n_heads * hm.dims.d_head
+    peft_model = get_peft_model(model, peft_lora_config(hm, base_id))
+    layers = decoder_layers(peft_model.base_model.model)
+    for layer, t in peft_lora_state(hm, n_inputs).items():
+        o = layers[layer].self_attn.o_proj
+        o.lora_A["default"].weight.copy_(t["A"])
+        o.lora_B["default"].weight.copy_(t["B"])
+        o.lora_B["default"].bias.copy_(t["bias"])
+    peft_model.save_pretrained(str(out))
+    peft_model.unload()  # leave `model` as it was
+    return [out / "adapter_config.json", out / "adapter_model.safetensors"]
+
+
+# -- plain base models (no bridge) -----------------------------------------------------------------
+
+
+def load_plain(name: str, dtype: str | torch.dtype = "float32", device: str = "cpu"):
+    """(AutoModelForCausalLM, tokenizer) for a circuitlab model name, without a TransformerBridge."""
+    from circuitlab.models import load_hf
+
+    model, tok = load_hf(name, dtype)
+    return model.to(device), tok

@@ -1,0 +1,104 @@
+"""What a locating run is asked to do, checked before any model is loaded.
+
+`LocateConfig` checks every field on its own when it is made (a bad value names its field); `plan`
+then checks what depends on the model's dimensions (n and the layer range against its layers and
+heads) and fills in the defaults that depend on them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from circuitlab.circuit import Circuit
+from circuitlab.errors import ConfigError
+from circuitlab.heads import HeadMask
+from circuitlab.locate.strategies import STRATEGY_NAMES, Strategy, get_strategy
+from circuitlab.models.identity import ModelDims, ModelIdentity
+from circuitlab.settings import check_settings, int_list, setting
+
+
+def parse_layers(text: str) -> tuple[int, int]:
+    """"A-B" (inclusive) or "A" -> (first, last); the range is checked against a model in `plan`."""
+    try:
+        parts = [int(x) for x in text.split("-")]
+        if len(parts) not in (1, 2):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"must be A-B or A, got {text!r}") from None
+    return (parts[0], parts[-1])
+
+
+def default_heads_per_layer(n_heads: int) -> int:
+    """8 for 32-head models (the paper), otherwise round(H/4), at least 1."""
+    return 8 if n_heads == 32 else max(1, round(n_heads / 4))
+
+
+@dataclass
+class LocateConfig:
+    strategy: str = setting("layer-conditioned", "which heads to select (see README)", choices=lambda: STRATEGY_NAMES)
+    n_per_layer: int | None = setting(None, "n heads per layer (default: 8 for 32-head models, else round(H/4))",
+                                      minimum=1)
+    seeds: tuple[int, ...] = setting((0,), "random/redundant: one selection per seed, e.g. 0,1,2 (the first "
+                                     "one's heads are the circuit)", parse=int_list)
+    layers: tuple[int, int] | None = setting(None, "locate only in layers A-B (inclusive; default: all)",
+                                             parse=parse_layers, metavar="A-B")
+    prescreen: int | None = setting(None, "rank heads by attribution patching, evaluate the top K exactly",
+                                    minimum=1, metavar="K")
+    max_batch_tokens: int = setting(4096, "padded tokens per forward", minimum=1)
+    plain: bool = setting(False, "use the paper's plain algorithm (slow; for checking)")
+    plain_batch_size: int | None = setting(None, "plain: samples per forward (default: all; 1 = Algorithm 1's "
+                                           "loop over samples)", minimum=1)
+    circuit: Circuit | None = field(default=None, metadata={"help": "redundant: the circuit whose heads are excluded"})
+
+    def __post_init__(self) -> None:
+        self.seeds = tuple(int(s) for s in self.seeds)
+        check_settings(self)
+        if not self.seeds:
+            raise ConfigError("seeds", "needs at least one seed")
+        if self.layers is not None:
+            self.layers = (int(self.layers[0]), int(self.layers[-1]))
+            if not 0 <= self.layers[0] <= self.layers[1]:
+                raise ConfigError("layers", f"must be A-B with 0 <= A <= B, got {self.layers[0]}-{self.layers[1]}")
+        if self.prescreen is not None and self.plain:
+            raise ConfigError("prescreen", "needs the engine (the plain algorithm evaluates every head)")
+        if self.prescreen is not None and self.n_per_layer is not None and self.prescreen < self.n_per_layer:
+            raise ConfigError("prescreen", f"must be at least n={self.n_per_layer} (the heads kept per layer), "
+                                           f"got {self.prescreen}")
+        needs = self.method.needs_circuit
+        if needs and self.circuit is None:
+            raise ConfigError("circuit", f"is needed by strategy {self.strategy} (the circuit whose heads it avoids)")
+
+    @property
+    def method(self) -> Strategy:
+        return get_strategy(self.strategy)
+
+    def plan(self, dims: ModelDims, model: ModelIdentity | None = None) -> "Plan":
+        """Check the fields against a model's dimensions (and `model`'s identity, for the circuit of
+        `redundant`) and resolve the defaults that depend on them."""
+        H, L = dims.n_heads, dims.n_layers
+        n = self.n_per_layer if self.n_per_layer is not None else default_heads_per_layer(H)
+        if n > H:
+            raise ConfigError("n_per_layer", f"{n} out of range: the model has {H} heads per layer")
+        first, last = self.layers if self.layers is not None else (0, L - 1)
+        if last >= L:
+            raise ConfigError("layers", f"{first}-{last} out of range: the model has layers 0-{L - 1}")
+        if self.prescreen is not None and not n <= self.prescreen <= H:
+            raise ConfigError("prescreen", f"{self.prescreen} must be between n={n} and the {H} heads per layer")
+        exclude = HeadMask()
+        if self.circuit is not None and self.method.needs_circuit:
+            self.circuit.validate(model or ModelIdentity(None, dims), check_weights=model is not None)
+            exclude = self.circuit.mask
+        screen = self.prescreen if self.prescreen is not None and self.prescreen < H else None
+        return Plan(list(range(first, last + 1)), H, n, screen, self.seeds, exclude)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A `LocateConfig` resolved against a model: what the strategies read."""
+
+    layers: list[int]
+    n_heads: int
+    n: int
+    prescreen: int | None  # K < n_heads, or None: every head evaluated exactly
+    seeds: tuple[int, ...]
+    exclude: HeadMask  # heads never drawn (redundant)

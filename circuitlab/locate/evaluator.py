@@ -1,0 +1,84 @@
+"""The one question every strategy asks, and the paper's way of answering it.
+
+The question: the loss of the samples with a set of heads masked, where the set is "the heads
+already fixed in layers < l, plus one candidate head in layer l". `PlainEvaluator` answers it as
+the paper's code does (one full forward per candidate set) and is the reference the engine
+(`circuitlab.locate.engine.Engine`, same interface, same numbers) is tested against.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol, Sequence
+
+import torch
+
+from circuitlab.circuit import Sample
+from circuitlab.heads import HeadMask
+from circuitlab.locate.samples import encode_samples, set_loss
+from circuitlab.masking import masked_logits
+from circuitlab.scoring import pad_batch
+
+
+class Evaluator(Protocol):
+    model: object  # circuitlab.models.LoadedModel
+    n_samples: int
+
+    def losses(self, layer: int, base: HeadMask, heads: Sequence[int | None]) -> list[float]:
+        """For each h: the loss with `base` (heads of layers < `layer`) plus head h of `layer`
+        masked; h = None masks `base` alone. `layer` may be n_layers (then heads = [None])."""
+        ...
+
+    def curve(self, sel: HeadMask, layers: Sequence[int]) -> list[float]:
+        """For each k in `layers`: the loss with the heads of `sel` in layers up to k masked."""
+        ...
+
+    def attribution(self, layer: int, base: HeadMask) -> tuple[float, list[float]]:
+        """(loss with `base` masked, an estimate of each head of `layer`'s `losses` entry)."""
+        ...
+
+
+def check_request(n_layers: int, layer: int, base: HeadMask, heads: Sequence[int | None]) -> None:
+    if not 0 <= layer <= n_layers or any(la >= layer for la in base.layers):
+        raise ValueError(f"bad request: layer {layer}, base layers {base.layers}")
+    if layer == n_layers and any(h is not None for h in heads):
+        raise ValueError("past the last layer only the base mask can be evaluated")
+
+
+class PlainEvaluator:
+    """The paper's code: for each candidate set, one full forward of the model over all samples
+    (the whole text prompt + target), log-probabilities at every position (as the cross-entropy
+    of HF's `labels` loss in the paper's locating.py computes them), then the target tokens' NLL."""
+
+    def __init__(self, model, samples: list[Sample], batch_size: int | None = None,
+                 on_rows: Callable[[int], None] | None = None):
+        self.model = model
+        self.encoded = encode_samples(model, samples)
+        self.n_samples = len(samples)
+        self.batch_size = batch_size or self.n_samples
+        self.on_rows = on_rows or (lambda n: None)
+        self.n_forwards = 0
+
+    def losses(self, layer: int, base: HeadMask, heads: Sequence[int | None]) -> list[float]:
+        check_request(self.model.n_layers, layer, base, heads)
+        return [self.loss(base if h is None else base.plus(layer, [h])) for h in heads]
+
+    def curve(self, sel: HeadMask, layers: Sequence[int]) -> list[float]:
+        return [self.loss(sel.before(k + 1)) for k in layers]
+
+    def attribution(self, layer: int, base: HeadMask) -> tuple[float, list[float]]:
+        raise NotImplementedError("the plain algorithm evaluates every head; attribution needs the engine")
+
+    @torch.no_grad()
+    def loss(self, mask: HeadMask) -> float:
+        per_sample = []
+        for start in range(0, self.n_samples, self.batch_size):
+            batch = self.encoded[start : start + self.batch_size]
+            ids, attn = pad_batch([list(e.ids) + [e.targets[-1]] for e in batch], self.model.tokenizer.pad_token_id)
+            logp = torch.log_softmax(masked_logits(self.model, ids, attn, mask).float(), dim=-1)
+            for row, e in enumerate(batch):
+                end = len(e.ids)  # the position of the last target token predicts nothing
+                target = torch.tensor(e.targets, device=logp.device)
+                per_sample.append(-float(logp[row, end - len(e.targets) : end].gather(-1, target[:, None]).mean()))
+            self.n_forwards += 1
+            self.on_rows(len(batch))
+        return set_loss(per_sample)

@@ -1,0 +1,138 @@
+"""Running a strategy: `locate()` returns the circuit; `locate_to(path)` also owns its file.
+
+`locate_to` is what every caller that writes a circuit uses (the CLI, fine-tuning, `reproduce`):
+it checkpoints after every step to `<path>.partial.json`, saves the circuit atomically, then removes
+the checkpoint; with `reuse`, a circuit already at `path` made with the same settings is returned as
+it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+from circuitlab.circuit import Circuit, ExcludedCircuit, LocateRun, ModelInfo, Sample, TaskInfo
+from circuitlab.errors import CircuitlabError
+from circuitlab.locate.config import LocateConfig
+from circuitlab.locate.engine import Engine
+from circuitlab.locate.evaluator import PlainEvaluator
+from circuitlab.locate.samples import samples_fingerprint
+from circuitlab.locate.steps import Checkpoint, Memo, Step, checkpoint_path, progress_bar
+from circuitlab.provenance import package_versions
+
+
+def settings_of(info: ModelInfo, task: TaskInfo, samples: list[Sample], config: LocateConfig, plan) -> dict:
+    """Everything that decides a run's result (a checkpoint or a circuit file is reused only if equal)."""
+    return {
+        "model": asdict(info), "task": asdict(task), "samples": [asdict(s) for s in samples],
+        "strategy": config.strategy, "n": plan.n, "seeds": list(config.seeds),
+        "layers": [plan.layers[0], plan.layers[-1]], "prescreen": config.prescreen,
+        "max_batch_tokens": config.max_batch_tokens, "plain": config.plain,
+        "circuit": config.circuit.head_list if config.circuit else None,
+    }
+
+
+def locate(
+    model,
+    samples: list[Sample],
+    config: LocateConfig | None = None,
+    task: TaskInfo | None = None,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+    on_step: Callable[[Step], None] | None = None,
+) -> Circuit:
+    """Run one strategy and return the circuit with its numbers.
+
+    With `checkpoint`, every finished step is saved there (atomically); a later call with the same
+    model, samples and config continues from it and gives the same result.
+    """
+    config = config or LocateConfig()
+    info = ModelInfo.of(model)
+    plan = config.plan(model.dims, info.identity())
+    if not samples:
+        raise CircuitlabError("no samples to locate on")
+    task = task or TaskInfo("custom", "samples", samples_fingerprint(samples), None)
+    strategy = config.method
+    settings = settings_of(info, task, samples, config, plan)
+    saved = Checkpoint(checkpoint, settings)
+    start = time.perf_counter()
+
+    bar = progress_bar(sum(s.units(plan) for s in strategy.steps(plan)), config.strategy, progress)
+
+    def on_start(step: Step, replayed: bool) -> None:
+        bar.set_description(f"{config.strategy}: {step.describe(model.n_layers)}")
+        if replayed:
+            bar.update(step.units(plan))
+
+    memo = Memo(saved.done, lambda done: saved.save(done, saved.elapsed + time.perf_counter() - start),
+                on_start, on_step)
+    on_rows = lambda rows: bar.update(rows / len(samples))  # noqa: E731
+    ev = (PlainEvaluator(model, samples, config.plain_batch_size, on_rows=on_rows) if config.plain
+          else Engine(model, samples, config.max_batch_tokens, on_rows=on_rows))
+    with bar:
+        found = strategy.locate(ev, plan, memo)
+    seconds = saved.elapsed + time.perf_counter() - start
+    return Circuit(
+        model=info, task=task, samples=list(samples), strategy=config.strategy, n_per_layer=plan.n,
+        heads=found.heads.as_dict(), seed=config.seeds[0] if strategy.seeded else None,
+        selected_by=strategy.selected_by, baseline_loss=found.baseline, loss_curve=found.curve,
+        scores=found.tables, selections=found.selections,
+        excluded=ExcludedCircuit(config.circuit.strategy, config.circuit.heads) if strategy.needs_circuit else None,
+        run=LocateRun(
+            evaluator="plain" if config.plain else "engine", layers=[plan.layers[0], plan.layers[-1]],
+            max_batch_tokens=config.max_batch_tokens, prescreen=config.prescreen,
+            seeds=list(config.seeds) if strategy.seeded else [], resumed_steps=memo.replayed,
+            engine_flops=ev.flops.total if isinstance(ev, Engine) else None, settings=fingerprint(settings),
+        ),
+        timings={"locate_s": round(seconds, 3)}, versions=package_versions(),
+    )
+
+
+def locate_to(
+    path: str | Path,
+    model,
+    samples: list[Sample],
+    config: LocateConfig | None = None,
+    task: TaskInfo | None = None,
+    progress: bool = True,
+    on_step: Callable[[Step], None] | None = None,
+    reuse: bool = False,
+    finish: Callable[[Circuit], None] | None = None,
+    log: Callable[[str], None] = lambda line: None,
+) -> Circuit:
+    """`locate` with `path.partial.json` as its checkpoint, then the circuit saved to `path` and the
+    checkpoint removed. `finish(circuit)` may add to the circuit before it is saved. With `reuse`, a
+    circuit at `path` located with the same settings is returned instead of locating again."""
+    path = Path(path)
+    config = config or LocateConfig()
+    if reuse and path.is_file():
+        done = _reusable(path, model, samples, config, task)
+        if done is not None:
+            log(f"{path}: located already with these settings, reused")
+            return done
+    ckpt = checkpoint_path(path)
+    circuit = locate(model, samples, config, task, checkpoint=ckpt, progress=progress, on_step=on_step)
+    if finish is not None:
+        finish(circuit)
+    circuit.save(path)
+    ckpt.unlink(missing_ok=True)
+    return circuit
+
+
+def fingerprint(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _reusable(path: Path, model, samples, config: LocateConfig, task) -> Circuit | None:
+    try:
+        old = Circuit.load(path)
+    except CircuitlabError:
+        return None
+    info = ModelInfo.of(model)
+    task = task or TaskInfo("custom", "samples", samples_fingerprint(samples), None)
+    want = fingerprint(settings_of(info, task, samples, config, config.plan(model.dims)))
+    return old if old.run is not None and old.run.settings == want else None

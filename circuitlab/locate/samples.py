@@ -1,0 +1,106 @@
+"""The samples a circuit is located on, and how the model reads them.
+
+The paper's samples (Section 4): of the training docs the model gets right, the n with the lowest
+target loss. A samples file gives them directly instead. A sample is read as `prompt + target[:-1]`;
+the last `len(target)` positions predict the target tokens (nothing after the last one is fed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from circuitlab.circuit import Sample, TaskInfo
+from circuitlab.errors import CircuitlabError
+from circuitlab.io import read_jsonl
+from circuitlab.settings import check_settings, setting
+
+
+@dataclass
+class SampleConfig:
+    n: int = setting(64, "samples to locate on", minimum=1)
+    max_docs: int | None = setting(None, "score only the first N docs of --split when selecting samples", minimum=1)
+    split: str = setting("train", "split that sample selection reads")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+def locating_samples(
+    model, task, data_dir=None, split: str = "train", n: int = 64, max_docs: int | None = None,
+    progress: bool = True, docs: list | None = None,
+) -> tuple[list[Sample], TaskInfo]:
+    """The paper's samples: of the first `max_docs` docs of `split` the model gets right, the `n`
+    with the lowest target loss (scores cached per model, task and data). `docs`: those docs,
+    already loaded."""
+    from circuitlab.scoring import cached_score_docs, select_samples
+    from circuitlab.tasks import data_fingerprint, get_task, load_docs
+
+    task = get_task(task) if isinstance(task, str) else task
+    docs = docs if docs is not None else load_docs(task, split, data_dir, limit=max_docs)
+    chosen = select_samples(docs, cached_score_docs(model, task, docs, progress=progress), n)
+    if not chosen:
+        raise CircuitlabError(f"the model gets none of the {len(docs)} {task.name} {split} docs right")
+    samples = [Sample(d.prompt, d.target, d.index) for d in chosen]
+    return samples, TaskInfo(task.name, split, data_fingerprint(docs), len(docs))
+
+
+def read_samples_file(path: str | Path) -> list[Sample]:
+    """Rows `{"prompt": str, "target": str}` of a JSON Lines file, used as they are and in order."""
+    path = Path(path)
+    if not path.is_file():
+        raise CircuitlabError(f"samples file not found: {path}")
+    samples = []
+    for where, row in read_jsonl(path):
+        if not isinstance(row.get("prompt"), str) or not isinstance(row.get("target"), str) or not row["target"]:
+            raise CircuitlabError(f'{where}: expected {{"prompt": str, "target": non-empty str}}')
+        index = row.get("index")
+        if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
+            raise CircuitlabError(f"{where}: 'index' must be an integer")
+        samples.append(Sample(row["prompt"], row["target"], index))
+    if not samples:
+        raise CircuitlabError(f"samples file {path} has no rows")
+    return samples
+
+
+def samples_task(path: str | Path, samples: list[Sample], task: str | None = None) -> TaskInfo:
+    """The TaskInfo of samples read from a file (the task is optional then: it only names them)."""
+    return TaskInfo(task or Path(path).stem, f"samples-file:{Path(path).name}", samples_fingerprint(samples), None)
+
+
+def samples_fingerprint(samples: list[Sample]) -> str:
+    payload = json.dumps([[s.index, s.prompt, s.target] for s in samples], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A sample as the model reads it: `ids` = context + target[:-1]; the last `len(targets)`
+    positions predict the target tokens."""
+
+    ids: tuple[int, ...]
+    targets: tuple[int, ...]
+
+
+def encode_samples(model, samples: list[Sample]) -> list[Encoded]:
+    from circuitlab.scoring import encode_pair, max_length, model_input
+
+    limit = max_length(model)
+    out = []
+    for i, s in enumerate(samples):
+        enc = encode_pair(model.tokenizer, s.prompt, s.target)
+        ids = model_input(enc, limit)
+        if not enc.continuation or not enc.context or len(enc.continuation) > len(ids):
+            raise CircuitlabError(f"sample {i} ({s.prompt[:40]!r} -> {s.target!r}): needs a non-empty "
+                                  "prompt and target that fit in the model's context")
+        out.append(Encoded(tuple(ids), tuple(enc.continuation)))
+    return out
+
+
+def set_loss(per_sample: Sequence[float]) -> float:
+    """The loss of a sample set: the mean over samples of each sample's mean target NLL."""
+    return math.fsum(per_sample) / len(per_sample)

@@ -1,0 +1,121 @@
+"""The steps of a locating run: typed keys, the memo that replays finished steps, the checkpoint
+file behind it, and the progress units each step is worth.
+
+A run is a sequence of steps (a layer's scores, a loss curve, the baseline). After every finished
+step the memo saves all finished steps' results to the checkpoint; a rerun with the same settings
+replays them instead of computing them, so an interrupted run resumes with the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from tqdm.auto import tqdm
+
+from circuitlab.errors import CircuitlabError
+from circuitlab.io import read_json, write_json_atomic
+
+if TYPE_CHECKING:
+    from circuitlab.locate.config import Plan
+
+
+@dataclass(frozen=True)
+class Step:
+    """`conditioned`/`single` (a layer's scores; `layer` = n_layers for the loss with every chosen
+    head masked), `baseline` (nothing masked), `curve` (a selection's loss curve; `seed` for random)."""
+
+    kind: str
+    layer: int | None = None
+    seed: int | None = None
+
+    def __str__(self) -> str:  # the key in the checkpoint file
+        if self.seed is not None:
+            return f"{self.kind}/seed {self.seed}"
+        return f"{self.kind}/{'' if self.layer is None else self.layer}"
+
+    def describe(self, n_layers: int) -> str:
+        if self.layer is None:
+            return self.kind if self.seed is None else f"{self.kind} (seed {self.seed})"
+        where = f"layer {self.layer}/{n_layers - 1}" if self.layer < n_layers else "all layers masked"
+        return f"{self.kind} {where}"
+
+    def units(self, plan: "Plan") -> float:
+        """Progress units of the step: one unit = one candidate set evaluated over all samples."""
+        if self.kind == "curve":
+            return len(plan.layers)
+        if self.kind == "baseline" or self.layer is None or self.layer > plan.layers[-1]:
+            return 1
+        screened = plan.prescreen is not None
+        exact = plan.prescreen if screened else plan.n_heads
+        return exact + (2 if screened else 0) + (self.kind == "conditioned")  # attribution: forward + backward
+
+
+class Memo:
+    """Results of finished steps (JSON-safe), saved after each step: a rerun replays them."""
+
+    def __init__(self, done: dict | None = None, save: Callable[[dict], None] | None = None,
+                 on_start: Callable[[Step, bool], None] | None = None,
+                 on_step: Callable[[Step], None] | None = None):
+        self.done = dict(done or {})
+        self.save = save or (lambda done: None)
+        self.on_start = on_start or (lambda step, replayed: None)
+        self.on_step = on_step or (lambda step: None)
+        self.replayed = 0
+
+    def __call__(self, step: Step, fn: Callable[[], object]):
+        key = str(step)
+        replayed = key in self.done
+        self.on_start(step, replayed)
+        if replayed:
+            self.replayed += 1
+            return self.done[key]
+        self.done[key] = fn()
+        self.save(self.done)
+        self.on_step(step)
+        return self.done[key]
+
+
+def checkpoint_path(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".partial.json")
+
+
+class Checkpoint:
+    """`<out>.partial.json`: the settings and every finished step, rewritten atomically after each."""
+
+    def __init__(self, path: str | Path | None, settings: dict):
+        self.path = None if path is None else Path(path)
+        self.settings = json.loads(json.dumps(settings))
+        self.done, self.elapsed = self._load()
+
+    def _load(self) -> tuple[dict, float]:
+        if self.path is None or not self.path.exists():
+            return {}, 0.0
+        try:
+            saved = read_json(self.path, "checkpoint")
+        except CircuitlabError as e:
+            print(f"circuitlab: ignoring unreadable checkpoint ({e}); starting over", file=sys.stderr)
+            return {}, 0.0
+        if not isinstance(saved, dict) or saved.get("config") != self.settings:
+            print(f"circuitlab: checkpoint {self.path} was made with other settings; starting over", file=sys.stderr)
+            return {}, 0.0
+        print(f"circuitlab: resuming from {self.path} ({len(saved.get('done', {}))} steps done)", file=sys.stderr)
+        return dict(saved.get("done", {})), float(saved.get("elapsed_s", 0.0))
+
+    def save(self, done: dict, elapsed: float) -> None:
+        if self.path is not None:
+            write_json_atomic(self.path, {"config": self.settings, "done": done, "elapsed_s": elapsed})
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def progress_bar(total: float, title: str, enabled: bool) -> tqdm:
+    return tqdm(total=total, unit="cand", disable=not enabled, dynamic_ncols=True,
+                bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total} cand [{elapsed}<{remaining}]",
+                desc=title)

@@ -1,0 +1,61 @@
+"""The Hugging Face hub, asked at most once per process whether it can be reached.
+
+Without this, a machine with no network spends most of a minute in huggingface_hub's retries (with
+a screen of warnings) before the one-line error. Here: `HF_HUB_OFFLINE` (or `TRANSFORMERS_OFFLINE`),
+read when asked, not when a library was imported, means offline; otherwise one HTTP request to the
+hub's endpoint with a short timeout decides. Offline, loads use the local cache only
+(`local_files_only=True`), which fails at once when the files are not there.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from functools import lru_cache
+
+from circuitlab.errors import CircuitlabError
+
+TIMEOUT_S = 3.0
+TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def offline_by_env() -> bool:
+    return any(os.environ.get(v, "").upper() in TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+@lru_cache(maxsize=None)
+def _reachable(endpoint: str) -> bool:
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def local_only() -> bool:
+    """Whether hub loads must use the local cache only (offline by setting, or the hub unreachable)."""
+    return offline_by_env() or not _reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+
+
+def cache_only_for_datasets() -> bool:
+    """When the hub is out of reach, switch `datasets` (and the huggingface_hub calls it makes) to
+    their offline mode for this process, so a load fails at once from the cache; returns whether it did."""
+    if not local_only():
+        return False
+    import datasets
+    import huggingface_hub.constants
+
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
+    datasets.config.HF_HUB_OFFLINE = True
+    return True
+
+
+def hub_error(what: str, error: Exception, local: bool) -> CircuitlabError:
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if local:
+        why = "HF_HUB_OFFLINE is set" if offline_by_env() else "the Hugging Face hub cannot be reached"
+        return CircuitlabError(f"cannot load {what}: {why} and it is not in the local cache")
+    return CircuitlabError(f"cannot load {what}: {first}")

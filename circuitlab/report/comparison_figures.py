@@ -1,0 +1,61 @@
+"""How circuits of several tasks relate, as figures (Figures 2a, 2b and 8, and head frequency)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from circuitlab.report.comparison import Comparison
+from circuitlab.report.style import HEAD_AXIS, LAYER_AXIS, ticks
+
+
+def similarity_heatmap(table: pd.DataFrame, title: str, what: str) -> go.Figure:
+    """A square task x task table (overlap rate or Jaccard) on a fixed 0..1 colour scale."""
+    labels = [str(x) for x in table.index]
+    fig = go.Figure(go.Heatmap(
+        z=table.to_numpy(dtype=float).tolist(), x=[str(x) for x in table.columns], y=labels, zmin=0, zmax=1,
+        colorscale="Blues", texttemplate="%{z:.2f}", colorbar=dict(title=dict(text=what, side="right")),
+        hovertemplate=f"row %{{y}}, column %{{x}}<br>{what}: %{{z:.3f}}<extra></extra>",
+    ))
+    n = len(labels)
+    fig.update_yaxes(autorange="reversed", title_text="task (row)")
+    fig.update_xaxes(title_text="task (column)", tickangle=-45)
+    fig.update_layout(title=title, height=max(360, 45 * n + 220), width=max(440, 45 * n + 300))
+    return fig
+
+
+def overlap_heatmap(comparison: Comparison) -> go.Figure:
+    return similarity_heatmap(comparison.overlap, "Overlap rate of circuits: |row ∩ column| / |row|", "overlap rate")
+
+
+def jaccard_heatmap(comparison: Comparison) -> go.Figure:
+    return similarity_heatmap(comparison.jaccard, "Similarity of circuits between tasks: Jaccard |A ∩ B| / |A ∪ B|",
+                              "Jaccard similarity")
+
+
+def head_frequency_heatmap(comparison: Comparison) -> go.Figure:
+    """Layers x heads: in how many tasks' circuits each head appears."""
+    f, n = comparison.frequency, len(comparison.labels)
+    fig = go.Figure(go.Heatmap(
+        z=f.to_numpy().tolist(), x=list(f.columns), y=list(f.index), zmin=0, zmax=n, colorscale="Reds",
+        colorbar=dict(title=dict(text=f"tasks (of {n})", side="right")),
+        hovertemplate=f"layer %{{y}}, head %{{x}}<br>in %{{z}} of {n} tasks' circuits<extra></extra>",
+    ))
+    fig.update_yaxes(autorange="reversed", title_text=LAYER_AXIS, **ticks(f.shape[0]))
+    fig.update_xaxes(title_text=HEAD_AXIS, **ticks(f.shape[1]))
+    fig.update_layout(title=f"Head frequency: in how many of {n} tasks' circuits each head appears",
+                      height=max(400, 18 * f.shape[0] + 200), width=max(420, 40 * f.shape[1] + 260))
+    return fig
+
+
+def frequency_distribution_bar(comparison: Comparison) -> go.Figure:
+    """Paper, Figure 2b: how many heads were chosen by exactly k tasks."""
+    d, n = comparison.distribution, len(comparison.labels)
+    fig = go.Figure(go.Bar(
+        x=list(d.index), y=list(d.values), text=list(d.values), textposition="outside", marker_color="#d62728",
+        hovertemplate="%{y} heads chosen by exactly %{x} tasks<extra></extra>",
+    ))
+    fig.update_xaxes(title_text=f"number of tasks (of {n}) whose circuit contains the head", dtick=1)
+    fig.update_yaxes(title_text="number of heads")
+    fig.update_layout(title="Distribution of head selection frequency across tasks", height=420, width=620)
+    return fig

@@ -1,0 +1,82 @@
+"""The one registry of figures: which exist, their file names, and which circuits can draw them.
+
+`circuitlab plot` writes the circuit figures, `circuitlab compare` the comparison figures and
+`circuitlab reproduce` both, all from here, so a figure has the same file name wherever it is made.
+The paper's figure number leads the name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import plotly.graph_objects as go
+
+from circuitlab.circuit import Circuit
+from circuitlab.report import comparison_figures as cf
+from circuitlab.report.comparison import compare
+from circuitlab.report.curves import all_docs_curves, loss_curves
+from circuitlab.report.heatmaps import circuit_patterns, score_heatmaps
+from circuitlab.report.overview import TABLES, overview
+from circuitlab.report.write import write_figures
+
+FIGURE1_TASKS = ("siqa", "hellaswag")  # the paper's Figure 1 shows these two tasks
+
+
+@dataclass(frozen=True)
+class Figure:
+    stem: str
+    kind: str  # "circuits": one panel per circuit; "comparison": how two or more circuits relate
+    draws: Callable[[list[Circuit]], bool]  # whether these circuits have the data
+    build: Callable[[list[Circuit]], go.Figure]
+
+
+def figure1_circuits(circuits: list[Circuit]) -> list[Circuit]:
+    return [c for name in FIGURE1_TASKS for c in circuits if c.task.name == name and set(TABLES) <= set(c.scores)]
+
+
+def _every(test: Callable[[Circuit], bool]) -> Callable[[list[Circuit]], bool]:
+    return lambda circuits: all(test(c) for c in circuits)
+
+
+def _comparable(circuits: list[Circuit]) -> bool:
+    return len(circuits) > 1
+
+
+FIGURES = (
+    Figure("fig1", "circuits", lambda cs: bool(figure1_circuits(cs)), lambda cs: overview(figure1_circuits(cs))),
+    Figure("fig2a_overlap_rate", "comparison", _comparable, lambda cs: cf.overlap_heatmap(compare(cs))),
+    Figure("fig2b_frequency_distribution", "comparison", _comparable,
+           lambda cs: cf.frequency_distribution_bar(compare(cs))),
+    Figure("fig4_single_head_losses", "circuits", _every(lambda c: "single" in c.scores),
+           lambda cs: score_heatmaps(cs, "single")),
+    Figure("fig5_layer_conditioned_losses", "circuits", _every(lambda c: "conditioned" in c.scores),
+           lambda cs: score_heatmaps(cs, "conditioned")),
+    Figure("fig6_loss_curves", "circuits", _every(lambda c: bool(c.loss_curve or c.selections)), loss_curves),
+    Figure("fig7_samples_vs_all_docs", "circuits", _every(lambda c: c.all_docs is not None), all_docs_curves),
+    Figure("fig8_jaccard_similarity", "comparison", _comparable, lambda cs: cf.jaccard_heatmap(compare(cs))),
+    Figure("fig9_circuit_patterns", "circuits", lambda cs: True, circuit_patterns),
+    Figure("head_frequency", "comparison", _comparable, lambda cs: cf.head_frequency_heatmap(compare(cs))),
+)
+KINDS = ("circuits", "comparison")
+
+
+def file_stem(figure: Figure, circuits: list[Circuit]) -> str:
+    if figure.stem == "fig1":  # named after the tasks it shows
+        return "fig1_" + "_".join(c.task.name for c in figure1_circuits(circuits))
+    return figure.stem
+
+
+def figures_for(circuits: list[Circuit], kinds: tuple[str, ...] = KINDS) -> dict[str, go.Figure]:
+    """Every registered figure of these kinds that the circuits have the data for, by file stem."""
+    return {file_stem(f, circuits): f.build(circuits) for f in FIGURES if f.kind in kinds and f.draws(circuits)}
+
+
+def write_report_figures(circuits: list[Circuit], out_dir: str | Path, kinds: tuple[str, ...] = KINDS,
+                         png: bool = True, cdn: bool = False) -> list[Path]:
+    """The figures, plus the comparison tables as CSV under `tables/` when comparison figures are made."""
+    written = write_figures(figures_for(circuits, kinds), out_dir, png=png, cdn=cdn)
+    if "comparison" in kinds and _comparable(circuits):
+        written += compare(circuits).save_csv(Path(out_dir) / "tables")
+    return written

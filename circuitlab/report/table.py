@@ -1,0 +1,54 @@
+"""The Table-1-style summary of fine-tuning runs: methods x tasks, as a pandas DataFrame."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from circuitlab.errors import CircuitlabError
+from circuitlab.finetune.config import HEAD_MODES, METHODS
+from circuitlab.finetune.run import RunResult
+
+
+def method_label(result: RunResult) -> str:
+    """The method's row name, with where its heads came from and how many per layer."""
+    cfg = result.config
+    label = METHODS[result.method].label if result.method in METHODS else result.method
+    if result.heads and cfg.get("heads") != "circuit":
+        label += f" ({cfg['heads']})"
+    source = (result.circuit or {}).get("task")
+    if result.heads and cfg.get("heads") == "circuit" and source not in (None, cfg.get("task")):
+        label += f" (transfer from {source})"  # the paper's Table 6
+    if result.heads:
+        label += f" [{len(next(iter(result.heads.values())))}/layer]"
+    return label
+
+
+def results_table(paths: list[str | Path], metric: str = "acc"):
+    """Rows: methods; columns: # Params (%), each task's `metric` (%), Avg., train minutes."""
+    import pandas as pd
+
+    if not paths:
+        raise CircuitlabError("no result.json files given")
+    rows = []
+    for p in paths:
+        r = RunResult.load(p)
+        value = r.eval.metrics.get(metric)
+        if value is None:
+            raise CircuitlabError(f"{p} has no metric {metric!r}")
+        mode = r.config.get("heads")
+        rank = (list(METHODS).index(r.method) if r.method in METHODS else len(METHODS),
+                HEAD_MODES.index(mode) if mode in HEAD_MODES else 0)
+        rows.append({"Method": method_label(r), "task": r.config["task"], "value": 100 * value, "rank": rank,
+                     "share": r.trainable_share_pct, "minutes": r.train.seconds / 60})
+    df = pd.DataFrame(rows)
+    dup = df[df.duplicated(["Method", "task"], keep=False)]
+    if len(dup):
+        raise CircuitlabError(f"two results for the same method and task: {dup.iloc[0]['Method']} on {dup.iloc[0]['task']}")
+    tasks = list(dict.fromkeys(df["task"]))
+    table = df.pivot(index="Method", columns="task", values="value")[tasks]
+    order = list(dict.fromkeys(df.sort_values("rank", kind="stable")["Method"]))  # base, HeadMap, ..., LoRA
+    table = table.loc[order]
+    table.insert(0, "# Params (%)", df.groupby("Method")["share"].mean().loc[order])
+    table["Avg."] = table[tasks].mean(axis=1)
+    table["Train (min, total)"] = df.groupby("Method")["minutes"].sum().loc[order]
+    return table.round(2)

@@ -1,0 +1,48 @@
+"""Writing figures: HTML (self-contained, or loading plotly.js from its CDN) and PNG, atomically."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import plotly.graph_objects as go
+
+from circuitlab.io import write_bytes_atomic, write_text_atomic
+
+
+def png_available() -> bool:
+    """Whether kaleido can find a Chromium to render PNGs."""
+    from choreographer.browsers.chromium import Chromium
+
+    return Chromium.find_browser(skip_local=False) is not None
+
+
+def write_figures(figs: dict[str, go.Figure], out_dir: str | Path, png: bool = True, scale: float = 2,
+                  cdn: bool = False) -> list[Path]:
+    """`stem.html` for every figure (plotly.js inlined; with `cdn`, a small file that loads it from its
+    CDN) and `stem.png`, all PNGs rendered with one browser start; returns the paths written.
+
+    Without Chromium (kaleido's renderer) the PNGs are skipped with a warning, never half-written.
+    """
+    out_dir = Path(out_dir)
+    written = [write_text_atomic(out_dir / f"{stem}.html", fig.to_html(include_plotlyjs="cdn" if cdn else True,
+                                                                       full_html=True))
+               for stem, fig in figs.items()]
+    if png and figs:
+        if not png_available():
+            warnings.warn("Chromium not found: PNG export skipped (install it: apt-get install chromium)")
+            return written
+        import kaleido
+        import plotly.io as pio
+
+        kaleido.start_sync_server(silence_warnings=True)  # one browser for all the figures
+        try:
+            with warnings.catch_warnings():
+                # plotly always passes kaleido options, which a running server ignores: harmless
+                warnings.filterwarnings("ignore", message="The kopts argument is ignored")
+                for stem, fig in figs.items():
+                    written.append(write_bytes_atomic(out_dir / f"{stem}.png", pio.to_image(fig, format="png",
+                                                                                           scale=scale)))
+        finally:
+            kaleido.stop_sync_server(silence_warnings=True)
+    return written

@@ -1,0 +1,191 @@
+"""Every bad input, on every command: exit code 2, one line on stderr, no traceback, nothing written,
+and (unless the model's weights are needed to tell) decided before any model loads."""
+
+import json
+
+import pytest
+
+from circuitlab.circuit import Circuit, ModelInfo, TaskInfo
+from circuitlab.headmap import HeadMapConfig, HeadMapModel, base_info, save_adapter
+from circuitlab.models import tiny_model
+from tests.helpers import one_line_error
+
+AFTER_LOAD = "after-load"  # cases only the loaded weights can decide
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, tiny, tiny_gqa):
+    """Good and bad input files, in a directory of their own."""
+    d = tmp_path_factory.mktemp("inputs")
+    rows = [{"prompt": "The capital of Peru is", "target": " Lima"}, {"prompt": "Hot and", "target": " cold"}]
+    (d / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "malformed.jsonl").write_text(json.dumps(rows[0]) + "\n{not json\n")
+    (d / "truncated.jsonl").write_text(json.dumps(rows[0]) + '\n{"prompt": "a", "tar')
+    (d / "schema.jsonl").write_text('{"prompt": "a", "answer": " b"}\n')
+    (d / "task.jsonl").write_text('{"prompt": "a", "choices": [" b"], "gold": 3}\n')
+    circuit = Circuit(ModelInfo.of(tiny), TaskInfo("capitals", "train"), [], "layer-conditioned", 1,
+                      {layer: [0] for layer in range(4)})
+    circuit.save(d / "tiny.json")
+    Circuit(ModelInfo.of(tiny_gqa), TaskInfo("capitals", "train"), [], "random", 1, {0: [7]}).save(d / "gqa.json")
+    other = circuit.to_dict()
+    other["model"]["fingerprint"] = "0123456789abcdef"  # same dimensions, other weights
+    (d / "other_weights.json").write_text(json.dumps(other))
+    (d / "schema3.json").write_text(json.dumps({**circuit.to_dict(), "schema_version": 3}))
+    (d / "out_of_range.json").write_text(json.dumps({**circuit.to_dict(), "heads": {"1": [4]}}))
+    (d / "truncated.json").write_text(json.dumps(circuit.to_dict())[:100])
+    (d / "malformed.json").write_text("{not json")
+    (d / "array.json").write_text("[1, 2]")
+    (d / "result.json").write_text(json.dumps({"method": "lora", "config": {}}))
+    (d / "a_file").write_text("")
+    plain, _ = tiny_model("tiny-llama")
+    for name, variant in (("adapter_hs", "hs"), ("adapter_v2", "mha")):
+        hm = HeadMapModel.for_model(HeadMapConfig(variant, {0: [1]}, rank=2), plain.config)
+        save_adapter(hm, d / name, base_info(plain, "tiny-llama"), extra={"method": f"headmap-{variant}"})
+    config = json.loads((d / "adapter_v2" / "headmap_config.json").read_text())
+    (d / "adapter_v2" / "headmap_config.json").write_text(json.dumps({**config, "format_version": 2}))
+    (d / "adapter_bad").mkdir()
+    (d / "adapter_bad" / "headmap_config.json").write_text('{"format": "circuitlab-headmap", "variant"')
+    return d
+
+
+LOCATE = ["locate", "--model", "tiny-llama", "--task", "capitals", "--samples-file", "{in}/samples.jsonl",
+          "--out", "{out}/c.json", "--no-progress"]
+SELECT = ["locate", "--model", "tiny-llama", "--task", "capitals", "--max-docs", "5", "--out", "{out}/c.json",
+          "--no-progress"]
+FINETUNE = ["finetune", "--model", "tiny-llama", "--task", "capitals", "--out", "{out}/run"]
+REPRODUCE = ["reproduce", "--model", "tiny-llama", "--tasks", "capitals", "--out", "{out}/repro"]
+
+CASES = [
+    # locate: impossible option values
+    (LOCATE + ["--max-batch-tokens", "0"], "--max-batch-tokens must be a positive integer"),
+    (LOCATE + ["--model", "tiny-llama-gqa", "--prescreen", "1"], "--prescreen 1 must be between n=2"),
+    (LOCATE + ["--heads-per-layer", "0"], "--heads-per-layer must be a positive integer"),
+    (LOCATE + ["--heads-per-layer", "9"], "--heads-per-layer 9 out of range"),
+    (LOCATE + ["--layers", "2-9"], "--layers 2-9 out of range"),
+    (LOCATE + ["--layers", "x"], "--layers: must be A-B"),
+    (LOCATE + ["--layers", "3-1"], "--layers must be A-B with 0 <= A <= B"),
+    (LOCATE + ["--samples", "0"], "--samples must be a positive integer"),
+    (LOCATE + ["--seeds", "1,x"], "--seeds: must be comma-separated integers"),
+    (LOCATE + ["--prescreen", "3", "--plain"], "--prescreen needs the engine"),
+    # locate: unknown names, devices, dtypes, models
+    (LOCATE + ["--strategy", "best"], "invalid choice: 'best'"),
+    (LOCATE + ["--device", "cuda"], "--device cuda: this machine has no cuda device"),
+    (LOCATE + ["--device", "cuda:7"], "--device cuda:7: this machine has no cuda device"),
+    (LOCATE + ["--device", "mps"], "--device mps: this machine has no mps device"),
+    (LOCATE + ["--device", "gpu"], "--device is not a torch device"),
+    (LOCATE + ["--dtype", "fp8"], "invalid choice: 'fp8'"),
+    (LOCATE + ["--model", "no-such-model"], "unknown model 'no-such-model'"),
+    (LOCATE + ["--model", "llama2-7b"], "not in the local cache"),
+    (LOCATE + ["--task", "nope"], "unknown task 'nope'"),
+    (["locate", "--model", "tiny-llama", "--out", "{out}/c.json"], "--task is needed"),
+    # locate: files
+    (LOCATE[:-5] + ["--samples-file", "{in}/missing.jsonl", "--out", "{out}/c.json"], "samples file not found"),
+    (LOCATE[:-5] + ["--samples-file", "{in}/malformed.jsonl", "--out", "{out}/c.json"], "line 2: malformed JSON"),
+    (LOCATE[:-5] + ["--samples-file", "{in}/truncated.jsonl", "--out", "{out}/c.json"], "line 2: malformed JSON"),
+    (LOCATE[:-5] + ["--samples-file", "{in}/schema.jsonl", "--out", "{out}/c.json"], 'expected {"prompt": str'),
+    (LOCATE + ["--strategy", "redundant"], "--circuit is needed by strategy redundant"),
+    (LOCATE + ["--strategy", "redundant", "--circuit", "{in}/gqa.json"], "circuit was located on tiny-llama-gqa"),
+    (LOCATE + ["--strategy", "redundant", "--circuit", "{in}/malformed.json"], "malformed circuit file"),
+    (LOCATE + ["--strategy", "redundant", "--circuit", "{in}/truncated.json"], "malformed circuit file"),
+    (LOCATE + ["--strategy", "redundant", "--circuit", "{in}/schema3.json"], "schema version 3, newer"),
+    (LOCATE + ["--strategy", "redundant", "--circuit", "{in}/out_of_range.json"], "head out of range"),
+    (LOCATE + ["--strategy", "redundant", "--circuit", "{in}/other_weights.json"], "fingerprint", AFTER_LOAD),
+    (LOCATE[:-3] + ["--out", "{in}/a_file/c.json"], "a_file is a file, not a directory"),
+    (SELECT + ["--split", "nosuch"], "has no 'nosuch' split"),
+    (SELECT[:4] + ["sst2", "--data-dir", "{out}/missing"], "data directory"),
+    (SELECT[:4] + ["boolq", "--split", "test", "--data-dir", "{data}"], "has no 'test' split"),
+    # eval
+    (["eval", "--model", "tiny-llama", "--task", "nope"], "unknown task"),
+    (["eval", "--model", "tiny-llama", "--task", "capitals", "--limit", "0"], "--limit must be a positive integer"),
+    (["eval", "--model", "tiny-llama", "--task", "capitals", "--batch-size", "0"], "--batch-size must be a positive"),
+    (["eval", "--model", "tiny-llama", "--task", "{in}/task.jsonl"], "'gold' must be an integer in 0..0"),
+    (["eval", "--model", "tiny-llama", "--task", "{in}/missing.jsonl"], "does not exist"),
+    (["eval", "--model", "tiny-llama", "--task", "capitals", "--out", "{in}/a_file/r.json"], "is a file"),
+    (["eval", "--model", "tiny-llama", "--task", "capitals", "--device", "cuda:7"], "no cuda device"),
+    # plot and compare
+    (["plot", "{in}/missing.json", "--out", "{out}/figs"], "circuit file not found"),
+    (["plot", "{in}/array.json", "--out", "{out}/figs"], "expected a JSON object"),
+    (["plot", "{in}/schema3.json", "--out", "{out}/figs"], "newer than this circuitlab"),
+    (["plot", "{in}/tiny.json", "{in}/gqa.json", "--out", "{out}/figs"], "different models"),
+    (["plot", "{in}/tiny.json", "--out", "{in}/a_file/figs"], "is a file, not a directory"),
+    (["compare", "{in}/tiny.json", "--out", "{out}/cmp"], "at least two circuit files"),
+    (["compare", "{in}/tiny.json", "{in}/gqa.json", "--out", "{out}/cmp"], "cannot compare circuits of different"),
+    (["compare", "{in}/tiny.json", "{in}/other_weights.json", "--out", "{out}/cmp"], "fingerprint"),
+    # reproduce
+    (REPRODUCE[:4] + ["nope", "--out", "{out}/repro"], "unknown task 'nope'"),
+    (REPRODUCE + ["--samples", "0"], "--samples must be a positive integer"),
+    (REPRODUCE + ["--seeds", "a,b"], "--seeds: must be comma-separated integers"),
+    (REPRODUCE + ["--all-docs", "0"], "--all-docs must be a positive integer"),
+    (REPRODUCE + ["--heads-per-layer", "5"], "--heads-per-layer 5 out of range"),
+    (REPRODUCE[:-1] + ["{in}/a_file/repro"], "is a file, not a directory"),
+    (REPRODUCE[:4] + ["sst2", "--data-dir", "{out}/missing", "--out", "{out}/repro"], "data directory"),
+    # finetune
+    (FINETUNE + ["--method", "adapterx"], "--method: invalid choice: 'adapterx'"),
+    (FINETUNE, "--method is required"),
+    (FINETUNE + ["--method", "headmap-mha", "--circuit", "{in}/missing.json"], "circuit file not found"),
+    (FINETUNE + ["--method", "headmap-mha", "--circuit", "{in}/gqa.json"], "circuit was located on tiny-llama-gqa"),
+    (FINETUNE + ["--method", "headmap-mha", "--circuit", "{in}/tiny.json", "--heads-per-layer", "3"],
+     "differs from the circuit's 1"),
+    (FINETUNE + ["--method", "lora", "--rank", "0"], "--rank must be a positive integer"),
+    (FINETUNE + ["--method", "lora", "--epochs", "0"], "--epochs must be a positive integer"),
+    (FINETUNE + ["--method", "lora", "--batch-size", "4", "--micro-batch-size", "3"], "not a multiple"),
+    (FINETUNE + ["--method", "lora", "--heads", "weird"], "--heads: invalid choice"),
+    (FINETUNE + ["--method", "lora", "--train-split", "test"], "has no 'test' split"),
+    (FINETUNE + ["--method", "lora", "--device", "cuda"], "--device cuda: this machine has no cuda device"),
+    # table, export, merge
+    (["table", "{in}/missing.json"], "run result not found"),
+    (["table", "{in}/malformed.json"], "malformed run result"),
+    (["table", "{in}/result.json"], "is not a circuitlab finetune result.json"),
+    (["table", "{in}/tiny.json"], "is not a circuitlab finetune result.json"),
+    (["export", "{in}/nowhere", "--out", "{out}/exp"], "neither a finetune run directory"),
+    (["export", "{in}/adapter_v2", "--out", "{out}/exp"], "format version 2, newer"),
+    (["export", "{in}/adapter_bad", "--out", "{out}/exp"], "malformed HeadMap adapter config"),
+    (["export", "{in}/adapter_hs", "--out", "{out}/exp", "--peft"], "cannot be merged"),
+    (["merge", "{in}/adapter_hs", "--out", "{out}/merged"], "cannot be merged"),
+    (["merge", "{in}/nowhere", "--out", "{out}/merged"], "neither a finetune run directory"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: " ".join(c[0][:1] + c[0][-2:]))
+def test_bad_input(case, inputs, data_dir, tmp_path, capsys, monkeypatch):
+    argv, match, *when = case
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if AFTER_LOAD not in when:
+        import circuitlab.models
+
+        def no_loading(*args, **kwargs):
+            raise AssertionError("a model was loaded before the bad input was found")
+
+        monkeypatch.setattr(circuitlab.models, "load_model", no_loading)
+    before = sorted(inputs.rglob("*"))
+    out = tmp_path / "out"
+    one_line_error(capsys, [a.format(**{"in": inputs, "out": out, "data": data_dir}) for a in argv], match)
+    assert not out.exists() and sorted(inputs.rglob("*")) == before  # nothing written, nothing left behind
+
+
+def test_there_are_at_least_forty_and_every_command_has_some():
+    from circuitlab.cli import COMMANDS
+
+    assert len(CASES) >= 40
+    assert {c[0][0] for c in CASES} >= set(COMMANDS) - {"tasks"}
+
+
+def test_an_error_while_a_progress_bar_is_open_is_the_last_line(tmp_path, capsys, monkeypatch):
+    """The engine fails mid-layer, with the locating bar open: the error is what the user sees last."""
+    from circuitlab.errors import CircuitlabError
+    from circuitlab.locate.engine import Engine
+    from tests.helpers import run_cli
+
+    def fail(*args, **kwargs):
+        raise CircuitlabError("out of something in the middle of a layer")
+
+    monkeypatch.setattr(Engine, "losses", fail)
+    samples = tmp_path / "s.jsonl"
+    samples.write_text('{"prompt": "The sky is", "target": " blue"}\n')
+    code, _, err = run_cli(capsys, "locate", "--model", "tiny-llama", "--samples-file", samples,
+                           "--out", tmp_path / "c.json")
+    visible = [part for line in err.split("\n") for part in line.split("\r") if part.strip()]
+    assert code == 2 and "%|" in err  # a bar was drawn
+    assert visible[-1] == "circuitlab: error: out of something in the middle of a layer"
+    assert not (tmp_path / "c.json").exists()

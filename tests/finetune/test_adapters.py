@@ -1,0 +1,72 @@
+"""What each method adds to the model: parameter counts from the config's dimensions, PEFT layers
+inside the bridge's wrappers, one learning rate per part."""
+
+import pytest
+import torch
+
+from circuitlab.finetune import build_adapters
+from circuitlab.models import load_model
+from tests.finetune.common import HEADS, cfg
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# -- PEFT baselines and combinations ---------------------------------------------------------------
+
+
+def lora_count(model, names, r, dora=False) -> int:
+    """r * (in + out) per targeted Linear, plus DoRA's magnitude vector (out) — from the config dims."""
+    d, f = model.d_model, model.config.intermediate_size
+    q, kv = model.n_heads * model.d_head, model.n_kv_heads * model.d_head
+    shapes = {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d), "up_proj": (d, f), "down_proj": (f, d)}
+    per_layer = sum(r * (shapes[n][0] + shapes[n][1]) + (shapes[n][1] if dora else 0) for n in names)
+    return per_layer * model.n_layers
+
+
+def headmap_count(model, heads, r) -> int:
+    return sum((len(h) * model.d_head + 1) * r + (r + 1) * model.d_model for h in heads.values())
+
+
+ALL = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
+VUD = ("v_proj", "up_proj", "down_proj")
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-gqa"])
+@pytest.mark.parametrize("method", ["lora", "dora", "headmap-mha", "headmap-hs+lora", "headmap-mha+dora"])
+def test_methods_build_with_expected_parameter_counts(name, method):
+    model = load_model(name)
+    base = sum(p.numel() for p in model.hf_model.parameters())
+    c = cfg(model=name, method=method, rank=8)
+    adapters = build_adapters(model, c, HEADS if c.variant else None)
+    want = headmap_count(model, HEADS, 8) if c.variant else 0
+    if c.tuner:
+        want += lora_count(model, VUD if c.variant else ALL, 8, dora=c.tuner == "dora")
+    assert adapters.n_trainable == want
+    assert adapters.base_params == base
+    assert adapters.share == pytest.approx(100 * want / base)
+    trainable = [n for n, p in model.hf_model.named_parameters() if p.requires_grad]
+    assert all("lora_" in n for n in trainable) and len(trainable) == len(adapters.peft_params)
+    if c.tuner:  # PEFT wrapped the real Linear layers inside the bridge's wrappers, and only the targets
+        wrapped = {n.split("._original_component")[-2].rsplit(".", 1)[-1]
+                   for n, _ in model.hf_model.named_modules() if n.endswith("lora_A")}
+        assert wrapped == set(VUD if c.variant else ALL)
+    groups = adapters.param_groups(c)
+    assert [g["lr"] for g in groups] == ([c.headmap_lr] if c.variant else []) + ([c.peft_lr] if c.tuner else [])
+
+
+def test_peft_layers_change_the_bridge_output_once_trained():
+    model = load_model("tiny-llama")
+    ids = torch.tensor([[3, 7, 11, 13, 17]])
+    with torch.no_grad():
+        before = model.hf_model(ids).logits
+    adapters = build_adapters(model, cfg(method="lora"), None)
+    with torch.no_grad():
+        assert torch.equal(model.hf_model(ids).logits, before)  # LoRA B starts at zero
+        for n, p in model.hf_model.named_parameters():
+            if "lora_B" in n:
+                p.add_(0.1)
+        captured = []
+        with model.bridge.hooks(fwd_hooks=[("blocks.0.attn.hook_z", lambda z, hook: captured.append(z) or z)]):
+            after = model.hf_model(ids).logits
+    assert captured and (after - before).abs().max() > 1e-3
+    assert adapters.n_trainable > 0

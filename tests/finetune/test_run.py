@@ -1,0 +1,161 @@
+"""Training on the tiny models: loss going down, accumulation, resuming, run directories, heads."""
+
+import json
+
+import pytest
+import torch
+
+from circuitlab.circuit import Circuit, ModelInfo, TaskInfo
+from circuitlab.errors import CircuitlabError
+from circuitlab.finetune import TrainConfig, choose_heads, train_and_eval
+from circuitlab.finetune.data import encode_docs, summed_loss
+from circuitlab.headmap import load_adapter
+from circuitlab.models import load_model
+from circuitlab.tasks import load_docs
+from tests.finetune.common import cfg, tiny_circuit
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# -- heads ----------------------------------------------------------------------------------------
+
+
+def test_random_and_redundant_heads(tmp_path):
+    model = load_model("tiny-llama")
+    circuit = Circuit.load(tiny_circuit(model, tmp_path, {layer: [0, 1] for layer in range(4)}))
+    assert choose_heads(circuit, "circuit", None, 0) == circuit.heads
+    rnd = choose_heads(circuit, "random", None, 0)
+    assert rnd == choose_heads(circuit, "random", None, 0) != choose_heads(circuit, "random", None, 1)
+    assert set(rnd) == set(range(4)) and all(len(h) == 2 for h in rnd.values())
+    red = choose_heads(circuit, "redundant", None, 5)
+    assert all(set(red[layer]) == {2, 3} for layer in range(4))  # the only non-circuit heads
+    with pytest.raises(CircuitlabError, match="fewer than n=3"):
+        choose_heads(circuit, "redundant", 3, 0)
+
+
+# -- training ---------------------------------------------------------------------------------------
+
+
+def mean_loss(model, seqs, active) -> float:
+    with torch.no_grad(), active:
+        return (summed_loss(model.hf_model, seqs, model.tokenizer.pad_token_id, "cpu") / sum(len(s) - 1 for s in seqs)).item()
+
+
+@pytest.mark.parametrize("method", ["headmap-mha", "headmap-hs", "lora", "headmap-mha+lora"])
+def test_loss_decreases(tmp_path, method):
+    model = load_model("tiny-llama")
+    docs = load_docs("capitals", "train", limit=8)
+    seqs = encode_docs(model.tokenizer, docs, 512)
+    before = mean_loss(model, seqs, torch.no_grad())
+    lr = 1e-2 if method.startswith("headmap") else 3e-3  # LoRA overshoots at 1e-2 on this random model
+    c = cfg(method=method, circuit=tiny_circuit(model, tmp_path), epochs=3, lr=lr, lr_peft=3e-3)
+    result = train_and_eval(model, c, tmp_path / "run", progress=False)
+    if c.variant:
+        hm, _ = load_adapter(tmp_path / "run" / "adapter")
+        after = mean_loss(model, seqs, hm.on_bridge(model.bridge))
+    else:
+        after = mean_loss(model, seqs, torch.no_grad())  # LoRA is in place
+    assert after < before - 0.05
+    assert result.train.steps == 6 and len(result.train.loss_curve) == 6
+    assert result.trainable_params > 0 and 0 < result.trainable_share_pct < 100
+
+
+def test_loss_covers_the_whole_text_and_ignores_padding():
+    model = load_model("tiny-llama")
+    a, b = [5, 6, 7, 8, 9], [10, 11, 12]
+    hf = model.hf_model
+    with torch.no_grad():
+        batched = summed_loss(hf, [a, b], model.tokenizer.pad_token_id, "cpu")
+        alone = sum(summed_loss(hf, [s], 0, "cpu") for s in (a, b))
+        logits = hf(torch.tensor([a])).logits[0]
+        by_hand = -torch.log_softmax(logits[:-1], -1)[torch.arange(4), torch.tensor(a[1:])].sum()
+    torch.testing.assert_close(batched, alone, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(summed_loss(hf, [a], 0, "cpu"), by_hand, atol=1e-4, rtol=1e-5)
+
+
+def test_gradient_accumulation_equals_the_full_batch(tmp_path):
+    states = []
+    for micro in (None, 1):
+        model = load_model("tiny-llama")
+        c = cfg(method="headmap-mha+lora", circuit=tiny_circuit(model, tmp_path), epochs=1, micro_batch_size=micro)
+        train_and_eval(model, c, tmp_path / f"run{micro}", progress=False)
+        states.append((load_adapter(tmp_path / f"run{micro}" / "adapter")[0].state_dict(),
+                       {n: p.detach().clone() for n, p in model.hf_model.named_parameters() if "lora_" in n}))
+    (hm_a, lora_a), (hm_b, lora_b) = states
+    for k in hm_a:
+        torch.testing.assert_close(hm_a[k], hm_b[k], atol=1e-6, rtol=1e-5)
+    for k in lora_a:
+        torch.testing.assert_close(lora_a[k], lora_b[k], atol=1e-6, rtol=1e-5)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_gives_the_same_result(tmp_path):
+    def run(out, stop_at=None):
+        model = load_model("tiny-llama")
+        c = cfg(method="headmap-hs+lora", circuit=circuit, epochs=3, max_train=8)
+
+        def on_step(step):
+            if step == stop_at:
+                raise Interrupt
+
+        return train_and_eval(model, c, out, progress=False, on_step=on_step)
+
+    circuit = tiny_circuit(load_model("tiny-llama"), tmp_path)
+    straight = run(tmp_path / "straight")
+    with pytest.raises(Interrupt):
+        run(tmp_path / "resumed", stop_at=5)  # mid epoch 3: resumes from the end of epoch 2
+    state = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 4 and not (tmp_path / "resumed" / "result.json").exists()
+    resumed = run(tmp_path / "resumed")
+    assert resumed.train.loss_curve == straight.train.loss_curve
+    assert resumed.eval.metrics == straight.eval.metrics
+    a = load_adapter(tmp_path / "straight" / "adapter")[0].state_dict()
+    b = load_adapter(tmp_path / "resumed" / "adapter")[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    from safetensors.torch import load_file
+
+    ca = load_file(str(next((tmp_path / "straight" / "checkpoint").glob("*.trainable.safetensors"))))
+    cb = load_file(str(next((tmp_path / "resumed" / "checkpoint").glob("*.trainable.safetensors"))))
+    assert set(ca) == set(cb) and all(torch.equal(ca[k], cb[k]) for k in ca)
+
+
+def test_run_directory_guards(tmp_path):
+    model = load_model("tiny-llama")
+    out = tmp_path / "run"
+    first = train_and_eval(model, cfg(method="base", max_train=None), out, progress=False)
+    assert first.trainable_params == 0 and first.train.steps == 0
+    assert train_and_eval(model, cfg(method="base", max_train=None), out, progress=False) == first  # done: reused
+    with pytest.raises(CircuitlabError, match="differs in: method"):
+        train_and_eval(model, cfg(method="lora", max_train=None), out, progress=False)
+
+
+def test_held_out_evaluation_when_training_on_the_eval_split(tmp_path):
+    model = load_model("tiny-llama")
+    c = cfg(method="headmap-mha", heads="random", heads_per_layer=1, train_split="validation", eval_limit=None, epochs=1)
+    r = train_and_eval(model, c, tmp_path / "run", progress=False)
+    n_val = len(load_docs("capitals", "validation"))
+    assert r.eval.first_index == 8 and r.eval.n_docs == n_val - 8
+    base = train_and_eval(model, TrainConfig(**{**c.to_dict(), "method": "base"}), tmp_path / "base", progress=False)
+    assert base.eval.data_fingerprint == r.eval.data_fingerprint  # same held-out docs
+
+
+def test_headmap_without_a_circuit_needs_one_or_random_heads(tmp_path):
+    model = load_model("tiny-llama")
+    r = train_and_eval(model, cfg(heads="random", heads_per_layer=2, epochs=1), tmp_path / "r", progress=False)
+    assert len(r.heads) == 4 and all(len(h) == 2 for h in r.heads.values())
+    other = Circuit(ModelInfo.of(load_model("tiny-llama-gqa")), TaskInfo("capitals", "train"), [], "x", 1, {0: [0]})
+    other.save(tmp_path / "gqa.json")
+    with pytest.raises(CircuitlabError, match="circuit was located on tiny-llama-gqa"):
+        train_and_eval(model, cfg(circuit=str(tmp_path / "gqa.json")), tmp_path / "bad", progress=False)
+
+
+def test_headmap_locates_a_circuit_when_none_is_given(tmp_path):
+    model = load_model("tiny-llama")
+    r = train_and_eval(model, cfg(epochs=1, max_train=16), tmp_path / "run", progress=False)
+    located = Circuit.load(tmp_path / "run" / "located_circuit.json")
+    assert located.strategy == "layer-conditioned" and located.task.name == "capitals"
+    assert r.heads == {str(k): v for k, v in located.heads.items()}
+    assert r.circuit["strategy"] == "layer-conditioned"

@@ -1,0 +1,54 @@
+"""Helpers shared by the tests (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from circuitlab.circuit import Sample
+
+# Different lengths (padding inside a batch) and multi-token targets.
+SAMPLES = [
+    Sample("Question: What is the capital of France?\nAnswer:", " Paris", 0),
+    Sample("The sky is", " blue", 1),
+    Sample("One, two, three, four, five, six, seven, eight, nine,", " ten eleven", 2),
+    Sample("Cats and dogs are", " animals that people keep", 3),
+    Sample("2 + 2 =", " 4", None),
+]
+
+# Token ids for forward passes of the tiny models.
+IDS = torch.tensor([[5, 17, 230, 9, 41, 7, 300], [11, 2, 99, 123, 6, 8, 1000]])
+
+
+def close(a, b, rel=1e-5) -> bool:
+    """Equal lengths, each pair within `rel` (NaN only where both are NaN)."""
+    return len(a) == len(b) and all((math.isnan(x) and math.isnan(y)) or abs(x - y) <= rel * abs(x)
+                                    for x, y in zip(a, b))
+
+
+def randomize(module: torch.nn.Module, seed: int = 7, scale: float = 0.3) -> torch.nn.Module:
+    """Every parameter drawn at random (an adapter whose Up is not zero changes the output)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    return module
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    from circuitlab.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(capsys, argv, match: str) -> str:
+    """Run the CLI, expect exit code 2 and exactly one line on stderr containing `match`."""
+    code, _, err = run_cli(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("circuitlab: error:"), err
+    assert match in lines[0], lines[0]
+    assert "Traceback" not in err
+    return lines[0]

@@ -1,0 +1,107 @@
+"""Runs: checkpoints resume with the same result, `locate_to` owns its files, bad settings are one
+line before any work, samples files are read strictly."""
+
+import json
+
+import pytest
+
+from circuitlab.circuit import Circuit, Sample
+from circuitlab.errors import CircuitlabError, ConfigError
+from circuitlab.locate import (
+    LocateConfig, checkpoint_path, default_heads_per_layer, locate, locate_to, parse_layers, read_samples_file,
+)
+from tests.helpers import SAMPLES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_after(key):
+    def on_step(step):
+        if str(step) == key:
+            raise Stop
+
+    return on_step
+
+
+def test_resume_after_an_interruption_gives_the_same_circuit(tiny_gqa, tmp_path):
+    ckpt = checkpoint_path(tmp_path / "c.json")
+    config = LocateConfig(n_per_layer=2, max_batch_tokens=64)
+    whole = locate(tiny_gqa, SAMPLES, config, progress=False)
+    with pytest.raises(Stop):
+        locate(tiny_gqa, SAMPLES, config, checkpoint=ckpt, progress=False, on_step=stop_after("conditioned/1"))
+    assert set(json.loads(ckpt.read_text())["done"]) == {"conditioned/0", "conditioned/1"}
+    resumed = locate(tiny_gqa, SAMPLES, config, checkpoint=ckpt, progress=False)
+    assert resumed.run.resumed_steps == 2
+    assert resumed.heads == whole.heads and resumed.loss_curve == whole.loss_curve
+    assert resumed.to_dict()["scores"] == whole.to_dict()["scores"]
+
+    # Another setting does not reuse the checkpoint.
+    other = locate(tiny_gqa, SAMPLES, LocateConfig(n_per_layer=1, max_batch_tokens=64), checkpoint=ckpt, progress=False)
+    assert other.run.resumed_steps == 0
+
+
+def test_locate_to_checkpoints_saves_removes_and_reuses(tiny_gqa, tmp_path):
+    out = tmp_path / "sub" / "c.json"
+    config = LocateConfig("random", n_per_layer=2, seeds=(3, 4))
+    with pytest.raises(Stop):
+        locate_to(out, tiny_gqa, SAMPLES, config, progress=False, on_step=stop_after("curve/seed 3"))
+    assert checkpoint_path(out).is_file() and not out.exists()
+    first = locate_to(out, tiny_gqa, SAMPLES, config, progress=False)
+    assert first.run.resumed_steps == 2 and not checkpoint_path(out).exists()
+    assert Circuit.load(out).to_dict() == first.to_dict()
+    logs = []
+    again = locate_to(out, tiny_gqa, SAMPLES, config, progress=False, reuse=True, log=logs.append)
+    assert again.to_dict() == first.to_dict() and logs and "reused" in logs[0]
+    other = locate_to(out, tiny_gqa, SAMPLES, LocateConfig("random", n_per_layer=1), progress=False, reuse=True)
+    assert other.n_per_layer == 1 and Circuit.load(out).n_per_layer == 1
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda: LocateConfig(n_per_layer=0), "n_per_layer"),
+    (lambda: LocateConfig(strategy="best"), "strategy"),
+    (lambda: LocateConfig(layers=(2, 1)), "layers"),
+    (lambda: LocateConfig(max_batch_tokens=0), "max_batch_tokens"),
+    (lambda: LocateConfig(prescreen=1, n_per_layer=2), "prescreen"),
+    (lambda: LocateConfig(prescreen=3, plain=True), "prescreen"),
+    (lambda: LocateConfig(strategy="redundant"), "circuit"),
+    (lambda: LocateConfig(seeds=()), "seeds"),
+])
+def test_bad_settings_name_their_field_when_made(make, field):
+    with pytest.raises(ConfigError) as e:
+        make()
+    assert e.value.field == field and "\n" not in str(e.value)
+
+
+def test_settings_that_need_the_model_are_checked_against_its_dimensions(tiny_gqa):
+    for config, field, message in [
+        (LocateConfig(n_per_layer=9), "n_per_layer", "out of range"),
+        (LocateConfig(layers=(2, 9)), "layers", "out of range"),
+        (LocateConfig(prescreen=9), "prescreen", "between"),
+        (LocateConfig(prescreen=1), "prescreen", "between n=2"),  # n defaults to round(8 / 4)
+    ]:
+        with pytest.raises(ConfigError, match=message) as e:
+            config.plan(tiny_gqa.dims)
+        assert e.value.field == field
+        with pytest.raises(ConfigError, match=message):
+            locate(tiny_gqa, SAMPLES, config, progress=False)
+
+
+def test_defaults_layers_and_samples_file(tmp_path):
+    assert [default_heads_per_layer(h) for h in (32, 9, 4, 2, 1, 40)] == [8, 2, 1, 1, 1, 10]
+    assert parse_layers("1-2") == (1, 2) and parse_layers("3") == (3, 3)
+    for bad in ("x", "1-2-3", ""):
+        with pytest.raises(ValueError):
+            parse_layers(bad)
+    good = tmp_path / "s.jsonl"
+    good.write_text('{"prompt": "a", "target": " b"}\n\n{"prompt": "c", "target": " d", "index": 7}\n')
+    assert read_samples_file(good) == [Sample("a", " b", None), Sample("c", " d", 7)]
+    for text in ['{"prompt": "a"}', "[1]", "{bad", '{"prompt": 1, "target": "x"}', "",
+                 '{"prompt": "a", "target": " b", "index": "x"}']:
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(text)
+        with pytest.raises(CircuitlabError):
+            read_samples_file(bad)

@@ -1,0 +1,189 @@
+"""Each figure builder on small hand-made circuits: the figure carries exactly the circuits' numbers."""
+
+import math
+import random
+import statistics
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from circuitlab import report
+from circuitlab.circuit import AllDocsCurve, Circuit, ModelInfo, Sample, Selection, TaskInfo
+from circuitlab.cli import main
+from circuitlab.errors import CircuitlabError
+from circuitlab.report import comparison_figures, style
+from circuitlab.report.comparison import compare
+
+L, H = 4, 3
+
+
+def make_circuit(task: str, seed: int, split: str = "train", all_docs: bool = True) -> Circuit:
+    rng = random.Random(seed)
+    single = [[2 + rng.random() for _ in range(H)] for _ in range(L)]
+    conditioned = [[2 + layer + rng.random() for _ in range(H)] for layer in range(L)]
+    conditioned[0][0] = math.nan  # a missing entry must survive as a gap, not break the figure
+    heads = {layer: sorted(rng.sample(range(H), 1)) for layer in range(L)}
+    other = lambda: {layer: sorted(rng.sample(range(H), 1)) for layer in range(L)}  # noqa: E731
+    return Circuit(
+        model=ModelInfo("tiny", "tiny", None, "f00d", L, H, H, 8, 24), task=TaskInfo(task, split),
+        samples=[Sample("Q:", " A", 0), Sample("Q2:", " B", 1)], strategy="layer-conditioned", n_per_layer=1,
+        heads=heads, selected_by="conditioned", baseline_loss=2.0, loss_curve=[2.5 + k for k in range(L)],
+        scores={"single": single, "conditioned": conditioned},
+        selections=[Selection("greedy", other(), [2.2 + k / 2 for k in range(L)]),
+                    Selection("random", other(), [2.1 + k / 4 for k in range(L)], seed=0),
+                    Selection("random", other(), [2.3 + k / 4 for k in range(L)], seed=1)],
+        all_docs=AllDocsCurve(9, split, 2.5, [2.6 + k for k in range(L)]) if all_docs else None,
+    )
+
+
+@pytest.fixture
+def circuits():
+    return [make_circuit("sst2", 0), make_circuit("hellaswag", 1, split="validation"), make_circuit("piqa", 2)]
+
+
+def traces(fig: go.Figure, kind: str):
+    return [t for t in fig.data if t.type == kind]
+
+
+def test_score_heatmaps(circuits):
+    fig = report.score_heatmaps(circuits, "conditioned")
+    maps = traces(fig, "heatmap")
+    assert len(maps) == 3
+    for t, c in zip(maps, circuits):
+        np.testing.assert_array_equal(np.array(t.z, float), np.array(c.scores["conditioned"], float))
+        assert list(t.x) == list(range(H)) and list(t.y) == list(range(L))
+        assert t.coloraxis == "coloraxis"  # one shared colour scale across panels
+        assert "nats/token" in t.hovertemplate
+    values = [x for c in circuits for row in c.scores["conditioned"] for x in row if math.isfinite(x)]
+    assert fig.layout.coloraxis.cmin == min(values) and fig.layout.coloraxis.cmax == max(values)
+    assert "nats/token" in fig.layout.coloraxis.colorbar.title.text
+    # The layer-conditioned circuit's heads are outlined on its own table...
+    marks = traces(fig, "scatter")
+    assert [list(zip(m.y, m.x)) for m in marks] == [c.head_list for c in circuits]
+    # ...but not on the single-head table, which drives the greedy selection.
+    assert traces(report.score_heatmaps(circuits, "single"), "scatter") == []
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == ["sst2", "hellaswag (validation split)", "piqa"]
+    assert fig.layout.yaxis.title.text == style.LAYER_AXIS and fig.layout.yaxis.autorange == "reversed"
+
+
+def test_score_heatmaps_missing_table(circuits):
+    del circuits[1].scores["single"]
+    with pytest.raises(CircuitlabError, match="hellaswag"):
+        report.score_heatmaps(circuits, "single")
+
+
+def test_loss_curves(circuits):
+    fig = report.loss_curves(circuits)
+    lines = [t for t in traces(fig, "scatter") if t.name != "unmasked"]
+    assert len(lines) == 3 * 3  # own selection + greedy + random (the mean of its seeds), per circuit
+    own = lines[0]
+    assert own.name == "layer-conditioned"
+    assert list(own.x) == list(range(L + 1))  # 0 = nothing masked ... L = every layer masked
+    assert list(own.y) == [circuits[0].baseline_loss, *circuits[0].loss_curve]
+    greedy = next(t for t in lines if t.name == "greedy")
+    assert list(greedy.y) == [circuits[0].baseline_loss, *circuits[0].selections[0].loss_curve]
+    rand = next(t for t in lines if t.name == "random (mean of 2 seeds)")
+    seeds = [s.loss_curve for s in circuits[0].selections[1:]]
+    assert list(rand.y) == pytest.approx([circuits[0].baseline_loss, *map(statistics.fmean, zip(*seeds))])
+    base = [t for t in traces(fig, "scatter") if t.name == "unmasked"]
+    assert len(base) == 3 and set(base[0].y) == {circuits[0].baseline_loss}
+    # One legend entry per selection, one colour per selection across panels.
+    assert sum(t.showlegend is not False for t in fig.data) == 4
+    assert len({t.line.color for t in lines if t.name == "greedy"}) == 1
+    assert fig.layout.xaxis.title.text == "number of masked layers" and fig.layout.yaxis.title.text == style.LOSS
+
+
+def test_curve_points_without_baseline():
+    assert report.curve_points([3.0, 4.0], None) == ([1, 2], [3.0, 4.0])
+    assert report.curve_points([3.0, 4.0], 1.0) == ([0, 1, 2], [1.0, 3.0, 4.0])
+
+
+def test_a_random_runs_own_seeds_are_drawn_one_by_one(circuits):
+    c = circuits[0]
+    c.strategy, c.seed, c.selected_by = "random", 0, None
+    c.selections = [Selection("random", c.heads, [3.0] * L, seed=1), Selection("random", c.heads, [4.0] * L, seed=2)]
+    names = [t.name for t in traces(report.loss_curves([c]), "scatter")]
+    assert names == ["random (seed 0)", "random (seed 1)", "random (seed 2)", "unmasked"]
+
+
+def test_all_docs_curves(circuits):
+    fig = report.all_docs_curves(circuits)
+    lines = traces(fig, "scatter")
+    assert [t.name for t in lines[:2]] == ["selected samples", "all docs"]
+    every = circuits[0].all_docs
+    assert list(lines[1].y) == [every.baseline_loss, *every.loss_curve]
+    assert list(lines[0].y) == [circuits[0].baseline_loss, *circuits[0].loss_curve]
+    assert "2 samples vs 9 docs" in fig.layout.annotations[0].text
+    with pytest.raises(CircuitlabError, match="all-documents"):
+        report.all_docs_curves([make_circuit("x", 3, all_docs=False)])
+
+
+def test_circuit_patterns(circuits):
+    fig = report.circuit_patterns(circuits)
+    for t, c in zip(traces(fig, "heatmap"), circuits):
+        z = np.array(t.z)
+        assert z.shape == (L, H) and z.sum() == len(c.head_list)
+        assert {(int(layer), int(h)) for layer, h in zip(*np.nonzero(z))} == set(c.head_list)
+
+
+def test_comparison_figures(circuits):
+    result = compare(circuits)
+    figs = report.figures_for(circuits, ("comparison",))
+    assert set(figs) == {"fig2a_overlap_rate", "fig8_jaccard_similarity", "head_frequency", "fig2b_frequency_distribution"}
+    (overlap,) = figs["fig2a_overlap_rate"].data
+    np.testing.assert_allclose(np.array(overlap.z), result.overlap.to_numpy())
+    assert (overlap.zmin, overlap.zmax) == (0, 1) and list(overlap.x) == ["sst2", "hellaswag", "piqa"]
+    (jac,) = figs["fig8_jaccard_similarity"].data
+    np.testing.assert_allclose(np.array(jac.z), result.jaccard.to_numpy())
+    (freq,) = figs["head_frequency"].data
+    np.testing.assert_array_equal(np.array(freq.z), result.frequency.to_numpy())
+    assert freq.zmax == 3 and "of 3 tasks" in freq.hovertemplate
+    (bar,) = figs["fig2b_frequency_distribution"].data
+    assert list(bar.x) == [0, 1, 2, 3] and sum(bar.y) == L * H
+    assert "number of heads" in figs["fig2b_frequency_distribution"].layout.yaxis.title.text
+    assert comparison_figures.overlap_heatmap(result).data[0].z == overlap.z
+
+
+def test_one_registry_names_the_figures_for_plot_and_reproduce(circuits):
+    assert set(report.figures_for(circuits, ("circuits",))) == {
+        "fig1_hellaswag", "fig4_single_head_losses", "fig5_layer_conditioned_losses", "fig6_loss_curves",
+        "fig7_samples_vs_all_docs", "fig9_circuit_patterns"}
+    bare = make_circuit("x", 4, all_docs=False)
+    bare.scores = {}
+    assert set(report.figures_for([bare])) == {"fig6_loss_curves", "fig9_circuit_patterns"}
+
+
+def test_write_figure_html(circuits, tmp_path):
+    fig = report.loss_curves(circuits[:1])
+    (html,) = report.write_figures({"curves": fig}, tmp_path, png=False)
+    text = html.read_text()
+    assert html.name == "curves.html" and "<html>" in text
+    assert '<script src="http' not in text and len(text) > 1_000_000  # plotly.js is inlined: self-contained
+    assert str(circuits[0].loss_curve[-1]) in text
+    (small,) = report.write_figures({"curves_cdn": fig}, tmp_path, png=False, cdn=True)
+    text = small.read_text()
+    assert 'src="https://cdn.plot.ly/plotly-' in text and len(text) < 200_000  # loads plotly.js, stays small
+    assert str(circuits[0].loss_curve[-1]) in text
+
+
+@pytest.mark.skipif(not report.png_available(), reason="Chromium not installed: kaleido cannot render PNG")
+def test_write_figures_png(circuits, tmp_path):
+    figs = {"patterns": report.circuit_patterns(circuits), "curves": report.loss_curves(circuits)}
+    written = report.write_figures(figs, tmp_path, scale=1)
+    pngs = [p for p in written if p.suffix == ".png"]
+    assert sorted(p.name for p in pngs) == ["curves.png", "patterns.png"]
+    for p in pngs:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_cli_plot(circuits, tmp_path, capsys):
+    paths = [str(c.save(tmp_path / f"{c.task.name}.json")) for c in circuits]
+    assert main(["plot", *paths, "--out", str(tmp_path / "figs"), "--no-png"]) == 0
+    names = {p.name for p in (tmp_path / "figs").iterdir()}
+    assert {"fig1_hellaswag.html", "fig4_single_head_losses.html", "fig5_layer_conditioned_losses.html",
+            "fig6_loss_curves.html", "fig7_samples_vs_all_docs.html", "fig9_circuit_patterns.html"} == names
+    assert main(["plot", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x"), "--no-png"]) == 2
+    assert "not found" in capsys.readouterr().err
