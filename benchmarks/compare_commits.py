@@ -3,7 +3,8 @@
 Checks each revision out into a temporary worktree, then runs that revision's own
 `benchmarks/locate.py --skip-plain --prescreen 0` (the exact engine alone) with the same arguments,
 alternating between the two for `--rounds` rounds so that drift of the machine's speed hits both
-alike. Prints each run's engine time, the medians and their ratio.
+alike. Prints each run's engine time, the medians and their ratio, and the median of the rounds' own
+ratios (each round's two runs are neighbours in time, so slow drift cancels within a round).
 
     python benchmarks/compare_commits.py OLD_REV NEW_REV --rounds 2 -- --data-dir ../shared/data
 """
@@ -35,10 +36,10 @@ def main() -> None:
     p.add_argument("new")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--json", help="also write the numbers here")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="-- then benchmarks/locate.py's options")
-    args = p.parse_args()
-    rest = [a for a in args.rest if a != "--"]
-    rest = [str(Path(a).resolve()) if Path(a).exists() else a for a in rest]  # paths work from any tree
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)  # after "--": benchmarks/locate.py's options
+    args = p.parse_args(argv[:cut])
+    rest = [str(Path(a).resolve()) if Path(a).exists() else a for a in argv[cut + 1:]]  # paths work from any tree
     times: dict[str, list[float]] = {args.old: [], args.new: []}
     heads = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,12 +59,14 @@ def main() -> None:
             for tree in trees.values():
                 subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
     old, new = (statistics.median(times[rev]) for rev in (args.old, args.new))
+    paired = statistics.median(b / a for a, b in zip(times[args.old], times[args.new]))
     same = heads[args.old] == heads[args.new]
     print(f"median engine time: {args.old} {old:.1f} s, {args.new} {new:.1f} s; new/old = {new / old:.3f}; "
-          f"heads identical: {same}")
+          f"median of the rounds' new/old = {paired:.3f}; heads identical: {same}")
     if args.json:
         Path(args.json).write_text(json.dumps({"times_s": times, "median_ratio_new_over_old": new / old,
-                                               "heads_identical": same, "args": rest}, indent=1) + "\n")
+                                               "median_paired_ratio": paired, "heads_identical": same,
+                                               "args": rest}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

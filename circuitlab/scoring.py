@@ -78,7 +78,7 @@ def model_input(enc: Encoded, limit: int) -> list[int]:
     return list(enc.context + enc.continuation)[-(limit + 1):][:-1]
 
 
-def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[Int[Tensor, "b t"], Int[Tensor, "b t"]]:
+def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -112,8 +112,9 @@ def shared_inputs(inputs: list[list[int]], groups: list) -> tuple[list[list[int]
 
 
 def hf_target_logits(
-    model: LoadedModel, ids: Int[Tensor, "b t"], mask: Int[Tensor, "b t"], rows: Int[Tensor, " n"], cols: Int[Tensor, " n"]
-) -> Float[Tensor, "n vocab"]:
+    model: LoadedModel, ids: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"],
+    rows: Int[Tensor, " target"], cols: Int[Tensor, " target"],
+) -> Float[Tensor, "target vocab"]:
     """Logits at chosen positions only, through the HF model (whose layers the bridge hooks)."""
     dev = model.device
     hidden = model.hf_model.model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state

@@ -34,7 +34,7 @@ def run(args) -> None:
     from circuitlab.io import check_writable
     from circuitlab.locate import LocateConfig, SampleConfig, locate_to, locating_samples, read_samples_file
     from circuitlab.locate.samples import samples_task
-    from circuitlab.models import ModelDims, load_model, model_config
+    from circuitlab.models import ModelDims, ModelIdentity, load_model, model_config
     from circuitlab.models.device import ModelConfig
     from circuitlab.tasks import get_task, load_docs
 
@@ -53,7 +53,8 @@ def run(args) -> None:
         docs = load_docs(task, sampling.split, args.data_dir, limit=sampling.max_docs)
     suffix = "" if config.strategy == "layer-conditioned" else f"__{config.strategy}"
     out = check_writable(args.out or f"circuits/{Path(where.model).name}__{task.name if task else info.name}{suffix}.json")
-    config.plan(ModelDims.of_config(model_config(where.model)))
+    dims = ModelDims.of_config(model_config(where.model))
+    config.plan(dims, ModelIdentity(where.model, dims))
 
     model = load_model(where.model, where.device, where.dtype)
     start = time.perf_counter()

@@ -122,7 +122,7 @@ def prepare(cfg: TrainConfig, data_dir=None, dims: ModelDims | None = None) -> R
     circuit = Circuit.load(cfg.circuit) if cfg.circuit is not None and cfg.variant is not None else None
     if circuit is not None:
         if dims is not None:
-            circuit.validate(ModelIdentity(None, dims))
+            circuit.validate(ModelIdentity(cfg.model, dims))
         choose_heads(circuit, cfg.heads, cfg.heads_per_layer, cfg.seed)  # the heads can be chosen
     return RunInputs(task, train_docs, eval_split, eval_docs, circuit)
 

@@ -14,6 +14,7 @@ output after the MLP, which no weight of the model sees, so it cannot be merged.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch
@@ -89,7 +90,7 @@ def head_columns(layer: HeadMapLayer) -> Tensor:
 
 
 @torch.no_grad()
-def folded(layer: HeadMapLayer) -> tuple[Float[Tensor, "d_model n_sel_d"], Float[Tensor, " d_model"]]:
+def folded(layer: HeadMapLayer) -> tuple[Float[Tensor, "d_model n_sel_d_head"], Float[Tensor, " d_model"]]:
     """(s * U D, s * (U b_D + b_U)) in float64: the map as a weight on z_sel plus a constant."""
     U, bU = layer.up.weight.double(), layer.up.bias.double()
     D, bD = layer.down.weight.double(), layer.down.bias.double()
@@ -179,9 +180,12 @@ def save_peft_lora(model, hm: HeadMapModel, out: Path, base_id: str | None = Non
         o.lora_A["default"].weight.copy_(t["A"])
         o.lora_B["default"].weight.copy_(t["B"])
         o.lora_B["default"].bias.copy_(t["bias"])
-    peft_model.save_pretrained(str(out))
+    names = ("adapter_config.json", "adapter_model.safetensors")
+    with tempfile.TemporaryDirectory() as tmp:  # PEFT writes in place; each file then moves in whole
+        peft_model.save_pretrained(tmp)
+        written = [copy_atomic(Path(tmp) / name, out / name) for name in names]
     peft_model.unload()  # leave `model` as it was
-    return [out / "adapter_config.json", out / "adapter_model.safetensors"]
+    return written
 
 
 # -- plain base models (no bridge) -----------------------------------------------------------------

@@ -73,8 +73,9 @@ class LocateConfig:
         return get_strategy(self.strategy)
 
     def plan(self, dims: ModelDims, model: ModelIdentity | None = None) -> "Plan":
-        """Check the fields against a model's dimensions (and `model`'s identity, for the circuit of
-        `redundant`) and resolve the defaults that depend on them."""
+        """Check the fields against a model's dimensions and resolve the defaults that depend on
+        them; the circuit of `redundant` is checked against `model` (its weights too, where the
+        identity has a fingerprint)."""
         H, L = dims.n_heads, dims.n_layers
         n = self.n_per_layer if self.n_per_layer is not None else default_heads_per_layer(H)
         if n > H:
@@ -86,7 +87,7 @@ class LocateConfig:
             raise ConfigError("prescreen", f"{self.prescreen} must be between n={n} and the {H} heads per layer")
         exclude = HeadMask()
         if self.circuit is not None and self.method.needs_circuit:
-            self.circuit.validate(model or ModelIdentity(None, dims), check_weights=model is not None)
+            self.circuit.validate(model or ModelIdentity(None, dims))
             exclude = self.circuit.mask
         screen = self.prescreen if self.prescreen is not None and self.prescreen < H else None
         return Plan(list(range(first, last + 1)), H, n, screen, self.seeds, exclude)
