@@ -1,14 +1,11 @@
+"""`circuitlab eval` and the command itself: output, JSON, help, bad input."""
+
 import json
 
 import pytest
 
 from circuitlab.cli import main
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.helpers import run_cli as run
 
 
 def test_eval_prints_accuracy_and_writes_json(capsys, data_dir, tmp_path):
@@ -51,3 +48,15 @@ def test_every_command_has_help(capsys):
             main([name, "--help"])
         assert e.value.code == 0
         assert "usage: circuitlab " + name in capsys.readouterr().out
+
+
+def test_python_dash_m_is_the_same_command():
+    """`python -m circuitlab` (what `torchrun -m circuitlab` runs) is the CLI: output and exit codes."""
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", "circuitlab", "tasks"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "sst2" in ok.stdout and "capitals" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "circuitlab", "eval", "--task", "nope"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [bad.stderr.strip()]
