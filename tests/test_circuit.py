@@ -14,8 +14,9 @@ from circuitlab.circuit import (
 from circuitlab.errors import CircuitlabError
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA_1 = sorted((REPO / "figures" / "smollm2-135m" / "circuits").glob("*.json")) + sorted(
+COMMITTED = sorted((REPO / "figures" / "smollm2-135m" / "circuits").glob("*.json")) + sorted(
     (REPO / "results" / "circuits").glob("*.json"))
+SCHEMA_1 = [p for p in COMMITTED if json.loads(p.read_text())["schema_version"] == 1]
 
 
 def make(n_layers=4, n_heads=8) -> Circuit:
@@ -72,6 +73,18 @@ def test_committed_schema_1_files_load_with_every_number_in_place(path):
         assert c.all_docs.n_docs == extra["all_docs"]["n_docs"]
     else:
         assert c.selections == [] and c.all_docs is None
+
+
+def test_committed_circuits_of_both_schemas_compare_as_one_set():
+    """The reproduction mixes schema-1 circuits with the two located again in schema 2."""
+    from circuitlab.report.comparison import compare
+
+    paths = [p for p in COMMITTED if p.parent.parent.name == "smollm2-135m"]
+    assert {json.loads(p.read_text())["schema_version"] for p in paths} == {1, 2}
+    circuits = [Circuit.load(p) for p in paths]  # loaded, every one is a schema-2 object
+    assert len(circuits) == 13 and {c.schema_version for c in circuits} == {2}
+    result = compare(circuits)
+    assert result.distribution.sum() == 30 * 9 and all(c.all_docs is not None for c in circuits)
 
 
 @pytest.mark.parametrize("edit, message", [
