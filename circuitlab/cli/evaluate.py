@@ -24,11 +24,11 @@ def run_eval(args) -> None:
 
     where, cfg = build(ModelConfig, args), build(EvalConfig, args)
     task = get_task(args.task)
+    model_config(where.model)  # the model exists (or the hub answers) before anything is read or loaded
     split = cfg.split or task.eval_split
     docs = load_docs(task, split, args.data_dir, limit=cfg.limit)
     if args.out:
         check_writable(args.out)
-    model_config(where.model)  # the model exists (or the hub answers) before its weights load
     model = load_model(where.model, where.device, where.dtype)
     result = evaluate(model, task, split=split, batch_size=cfg.batch_size, docs=docs)
     metrics = "  ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())

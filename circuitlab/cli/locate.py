@@ -46,6 +46,8 @@ def run(args) -> None:
     circuit = Circuit.load(args.circuit) if args.circuit else None
     config = build(LocateConfig, args, circuit=circuit, **seeds)
     task = get_task(args.task) if args.task else None
+    dims = ModelDims.of_config(model_config(where.model))  # the model's config, not its weights
+    config.plan(dims, ModelIdentity(where.model, dims))
     if args.samples_file:
         samples = read_samples_file(args.samples_file)
         info = samples_task(args.samples_file, samples, task.name if task else None)
@@ -53,8 +55,6 @@ def run(args) -> None:
         docs = load_docs(task, sampling.split, args.data_dir, limit=sampling.max_docs)
     suffix = "" if config.strategy == "layer-conditioned" else f"__{config.strategy}"
     out = check_writable(args.out or f"circuits/{Path(where.model).name}__{task.name if task else info.name}{suffix}.json")
-    dims = ModelDims.of_config(model_config(where.model))
-    config.plan(dims, ModelIdentity(where.model, dims))
 
     model = load_model(where.model, where.device, where.dtype)
     start = time.perf_counter()

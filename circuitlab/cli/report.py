@@ -81,9 +81,9 @@ def run_reproduce(args) -> None:
     where, config = build(ModelConfig, args), build(ReproduceConfig, args)
     tasks = parse_tasks(args.tasks)
     check_writable(args.out, "dir")
+    LocateConfig(n_per_layer=config.heads_per_layer).plan(ModelDims.of_config(model_config(where.model)))
     for task in tasks:  # every split exists and reads, before the model loads
         load_docs(task, locating_split(task, args.data_dir), args.data_dir, limit=config.max_docs)
-    LocateConfig(n_per_layer=config.heads_per_layer).plan(ModelDims.of_config(model_config(where.model)))
     command = shlex.join(["circuitlab", "reproduce", *_argv(args)])
     result = reproduce(load_model(where.model, where.device, where.dtype), list(tasks), args.data_dir, args.out,
                        config, command=command, **figure_options(args))
