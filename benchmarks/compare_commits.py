@@ -39,7 +39,8 @@ def main() -> None:
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)  # after "--": benchmarks/locate.py's options
     args = p.parse_args(argv[:cut])
-    rest = [str(Path(a).resolve()) if Path(a).exists() else a for a in argv[cut + 1:]]  # paths work from any tree
+    given = argv[cut + 1:]
+    rest = [str(Path(a).resolve()) if Path(a).exists() else a for a in given]  # paths work from any tree
     times: dict[str, list[float]] = {args.old: [], args.new: []}
     heads = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,7 +67,7 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"times_s": times, "median_ratio_new_over_old": new / old,
                                                "median_paired_ratio": paired, "heads_identical": same,
-                                               "args": rest}, indent=1) + "\n")
+                                               "args": given}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

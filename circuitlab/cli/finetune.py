@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from circuitlab.cli.options import add_model_options, add_settings, build
+from circuitlab.cli.options import add_data_dir_option, add_model_options, add_settings, build
 
 # TrainConfig's model and dtype come from the shared model options.
 TRAIN_FLAGS = {"eval_limit": "--limit"}
@@ -13,7 +13,7 @@ def add_finetune(sub) -> None:
 
     p = sub.add_parser("finetune", help="fine-tune with HeadMap, LoRA/DoRA or both, then evaluate (resumable)")
     add_model_options(p)
-    p.add_argument("--data-dir", help="local data laid out like ../shared/data (default: $CIRCUITLAB_DATA, else the hub)")
+    add_data_dir_option(p)
     names = [f for f in TrainConfig.__dataclass_fields__ if f not in ("model", "dtype")]
     add_settings(p, TrainConfig, names, flags=TRAIN_FLAGS)
     p.add_argument("--out", required=True, help="run directory, e.g. runs/NAME (rerun to resume)")

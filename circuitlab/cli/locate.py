@@ -54,7 +54,8 @@ def run(args) -> None:
     else:
         docs = load_docs(task, sampling.split, args.data_dir, limit=sampling.max_docs)
     suffix = "" if config.strategy == "layer-conditioned" else f"__{config.strategy}"
-    out = check_writable(args.out or f"circuits/{Path(where.model).name}__{task.name if task else info.name}{suffix}.json")
+    name = task.name if task else info.name
+    out = check_writable(args.out or f"circuits/{Path(where.model).name}__{name}{suffix}.json")
 
     model = load_model(where.model, where.device, where.dtype)
     start = time.perf_counter()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
+import typing
 from typing import Any
 
 from circuitlab.errors import CircuitlabError
@@ -57,8 +57,7 @@ def add_settings(p: argparse.ArgumentParser, cls, names: list[str] | None = None
             kwargs.update(action="store_true")
         else:
             parse = f.metadata.get("parse")
-            kind = type(default) if default is not None and not isinstance(default, (tuple, list)) else None
-            kind = kind or {"int | None": int, "float | None": float}.get(str(f.type).replace("'", ""), str)
+            kind = _value_type(cls, name)
             choices = choices_of(f)
             metavar = f.metadata.get("metavar") or (None if choices else flag.lstrip("-").upper().replace("-", "_"))
             kwargs.update(type=_typed(parse) if parse else kind, default=default, choices=choices, metavar=metavar)
@@ -68,6 +67,13 @@ def add_settings(p: argparse.ArgumentParser, cls, names: list[str] | None = None
         p.add_argument(flag, help=help_, **kwargs)
         mapping[name] = flag
     p.set_defaults(_flags=mapping)
+
+
+def _value_type(cls, name: str) -> type:
+    """int, float or str: the field's type, `X | None` read as X."""
+    hint = typing.get_type_hints(cls)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return args[0] if args[0] in (int, float, str) else str
 
 
 def name_flags(p: argparse.ArgumentParser, **flags: str) -> None:
@@ -94,16 +100,17 @@ def figure_options(args) -> dict:
     return {"png": not args.no_png, "cdn": args.plotlyjs == "cdn"}
 
 
+def add_data_dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir",
+                   help="local data laid out like ../shared/data (default: $CIRCUITLAB_DATA, else the hub)")
+
+
 def add_data_options(p: argparse.ArgumentParser, task_required: bool = True) -> None:
     p.add_argument("--task", required=task_required, help="task name (see `circuitlab tasks`) or a custom .jsonl file")
-    p.add_argument("--data-dir", help="local data laid out like ../shared/data (default: $CIRCUITLAB_DATA, else the hub)")
+    add_data_dir_option(p)
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     from circuitlab.models.device import ModelConfig
 
     add_settings(p, ModelConfig)
-
-
-def note(line: str) -> None:
-    print(line, file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 
 from circuitlab.cli.options import (
-    add_figure_options, add_model_options, add_settings, build, figure_options, name_flags,
+    add_data_dir_option, add_figure_options, add_model_options, add_settings, build, figure_options, name_flags,
 )
 
 
@@ -63,7 +63,7 @@ def add_reproduce(sub) -> None:
     p = sub.add_parser("reproduce", help="the paper's locating figures for many tasks (resumable task by task)")
     add_model_options(p)
     p.add_argument("--tasks", default="all", help="'all' (the paper's 13 tasks) or a comma-separated list")
-    p.add_argument("--data-dir", help="local data laid out like ../shared/data (default: $CIRCUITLAB_DATA, else the hub)")
+    add_data_dir_option(p)
     p.add_argument("--out", required=True, help="directory for circuits/, tables/, the figures and README.md")
     add_settings(p, ReproduceConfig, flags={"random_seeds": "--seeds"})
     name_flags(p, n_per_layer="--heads-per-layer")  # checked by LocateConfig against the model

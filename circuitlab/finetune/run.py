@@ -76,7 +76,8 @@ class RunResult:
             d = {k: v for k, v in d.items() if k in known}
             return cls(**{**d, "train": _record(TrainRecord, d["train"]), "eval": _record(EvalRecord, d["eval"])})
         except (KeyError, TypeError, AttributeError) as e:
-            raise CircuitlabError(f"{source} is not a circuitlab finetune result.json ({type(e).__name__}: {e})") from None
+            raise CircuitlabError(f"{source} is not a circuitlab finetune result.json "
+                                  f"({type(e).__name__}: {e})") from None
 
     @classmethod
     def load(cls, path) -> "RunResult":

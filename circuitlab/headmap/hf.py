@@ -41,7 +41,8 @@ def attach(model, adapter: str | Path | HeadMapModel, check: bool = True, base: 
     if check and base is not None:
         check_base(base, model)
     elif ModelDims.of_config(model.config) != hm.dims:
-        raise CircuitlabError(f"adapter made for {hm.dims} does not fit this model ({ModelDims.of_config(model.config)})")
+        have = ModelDims.of_config(model.config)
+        raise CircuitlabError(f"adapter made for {hm.dims} does not fit this model ({have})")
     layers = decoder_layers(model)
     for layer, m in hm.layers.items():
         w = layers[int(layer)].self_attn.o_proj.weight

@@ -78,7 +78,8 @@ def keep_per_position(p: Pack, masked: list[tuple[int, Sequence[int]]], n_heads:
     return keep
 
 
-def target_positions(p: Pack, n_targets: Sequence[int], device) -> tuple[Int[Tensor, " target"], Int[Tensor, " target"]]:
+def target_positions(p: Pack, n_targets: Sequence[int],
+                     device) -> tuple[Int[Tensor, " target"], Int[Tensor, " target"]]:
     """(line, position) of each row's target predictions, rows in order: its last n_targets positions."""
     lines, cols = [], []
     for line, start, n, t in zip(p.line, p.start, p.length, n_targets):
@@ -125,7 +126,8 @@ def llama_block_at(model, block, hidden: Float[Tensor, "line pos d_model"], kwar
     return resid + block.mlp(block.ln2(resid))
 
 
-def target_nll(model, picked: Float[Tensor, "target d_model"], targets: Sequence[Sequence[int]]) -> Float[Tensor, " row"]:
+def target_nll(model, picked: Float[Tensor, "target d_model"],
+               targets: Sequence[Sequence[int]]) -> Float[Tensor, " row"]:
     """Each row's mean NLL of its target tokens (`targets`, rows in order): the final norm and the
     unembedding at the target positions only, in chunks of UNEMBED_TARGETS. Callers pass all their
     forwards' targets at once: with few targets, reading the unembedding matrix costs more than the

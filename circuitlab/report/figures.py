@@ -25,7 +25,7 @@ FIGURE1_TASKS = ("siqa", "hellaswag")  # the paper's Figure 1 shows these two ta
 
 
 @dataclass(frozen=True)
-class Figure:
+class FigureSpec:
     stem: str
     kind: str  # "circuits": one panel per circuit; "comparison": how two or more circuits relate
     draws: Callable[[list[Circuit]], bool]  # whether these circuits have the data
@@ -45,24 +45,24 @@ def _comparable(circuits: list[Circuit]) -> bool:
 
 
 FIGURES = (
-    Figure("fig1", "circuits", lambda cs: bool(figure1_circuits(cs)), lambda cs: overview(figure1_circuits(cs))),
-    Figure("fig2a_overlap_rate", "comparison", _comparable, lambda cs: cf.overlap_heatmap(compare(cs))),
-    Figure("fig2b_frequency_distribution", "comparison", _comparable,
+    FigureSpec("fig1", "circuits", lambda cs: bool(figure1_circuits(cs)), lambda cs: overview(figure1_circuits(cs))),
+    FigureSpec("fig2a_overlap_rate", "comparison", _comparable, lambda cs: cf.overlap_heatmap(compare(cs))),
+    FigureSpec("fig2b_frequency_distribution", "comparison", _comparable,
            lambda cs: cf.frequency_distribution_bar(compare(cs))),
-    Figure("fig4_single_head_losses", "circuits", _every(lambda c: "single" in c.scores),
+    FigureSpec("fig4_single_head_losses", "circuits", _every(lambda c: "single" in c.scores),
            lambda cs: score_heatmaps(cs, "single")),
-    Figure("fig5_layer_conditioned_losses", "circuits", _every(lambda c: "conditioned" in c.scores),
+    FigureSpec("fig5_layer_conditioned_losses", "circuits", _every(lambda c: "conditioned" in c.scores),
            lambda cs: score_heatmaps(cs, "conditioned")),
-    Figure("fig6_loss_curves", "circuits", _every(lambda c: bool(c.loss_curve or c.selections)), loss_curves),
-    Figure("fig7_samples_vs_all_docs", "circuits", _every(lambda c: c.all_docs is not None), all_docs_curves),
-    Figure("fig8_jaccard_similarity", "comparison", _comparable, lambda cs: cf.jaccard_heatmap(compare(cs))),
-    Figure("fig9_circuit_patterns", "circuits", lambda cs: True, circuit_patterns),
-    Figure("head_frequency", "comparison", _comparable, lambda cs: cf.head_frequency_heatmap(compare(cs))),
+    FigureSpec("fig6_loss_curves", "circuits", _every(lambda c: bool(c.loss_curve or c.selections)), loss_curves),
+    FigureSpec("fig7_samples_vs_all_docs", "circuits", _every(lambda c: c.all_docs is not None), all_docs_curves),
+    FigureSpec("fig8_jaccard_similarity", "comparison", _comparable, lambda cs: cf.jaccard_heatmap(compare(cs))),
+    FigureSpec("fig9_circuit_patterns", "circuits", lambda cs: True, circuit_patterns),
+    FigureSpec("head_frequency", "comparison", _comparable, lambda cs: cf.head_frequency_heatmap(compare(cs))),
 )
 KINDS = ("circuits", "comparison")
 
 
-def file_stem(figure: Figure, circuits: list[Circuit]) -> str:
+def file_stem(figure: FigureSpec, circuits: list[Circuit]) -> str:
     if figure.stem == "fig1":  # named after the tasks it shows
         return "fig1_" + "_".join(c.task.name for c in figure1_circuits(circuits))
     return figure.stem
