@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from circuitlab.io import write_json_atomic
-from circuitlab.scoring import DocScore, score_docs
+from circuitlab.scoring import BATCH_SIZE, DocScore, score_docs
 from circuitlab.settings import check_settings, setting
 from circuitlab.tasks import Doc, Task, data_fingerprint, get_task, load_docs
 
@@ -17,7 +17,7 @@ from circuitlab.tasks import Doc, Task, data_fingerprint, get_task, load_docs
 class EvalConfig:
     split: str | None = setting(None, "split to evaluate (default: the task's evaluation split)")
     limit: int | None = setting(None, "evaluate only the first N documents", minimum=1)
-    batch_size: int = setting(16, "sequences per forward", minimum=1)
+    batch_size: int = setting(BATCH_SIZE, "sequences per forward", minimum=1)
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -86,7 +86,7 @@ def evaluate(
     data_dir=None,
     split: str | None = None,
     limit: int | None = None,
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     progress: bool = True,
     docs: list[Doc] | None = None,
 ) -> EvalResult:

@@ -21,6 +21,8 @@ from circuitlab.circuit import AllDocsCurve, Circuit, Sample, Selection
 from circuitlab.errors import CircuitlabError
 from circuitlab.heads import HeadMask
 from circuitlab.locate import Engine, LocateConfig, locate_to, locating_samples
+from circuitlab.locate.engine import MAX_BATCH_TOKENS
+from circuitlab.scoring import N_SAMPLES
 from circuitlab.report.figures import write_report_figures
 from circuitlab.report.readme import write_readme
 from circuitlab.settings import check_settings, int_list, setting
@@ -44,13 +46,13 @@ def parse_tasks(text: str) -> tuple[str, ...]:
 class ReproduceConfig:
     """Everything that decides a task's result; a finished task is reused only if it matches."""
 
-    samples: int = setting(64, "samples per task (the paper's 64)", minimum=1)
+    samples: int = setting(N_SAMPLES, "samples per task (the paper's 64)", minimum=1)
     heads_per_layer: int | None = setting(None, "default: 8 for 32-head models, else round(H/4)", minimum=1)
     max_docs: int | None = setting(None, "select samples among the first N docs of the split (default: all)",
                                    minimum=1)
     all_docs: int = setting(256, "Figure 7: docs for the all-documents curve", minimum=1)
     random_seeds: tuple[int, ...] = setting((0, 1, 2), "random selections' seeds", parse=int_list)
-    max_batch_tokens: int = setting(4096, "padded tokens per forward", minimum=1)
+    max_batch_tokens: int = setting(MAX_BATCH_TOKENS, "padded tokens per forward", minimum=1)
 
     def __post_init__(self) -> None:
         check_settings(self)

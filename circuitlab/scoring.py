@@ -23,6 +23,10 @@ from circuitlab.models import LoadedModel, cache_dir
 from circuitlab.tasks import Doc, Task, data_fingerprint
 
 
+BATCH_SIZE = 16  # sequences per scoring forward
+N_SAMPLES = 64  # the paper's number of locating samples
+
+
 @dataclass(frozen=True)
 class Encoded:
     """A request as token ids: the model reads `context + continuation[:-1]`."""
@@ -125,7 +129,7 @@ def hf_target_logits(
 def score_requests(
     model: LoadedModel,
     requests: list[tuple[str, str]],
-    batch_size: int = 16,
+    batch_size: int = BATCH_SIZE,
     progress: bool = True,
 ) -> list[Score]:
     """Score (context, continuation) pairs; longest first so batches pad little."""
@@ -163,7 +167,7 @@ def score_requests(
 
 
 def score_docs(
-    model: LoadedModel, docs: list[Doc], batch_size: int = 16, progress: bool = True
+    model: LoadedModel, docs: list[Doc], batch_size: int = BATCH_SIZE, progress: bool = True
 ) -> list[DocScore]:
     requests = [(d.prompt, c) for d in docs for c in d.choices]
     flat = iter(score_requests(model, requests, batch_size, progress))
@@ -194,7 +198,7 @@ def _score_cache_path(model: LoadedModel, task: Task, docs: list[Doc]) -> Path:
 
 
 def cached_score_docs(
-    model: LoadedModel, task: Task, docs: list[Doc], batch_size: int = 16, progress: bool = True
+    model: LoadedModel, task: Task, docs: list[Doc], batch_size: int = BATCH_SIZE, progress: bool = True
 ) -> list[DocScore]:
     """`score_docs`, remembered on disk per (model weights, task, data) so a rerun does not rescore."""
     path = _score_cache_path(model, task, docs)
@@ -205,7 +209,7 @@ def cached_score_docs(
     return scores
 
 
-def select_samples(docs: list[Doc], scores: list[DocScore], n: int = 64) -> list[Doc]:
+def select_samples(docs: list[Doc], scores: list[DocScore], n: int = N_SAMPLES) -> list[Doc]:
     """Of the documents the model gets right, the `n` with the lowest target loss (paper, Section 4)."""
     by_index = {d.index: d for d in docs}
     correct = [s for s in scores if s.correct]

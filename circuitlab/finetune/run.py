@@ -141,7 +141,7 @@ def resolve_circuit(model, cfg: TrainConfig, inputs: RunInputs, out: Path, data_
     if cfg.heads == "random":  # no need to locate anything
         return no_circuit(model, cfg.task, cfg.heads_per_layer or default_heads_per_layer(model.n_heads))
     # The paper's samples (64 correct, lowest target loss), drawn from the docs this run trains on.
-    samples, task_info = locating_samples(model, inputs.task, data_dir, cfg.train_split, n=64,
+    samples, task_info = locating_samples(model, inputs.task, data_dir, cfg.train_split,
                                           max_docs=cfg.max_train, progress=progress, docs=inputs.train_docs)
     return locate_to(out / "located_circuit.json", model, samples, LocateConfig(n_per_layer=cfg.heads_per_layer),
                      task_info, progress=progress, reuse=True)

@@ -26,6 +26,7 @@ from circuitlab.headmap.files import CONFIG_FILE, WEIGHTS_FILE, check_base, load
 from circuitlab.headmap.layer import HeadMapLayer
 from circuitlab.headmap.model import HeadMapModel
 from circuitlab.io import copy_atomic, read_json_object, write_dir_atomic
+from circuitlab.models.device import DEFAULT_DEVICE, DEFAULT_DTYPE
 from circuitlab.models.llama import decoder_layers
 
 HS_CANNOT_MERGE = (
@@ -191,7 +192,7 @@ def save_peft_lora(model, hm: HeadMapModel, out: Path, base_id: str | None = Non
 # -- plain base models (no bridge) -----------------------------------------------------------------
 
 
-def load_plain(name: str, dtype: str | torch.dtype = "float32", device: str = "cpu"):
+def load_plain(name: str, dtype: str | torch.dtype = DEFAULT_DTYPE, device: str = DEFAULT_DEVICE):
     """(AutoModelForCausalLM, tokenizer) for a circuitlab model name, without a TransformerBridge."""
     from circuitlab.models import load_hf
 

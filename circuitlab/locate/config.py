@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from circuitlab.circuit import Circuit
 from circuitlab.errors import ConfigError
 from circuitlab.heads import HeadMask
+from circuitlab.locate.engine import MAX_BATCH_TOKENS
 from circuitlab.locate.strategies import STRATEGY_NAMES, Strategy, get_strategy
 from circuitlab.models.identity import ModelDims, ModelIdentity
 from circuitlab.settings import check_settings, int_list, setting
@@ -44,7 +45,7 @@ class LocateConfig:
                                              parse=parse_layers, metavar="A-B")
     prescreen: int | None = setting(None, "rank heads by attribution patching, evaluate the top K exactly",
                                     minimum=1, metavar="K")
-    max_batch_tokens: int = setting(4096, "padded tokens per forward", minimum=1)
+    max_batch_tokens: int = setting(MAX_BATCH_TOKENS, "padded tokens per forward", minimum=1)
     plain: bool = setting(False, "use the paper's plain algorithm (slow; for checking)")
     plain_batch_size: int | None = setting(None, "plain: samples per forward (default: all; 1 = Algorithm 1's "
                                            "loop over samples)", minimum=1)

@@ -28,6 +28,7 @@ from circuitlab.locate.samples import encode_samples, set_loss
 from circuitlab.masking import hook_z_name, keep_matrix, zero_heads_hook
 
 NAN = float("nan")
+MAX_BATCH_TOKENS = 4096  # padded tokens per forward
 
 
 @dataclass
@@ -43,7 +44,7 @@ def sample_of(row) -> int:
 
 
 class Engine:
-    def __init__(self, model, samples: list[Sample], max_batch_tokens: int = 4096,
+    def __init__(self, model, samples: list[Sample], max_batch_tokens: int = MAX_BATCH_TOKENS,
                  on_rows: Callable[[int], None] | None = None):
         if max_batch_tokens < 1:
             raise ConfigError("max_batch_tokens", f"must be a positive integer, got {max_batch_tokens}")

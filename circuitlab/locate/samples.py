@@ -17,12 +17,13 @@ from typing import Sequence
 from circuitlab.circuit import Sample, TaskInfo
 from circuitlab.errors import CircuitlabError
 from circuitlab.io import read_jsonl
+from circuitlab.scoring import N_SAMPLES
 from circuitlab.settings import check_settings, setting
 
 
 @dataclass
 class SampleConfig:
-    n: int = setting(64, "samples to locate on", minimum=1)
+    n: int = setting(N_SAMPLES, "samples to locate on", minimum=1)
     max_docs: int | None = setting(None, "score only the first N docs of --split when selecting samples", minimum=1)
     split: str = setting("train", "split that sample selection reads")
 
@@ -31,7 +32,7 @@ class SampleConfig:
 
 
 def locating_samples(
-    model, task, data_dir=None, split: str = "train", n: int = 64, max_docs: int | None = None,
+    model, task, data_dir=None, split: str = "train", n: int = N_SAMPLES, max_docs: int | None = None,
     progress: bool = True, docs: list | None = None,
 ) -> tuple[list[Sample], TaskInfo]:
     """The paper's samples: of the first `max_docs` docs of `split` the model gets right, the `n`

@@ -7,7 +7,7 @@ from functools import cached_property
 
 import torch
 
-from circuitlab.models.device import check_device, resolve_dtype
+from circuitlab.models.device import DEFAULT_DEVICE, DEFAULT_DTYPE, check_device, resolve_dtype
 from circuitlab.models.identity import ModelDims, ModelIdentity, weight_fingerprint
 from circuitlab.models.names import resolve
 from circuitlab.models.sources import load_hf
@@ -68,8 +68,8 @@ class LoadedModel:
 
 def load_model(
     name: str,
-    device: str | torch.device = "cpu",
-    dtype: str | torch.dtype = "float32",
+    device: str | torch.device = DEFAULT_DEVICE,
+    dtype: str | torch.dtype = DEFAULT_DTYPE,
     revision: str | None = None,
 ) -> LoadedModel:
     """Load `name` as a TransformerBridge (eager attention, raw HF weights) plus its tokenizer."""

@@ -15,7 +15,7 @@ import torch
 from circuitlab.errors import CircuitlabError
 from circuitlab.io import write_dir_atomic
 from circuitlab.models import hub
-from circuitlab.models.device import resolve_dtype
+from circuitlab.models.device import DEFAULT_DTYPE, resolve_dtype
 from circuitlab.models.names import TINY_CONFIGS, ModelSource, resolve
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -28,7 +28,7 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def load_hf(name: str | ModelSource, dtype: str | torch.dtype = "float32", revision: str | None = None):
+def load_hf(name: str | ModelSource, dtype: str | torch.dtype = DEFAULT_DTYPE, revision: str | None = None):
     """(AutoModelForCausalLM in eval mode, on the CPU, eager attention; its tokenizer, with a pad token)."""
     src = resolve(name) if isinstance(name, str) else name
     dtype = resolve_dtype(dtype)
