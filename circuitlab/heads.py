@@ -62,6 +62,7 @@ def random_heads(seed: int, layers: Sequence[int], n_heads: int, n: int, exclude
     for layer in layers:
         pool = [h for h in range(n_heads) if h not in exclude.at(layer)]
         if len(pool) < n:
-            raise CircuitlabError(f"layer {layer} has only {len(pool)} heads outside the circuit, fewer than n={n}")
+            where = " outside the circuit" if exclude.at(layer) else ""
+            raise CircuitlabError(f"layer {layer} has only {len(pool)} heads{where}, fewer than n={n}")
         chosen[layer] = rng.sample(pool, n)
     return HeadMask.of(chosen)

@@ -13,7 +13,6 @@ import math
 import os
 import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -47,17 +46,22 @@ def write_json_atomic(path: str | Path, obj, indent: int | None = 1) -> Path:
 
 
 def write_dir_atomic(target: str | Path, fill: Callable[[Path], object]) -> Path:
-    """`fill(tmp)` writes a directory's files into a temp directory, which then replaces `target`."""
+    """`fill(tmp)` writes a directory's files into a temp directory (the usual mode: umask applies),
+    which then takes `target`'s place; an old `target` is moved aside first and removed last, so a
+    crash leaves the old directory or the new one, never half of either."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp"))
+    tag = secrets.token_hex(4)
+    tmp, old = target.with_name(f".{target.name}.{tag}.tmp"), target.with_name(f".{target.name}.{tag}.old")
+    os.mkdir(tmp, 0o777)
     try:
         fill(tmp)
         if target.exists():
-            shutil.rmtree(target)
+            os.replace(target, old)
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return target
 
 
@@ -86,23 +90,26 @@ def null_to_nan(rows: Iterable) -> list[float]:
 
 def check_writable(path: str | Path, kind: str = "file", what: str = "--out") -> Path:
     """Refuse, before any work is done, an output `kind` ("file" or "dir") that cannot be created:
-    a file where a directory must go, a directory where the file must go, no write permission."""
+    a file where a directory must go, a directory where the file must go, a place where no file can
+    be made (tried for real, with a probe file removed at once: permission bits say nothing to root
+    or on /proc). Creates nothing that stays."""
     path = Path(path).expanduser()
     if path.exists():
         if kind == "dir" and not path.is_dir():
             raise CircuitlabError(f"{what} {path} is a file, not a directory")
         if kind == "file" and path.is_dir():
             raise CircuitlabError(f"{what} {path} is a directory, not a file")
-        if not os.access(path if kind == "dir" else path.parent, os.W_OK):
-            raise CircuitlabError(f"{what} {path} is not writable")
-        return path
-    parent = path.parent
+    parent = path if path.is_dir() else path.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
         raise CircuitlabError(f"{what} {path} cannot be created: {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise CircuitlabError(f"{what} {path} cannot be created: {parent} is not writable")
+    probe = parent / f".circuitlab-probe-{secrets.token_hex(4)}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as e:
+        raise CircuitlabError(f"{what} {path} cannot be written: {parent}: {e.strerror}") from None
     return path
 
 

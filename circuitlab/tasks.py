@@ -196,8 +196,7 @@ def _capitals_source(split: str) -> list[tuple[str, dict]]:
         return [r for i, r in enumerate(rows) if i % 4 != 3]
     if split == "validation":
         return [r for i, r in enumerate(rows) if i % 4 == 3]
-    raise CircuitlabError(f"task 'capitals' has no {split!r} split (available: train, validation); "
-                          "choose another with --split")
+    raise CircuitlabError(f"task 'capitals' has no {split!r} split (available: train, validation)")
 
 
 # ---------------------------------------------------------------- registry
@@ -256,7 +255,7 @@ def _local_rows(task: Task, split: str, data_dir: Path) -> list[tuple[str, dict]
             return read_jsonl(folder / name)
     found = sorted({p.name.split(".")[0] for p in folder.glob("*.jsonl*")}) if folder.is_dir() else []
     raise CircuitlabError(f"task {task.name!r} has no {split!r} split in {folder} "
-                          f"(available: {', '.join(found) or 'none'}); choose another with --split")
+                          f"(available: {', '.join(found) or 'none'})")
 
 
 def _hub_rows(task: Task, split: str) -> list[tuple[str, dict]]:

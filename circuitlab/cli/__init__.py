@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         _close_progress_bars()
         print(f"circuitlab: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a disk that fills, a file removed under us: still one line
+        _close_progress_bars()
+        print(f"circuitlab: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         _close_progress_bars()
         print("circuitlab: interrupted; rerun the same command to resume", file=sys.stderr)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from circuitlab.cli.options import add_data_dir_option, add_model_options, add_settings, build
+from circuitlab.cli.options import add_data_dir_option, add_model_options, add_settings, build, name_flags
 
 # TrainConfig's model and dtype come from the shared model options.
 TRAIN_FLAGS = {"eval_limit": "--limit"}
@@ -16,6 +16,7 @@ def add_finetune(sub) -> None:
     add_data_dir_option(p)
     names = [f for f in TrainConfig.__dataclass_fields__ if f not in ("model", "dtype")]
     add_settings(p, TrainConfig, names, flags=TRAIN_FLAGS)
+    name_flags(p, n_per_layer="--heads-per-layer")  # when a circuit is located first
     p.add_argument("--out", required=True, help="run directory, e.g. runs/NAME (rerun to resume)")
 
 

@@ -18,9 +18,9 @@ def add(sub) -> None:
     p = sub.add_parser("locate", help="locate a knowledge circuit: the heads whose masking hurts a task most")
     add_model_options(p)
     add_data_options(p, task_required=False)
-    add_settings(p, SampleConfig, flags={"n": "--samples"})
+    add_settings(p, SampleConfig, flags={"n": "--samples"}, defaults={"n": None, "split": None})
     p.add_argument("--samples-file", help='JSON Lines of {"prompt", "target"}, used as they are, in order '
-                                          "(then --task only names them)")
+                                          "(then --task, optional, is only their name)")
     add_settings(p, LocateConfig, LOCATE_FIELDS, flags={"n_per_layer": "--heads-per-layer"}, defaults={"seeds": None})
     p.add_argument("--seed", type=int, help="random/redundant: one seed (the same as --seeds S)")
     p.add_argument("--circuit", help="redundant: the circuit JSON whose heads are excluded")
@@ -45,17 +45,23 @@ def run(args) -> None:
     seeds = {"seeds": (args.seed,)} if args.seed is not None and args.seeds is None else {}
     circuit = Circuit.load(args.circuit) if args.circuit else None
     config = build(LocateConfig, args, circuit=circuit, **seeds)
-    task = get_task(args.task) if args.task else None
+    if args.samples_file:  # the options that select samples from a task's docs would do nothing
+        unused = [args._flags.get(k, "--data-dir") for k in ("n", "max_docs", "split", "data_dir")
+                  if getattr(args, k) is not None]
+        if unused:
+            raise CircuitlabError(f"{', '.join(unused)} select samples from a task's docs; with --samples-file "
+                                  "they do nothing: leave them out")
+    task = get_task(args.task) if args.task and not args.samples_file else None
     dims = ModelDims.of_config(model_config(where.model))  # the model's config, not its weights
     config.plan(dims, ModelIdentity(where.model, dims))
     if args.samples_file:
         samples = read_samples_file(args.samples_file)
-        info = samples_task(args.samples_file, samples, task.name if task else None)
+        info = samples_task(args.samples_file, samples, args.task)
     else:
         docs = load_docs(task, sampling.split, args.data_dir, limit=sampling.max_docs)
     suffix = "" if config.strategy == "layer-conditioned" else f"__{config.strategy}"
-    name = task.name if task else info.name
-    out = check_writable(args.out or f"circuits/{Path(where.model).name}__{name}{suffix}.json")
+    out = check_writable(args.out or f"circuits/{Path(where.model).name}__{info.name if task is None else task.name}"
+                                     f"{suffix}.json")
 
     model = load_model(where.model, where.device, where.dtype)
     start = time.perf_counter()

@@ -50,7 +50,8 @@ def add_settings(p: argparse.ArgumentParser, cls, names: list[str] | None = None
     for name in names:
         f = known[name]
         flag = flags.get(name, flag_of(name))
-        default = defaults.get(name, f.default if f.default is not dataclasses.MISSING else None)
+        field_default = f.default if f.default is not dataclasses.MISSING else None
+        default = defaults.get(name, field_default)
         help_ = f.metadata.get("help", "")
         kwargs: dict[str, Any] = {"dest": name}
         if isinstance(default, bool):
@@ -61,8 +62,8 @@ def add_settings(p: argparse.ArgumentParser, cls, names: list[str] | None = None
             choices = choices_of(f)
             metavar = f.metadata.get("metavar") or (None if choices else flag.lstrip("-").upper().replace("-", "_"))
             kwargs.update(type=_typed(parse) if parse else kind, default=default, choices=choices, metavar=metavar)
-            if default is not None and default != ():
-                shown = ",".join(map(str, default)) if isinstance(default, (tuple, list)) else default
+            if field_default is not None and field_default != ():
+                shown = ",".join(map(str, field_default)) if isinstance(field_default, (tuple, list)) else field_default
                 help_ = f"{help_} (default: {shown})" if help_ else f"default: {shown}"
         p.add_argument(flag, help=help_, **kwargs)
         mapping[name] = flag

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 
 from circuitlab.cli.options import (
@@ -84,25 +85,27 @@ def run_reproduce(args) -> None:
     LocateConfig(n_per_layer=config.heads_per_layer).plan(ModelDims.of_config(model_config(where.model)))
     for task in tasks:  # every split exists and reads, before the model loads
         load_docs(task, locating_split(task, args.data_dir), args.data_dir, limit=config.max_docs)
-    command = shlex.join(["circuitlab", "reproduce", *_argv(args)])
+    defaults = {f.name: f.default for cls in (ModelConfig, ReproduceConfig) for f in dataclasses.fields(cls)}
+    command = shlex.join(["circuitlab", "reproduce", *_argv(args, defaults)])
     result = reproduce(load_model(where.model, where.device, where.dtype), list(tasks), args.data_dir, args.out,
                        config, command=command, **figure_options(args))
     print(f"wrote {len(result.figures)} figure files and {result.readme}")
 
 
-def _argv(args) -> list[str]:
-    """The options of this run that decide its result, as a command line that reproduces it."""
-    flags = args._flags
+ALWAYS_SHOWN = ("model", "tasks", "data_dir", "out", "samples", "max_docs", "all_docs", "random_seeds")
+
+
+def _argv(args, defaults: dict) -> list[str]:
+    """The command line that reproduces this run: the options that name what was run, and every other
+    option that differs from its default (dtype, batch size, ...); not the device."""
+    flags = {"model": "--model", "tasks": "--tasks", "data_dir": "--data-dir", "out": "--out", **args._flags}
     out = []
-    for name in ("model", "tasks", "data_dir", "out", "samples", "heads_per_layer", "max_docs", "all_docs",
-                 "random_seeds"):
+    for name, flag in flags.items():
         value = getattr(args, name, None)
-        if value is not None:
-            out += [flags.get(name, "--" + name.replace("_", "-")),
-                    ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)]
-    if args.plotlyjs == "cdn":
-        out += ["--plotlyjs", "cdn"]
-    return out
+        if name == "device" or value is None or (name not in ALWAYS_SHOWN and value == defaults.get(name)):
+            continue
+        out += [flag, ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)]
+    return out + (["--plotlyjs", "cdn"] if args.plotlyjs == "cdn" else [])
 
 
 def add_table(sub) -> None:

@@ -9,12 +9,11 @@ is drawn from the seed, nothing else is random, and optimizer and scheduler stat
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from circuitlab.circuit import Circuit, ModelInfo
-from circuitlab.errors import CircuitlabError
+from circuitlab.errors import CircuitlabError, ConfigError
 from circuitlab.finetune.adapters import build_adapters
 from circuitlab.finetune.config import TrainConfig
 from circuitlab.finetune.heads import choose_heads, heads_circuit, no_circuit
@@ -115,7 +114,8 @@ class RunInputs:
 
 
 def prepare(cfg: TrainConfig, data_dir=None, dims: ModelDims | None = None) -> RunInputs:
-    """Load the docs and the circuit file; with the model's `dims`, check the circuit fits them."""
+    """Load the docs and the circuit file; with the model's `dims`, check that the circuit fits them and
+    that the heads can be chosen (so nothing fails after the model has loaded)."""
     task = get_task(cfg.task)
     eval_split = cfg.eval_split or task.eval_split
     train_docs = load_docs(task, cfg.train_split, data_dir, limit=cfg.max_train) if cfg.method != "base" else []
@@ -125,7 +125,21 @@ def prepare(cfg: TrainConfig, data_dir=None, dims: ModelDims | None = None) -> R
         if dims is not None:
             circuit.validate(ModelIdentity(cfg.model, dims))
         choose_heads(circuit, cfg.heads, cfg.heads_per_layer, cfg.seed)  # the heads can be chosen
+    elif cfg.variant is not None and dims is not None:
+        _check_heads_per_layer(cfg, dims)
     return RunInputs(task, train_docs, eval_split, eval_docs, circuit)
+
+
+def _check_heads_per_layer(cfg: TrainConfig, dims: ModelDims) -> None:
+    """Without a circuit file: n heads per layer must exist, and `redundant` must find n outside the n
+    that the circuit it locates first will hold."""
+    from circuitlab.locate import default_heads_per_layer
+
+    n = cfg.heads_per_layer or default_heads_per_layer(dims.n_heads)
+    needed = 2 * n if cfg.heads == "redundant" else n
+    if needed > dims.n_heads:
+        what = f"2 x {n} (a circuit's and as many outside it)" if cfg.heads == "redundant" else str(n)
+        raise ConfigError("heads_per_layer", f"{n} needs {what} heads per layer; the model has {dims.n_heads}")
 
 
 def resolve_circuit(model, cfg: TrainConfig, inputs: RunInputs, out: Path, data_dir=None,
@@ -161,10 +175,9 @@ def train_and_eval(model, cfg: TrainConfig, out: str | Path, data_dir=None, prog
     inputs = inputs or prepare(cfg, data_dir, model.dims)
     task, train_docs, eval_docs = inputs.task, inputs.train_docs, inputs.eval_docs
     circuit = resolve_circuit(model, cfg, inputs, out, data_dir, progress)
+    heads = choose_heads(circuit, cfg.heads, cfg.heads_per_layer, cfg.seed) if circuit is not None else None
     write_json_atomic(out / "config.json", cfg.to_dict())  # only once the inputs proved good
-    heads = None
-    if circuit is not None:
-        heads = choose_heads(circuit, cfg.heads, cfg.heads_per_layer, cfg.seed)
+    if heads is not None:
         heads_circuit(circuit, heads, cfg.heads, cfg.seed).save(out / "circuit.json")
     model_info = ModelInfo.of(model)
     adapters = build_adapters(model, cfg, heads)
@@ -204,14 +217,12 @@ def _eval_docs(task, split: str, data_dir, cfg: TrainConfig, train_docs: list[Do
 
 
 def evaluate_docs(model, task, docs: list[Doc], split: str, progress: bool) -> EvalRecord:
-    """The foundation's evaluator (score_docs + compute_metrics, as `evaluate.evaluate` runs them)."""
-    from circuitlab.evaluate import compute_metrics
-    from circuitlab.scoring import score_docs
+    """`evaluate.evaluate` on these docs, with how often each choice was predicted and was gold."""
+    from circuitlab.evaluate import evaluate
 
-    start = time.perf_counter()
-    scores = score_docs(model, docs, progress=progress)
-    preds, n_choices = [s.pred for s in scores], max(len(d.choices) for d in docs)
-    return EvalRecord(split, len(docs), docs[0].index, data_fingerprint(docs), compute_metrics(task, scores),
+    result = evaluate(model, task, split=split, progress=progress, docs=docs)
+    preds, golds = [p.pred for p in result.predictions], [p.gold for p in result.predictions]
+    n_choices = max(len(d.choices) for d in docs)
+    return EvalRecord(split, result.n_docs, docs[0].index, result.data_fingerprint, result.metrics,
                       pred_counts=[preds.count(i) for i in range(n_choices)],
-                      gold_counts=[sum(s.gold == i for s in scores) for i in range(n_choices)],
-                      preds=preds, seconds=time.perf_counter() - start)
+                      gold_counts=[golds.count(i) for i in range(n_choices)], preds=preds, seconds=result.seconds)

@@ -98,8 +98,13 @@ def run_blocks(model, start: int, stop: int, hidden: Tensor, kwargs: dict, hooks
     return hidden
 
 
-def is_hooked(module) -> bool:
-    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+def has_hook_on_a_hook_point(module) -> bool:
+    """Whether a hook point inside `module` carries a hook (the engine's masks, a HeadMap adapter, a
+    user's): `llama_block_at` bypasses hook points, so such a block must run whole. The bridge's own
+    capture hooks on the wrapped HF modules (wired once a block has run whole) do not count."""
+    from transformer_lens.hook_points import HookPoint
+
+    return any(isinstance(m, HookPoint) and (m._forward_hooks or m._forward_pre_hooks) for m in module.modules())
 
 
 def llama_block_at(model, block, hidden: Float[Tensor, "line pos d_model"], kwargs: dict, lines: Tensor,

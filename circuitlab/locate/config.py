@@ -90,6 +90,10 @@ class LocateConfig:
         if self.circuit is not None and self.method.needs_circuit:
             self.circuit.validate(model or ModelIdentity(None, dims))
             exclude = self.circuit.mask
+            short = [la for la in range(first, last + 1) if H - len(exclude.at(la)) < n]
+            if short:
+                raise ConfigError("n_per_layer", f"{n} out of range: layer {short[0]} has only "
+                                                 f"{H - len(exclude.at(short[0]))} heads outside the circuit")
         screen = self.prescreen if self.prescreen is not None and self.prescreen < H else None
         return Plan(list(range(first, last + 1)), H, n, screen, self.seeds, exclude)
 

@@ -178,8 +178,10 @@ class Engine:
         n_targets = [len(self.encoded[sample_of(r)].targets) for r in p.rows]
         lines, cols = blocks.target_positions(p, n_targets, hidden.device)
         last = self.model.n_layers - 1
+        if start > last:  # past the last block: `hidden` is already its output
+            return hidden[lines, cols]
         block = self.model.hf_model.model.layers[last]
-        if not self._llama or start == last or blocks.is_hooked(block):  # then the last block runs whole
+        if not self._llama or start == last or blocks.has_hook_on_a_hook_point(block):  # the last block runs whole
             return self._run(start, last + 1, hidden, kwargs, hooks)[lines, cols]
         hidden = self._run(start, last, hidden, kwargs, hooks)
         self.flops.last_block_at_targets(hidden.shape[0], hidden.shape[1], len(cols))

@@ -25,14 +25,17 @@ from circuitlab.locate.steps import Checkpoint, Memo, Step, checkpoint_path, pro
 from circuitlab.provenance import package_versions
 
 
-def settings_of(info: ModelInfo, task: TaskInfo, samples: list[Sample], config: LocateConfig, plan) -> dict:
-    """Everything that decides a run's result (a checkpoint or a circuit file is reused only if equal)."""
+def settings_of(model, info: ModelInfo, task: TaskInfo, samples: list[Sample], config: LocateConfig, plan) -> dict:
+    """Everything that decides a run's result (a checkpoint or a circuit file is reused only if equal),
+    the device and precision included: float rounding differs between them."""
+    weight = next(model.hf_model.parameters())
+    device, dtype = weight.device.type, str(weight.dtype).removeprefix("torch.")
     return {
         "model": asdict(info), "task": asdict(task), "samples": [asdict(s) for s in samples],
         "strategy": config.strategy, "n": plan.n, "seeds": list(config.seeds),
         "layers": [plan.layers[0], plan.layers[-1]], "prescreen": config.prescreen,
-        "max_batch_tokens": config.max_batch_tokens, "plain": config.plain,
-        "circuit": config.circuit.head_list if config.circuit else None,
+        "max_batch_tokens": config.max_batch_tokens, "plain": config.plain, "plain_batch_size": config.plain_batch_size,
+        "circuit": config.circuit.head_list if config.circuit else None, "device": device, "dtype": dtype,
     }
 
 
@@ -57,7 +60,7 @@ def locate(
         raise CircuitlabError("no samples to locate on")
     task = task or TaskInfo("custom", "samples", samples_fingerprint(samples), None)
     strategy = config.method
-    settings = settings_of(info, task, samples, config, plan)
+    settings = settings_of(model, info, task, samples, config, plan)
     saved = Checkpoint(checkpoint, settings)
     start = time.perf_counter()
 
@@ -134,5 +137,5 @@ def _reusable(path: Path, model, samples, config: LocateConfig, task) -> Circuit
         return None
     info = ModelInfo.of(model)
     task = task or TaskInfo("custom", "samples", samples_fingerprint(samples), None)
-    want = fingerprint(settings_of(info, task, samples, config, config.plan(model.dims)))
+    want = fingerprint(settings_of(model, info, task, samples, config, config.plan(model.dims)))
     return old if old.run is not None and old.run.settings == want else None

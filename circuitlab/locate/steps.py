@@ -110,10 +110,6 @@ class Checkpoint:
         if self.path is not None:
             write_json_atomic(self.path, {"config": self.settings, "done": done, "elapsed_s": elapsed})
 
-    def remove(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-
 
 def progress_bar(total: float, title: str, enabled: bool) -> tqdm:
     return tqdm(total=total, unit="cand", disable=not enabled, dynamic_ncols=True,

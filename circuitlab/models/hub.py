@@ -10,6 +10,7 @@ hub's endpoint with a short timeout decides. Offline, loads use the local cache 
 from __future__ import annotations
 
 import os
+import threading
 import urllib.error
 import urllib.request
 from functools import lru_cache
@@ -26,13 +27,23 @@ def offline_by_env() -> bool:
 
 @lru_cache(maxsize=None)
 def _reachable(endpoint: str) -> bool:
-    try:
-        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=TIMEOUT_S).close()
-    except urllib.error.HTTPError:
-        return True  # it answered
-    except (OSError, ValueError):
-        return False
-    return True
+    """One HEAD request, in a thread given TIMEOUT_S in all: the socket timeout does not bound the
+    DNS lookup, a join does."""
+    answered = []
+
+    def ask() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=TIMEOUT_S).close()
+            answered.append(True)
+        except urllib.error.HTTPError:
+            answered.append(True)  # it answered
+        except (OSError, ValueError):
+            answered.append(False)
+
+    probe = threading.Thread(target=ask, daemon=True)
+    probe.start()
+    probe.join(TIMEOUT_S)
+    return bool(answered and answered[0])
 
 
 def local_only() -> bool:

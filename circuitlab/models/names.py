@@ -50,7 +50,3 @@ def resolve(name: str) -> ModelSource:
     known = ", ".join([EMBEDDED, *HUB_ALIASES, *TINY_CONFIGS])
     raise CircuitlabError(f"unknown model {name!r}: not {known}, a hub id (owner/name) or an existing directory")
 
-
-def resolve_name(name: str) -> str:
-    """The Hugging Face id (or local path) behind a model name."""
-    return resolve(name).hf_id

@@ -76,7 +76,7 @@ CASES = [
     (LOCATE + ["--dtype", "fp8"], "invalid choice: 'fp8'"),
     (LOCATE + ["--model", "no-such-model"], "unknown model 'no-such-model'"),
     (LOCATE + ["--model", "llama2-7b"], "not in the local cache"),
-    (LOCATE + ["--task", "nope"], "unknown task 'nope'"),
+    (SELECT[:4] + ["nope", "--out", "{out}/c.json"], "unknown task 'nope'"),
     (["locate", "--model", "tiny-llama", "--out", "{out}/c.json"], "--task is needed"),
     # locate: files
     (LOCATE[:-5] + ["--samples-file", "{in}/missing.jsonl", "--out", "{out}/c.json"], "samples file not found"),
@@ -91,6 +91,10 @@ CASES = [
     (LOCATE + ["--strategy", "redundant", "--circuit", "{in}/out_of_range.json"], "head out of range"),
     (LOCATE + ["--strategy", "redundant", "--circuit", "{in}/other_weights.json"], "fingerprint", AFTER_LOAD),
     (LOCATE[:-3] + ["--out", "{in}/a_file/c.json"], "a_file is a file, not a directory"),
+    (LOCATE[:-3] + ["--out", "/proc/circuitlab-test/c.json"], "cannot be written"),
+    (LOCATE + ["--strategy", "redundant", "--circuit", "{in}/tiny.json", "--heads-per-layer", "4"],
+     "--heads-per-layer 4 out of range: layer 0 has only 3 heads outside the circuit"),
+    (LOCATE + ["--samples", "5"], "--samples-file"),
     (SELECT + ["--split", "nosuch"], "has no 'nosuch' split"),
     (SELECT[:4] + ["sst2", "--data-dir", "{out}/missing"], "data directory"),
     (SELECT[:4] + ["boolq", "--split", "test", "--data-dir", "{data}"], "has no 'test' split"),
@@ -130,6 +134,11 @@ CASES = [
     (FINETUNE + ["--method", "lora", "--epochs", "0"], "--epochs must be a positive integer"),
     (FINETUNE + ["--method", "lora", "--batch-size", "4", "--micro-batch-size", "3"], "not a multiple"),
     (FINETUNE + ["--method", "lora", "--heads", "weird"], "--heads: invalid choice"),
+    (FINETUNE + ["--method", "headmap-mha", "--heads", "random", "--heads-per-layer", "9"],
+     "--heads-per-layer 9 needs 9 heads per layer; the model has 4"),
+    (FINETUNE + ["--method", "headmap-mha", "--heads", "redundant", "--heads-per-layer", "3"],
+     "--heads-per-layer 3 needs 2 x 3"),
+    (FINETUNE + ["--method", "headmap-hs", "--heads-per-layer", "5"], "--heads-per-layer 5 needs 5 heads"),
     (FINETUNE + ["--method", "lora", "--train-split", "test"], "has no 'test' split"),
     (FINETUNE + ["--method", "lora", "--device", "cuda"], "--device cuda: this machine has no cuda device"),
     # table, export, merge
@@ -157,7 +166,8 @@ def test_bad_input(case, inputs, data_dir, tmp_path, capsys, monkeypatch):
         def no_loading(*args, **kwargs):
             raise AssertionError("a model was loaded before the bad input was found")
 
-        monkeypatch.setattr(circuitlab.models, "load_model", no_loading)
+        for name in ("load_model", "load_hf"):  # the bridge, and plain HF models (export, merge)
+            monkeypatch.setattr(circuitlab.models, name, no_loading)
     before = sorted(inputs.rglob("*"))
     out = tmp_path / "out"
     one_line_error(capsys, [a.format(**{"in": inputs, "out": out, "data": data_dir}) for a in argv], match)

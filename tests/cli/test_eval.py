@@ -24,7 +24,7 @@ def test_eval_prints_accuracy_and_writes_json(capsys, data_dir, tmp_path):
         (["eval", "--model", "tiny-llama", "--task", "nope"], "unknown task"),
         (["eval", "--model", "no-such-model", "--task", "rte", "--data-dir", "{data}"], "unknown model"),
         (["eval", "--model", "tiny-llama", "--task", "rte", "--data-dir", "{tmp}/missing"], "missing"),
-        (["eval", "--model", "tiny-llama", "--task", "boolq", "--split", "test", "--data-dir", "{data}"], "--split"),
+        (["eval", "--model", "tiny-llama", "--task", "boolq", "--split", "test", "--data-dir", "{data}"], "no 'test' split"),
         (["eval", "--model", "tiny-llama", "--task", "{tmp}/bad.jsonl"], "bad.jsonl"),
         (["eval", "--model", "tiny-llama", "--task", "{tmp}/empty.jsonl"], "empty"),
     ],

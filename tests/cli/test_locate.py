@@ -49,7 +49,7 @@ def test_locate_selects_samples_from_the_training_split(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, match", [
-    (["--task", "nope"], "unknown task"),
+    (["--max-docs", "5"], "--max-docs select samples from a task's docs"),
     (["--model", "no-such-model"], "unknown model"),
     (["--heads-per-layer", "9"], "out of range"),
     (["--layers", "2-7"], "out of range"),

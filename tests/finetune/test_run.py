@@ -142,7 +142,7 @@ def test_held_out_evaluation_when_training_on_the_eval_split(tmp_path):
     assert base.eval.data_fingerprint == r.eval.data_fingerprint  # same held-out docs
 
 
-def test_headmap_without_a_circuit_needs_one_or_random_heads(tmp_path):
+def test_random_heads_need_no_circuit_and_a_circuit_of_another_model_is_refused(tmp_path):
     model = load_model("tiny-llama")
     r = train_and_eval(model, cfg(heads="random", heads_per_layer=2, epochs=1), tmp_path / "r", progress=False)
     assert len(r.heads) == 4 and all(len(h) == 2 for h in r.heads.values())

@@ -91,3 +91,28 @@ def test_unembedding_in_chunks_keeps_each_rows_targets(tiny_gqa, monkeypatch, ch
     sel = base.plus(2, [4])
     assert close(engine.curve(sel, [0, 1, 2]), plain.curve(sel, [0, 1, 2]))
 
+
+
+def test_the_last_block_at_targets_is_used_and_exact_after_plain_forwards(monkeypatch):
+    """A plain forward wires the bridge's capture hooks into the last block; they must neither turn the
+    target-only last block off nor change a loss. Past the last layer nothing more runs."""
+    from circuitlab.locate import blocks
+    from circuitlab.models import load_model
+
+    model = load_model("tiny-llama-gqa")
+    plain = PlainEvaluator(model, SAMPLES)
+    plain.loss(HeadMask())  # runs every block whole
+    calls = []
+    real = blocks.llama_block_at
+    monkeypatch.setattr(blocks, "llama_block_at", lambda *a, **k: calls.append(1) or real(*a, **k))
+    base = HeadMask.of({0: [1], 1: [2, 5], 2: [0], 3: [7]})
+    engine = Engine(model, SAMPLES, max_batch_tokens=64)
+    assert close(engine.losses(2, base.before(2), [None, 3]), plain.losses(2, base.before(2), [None, 3]))
+    assert calls  # the fast path ran
+    # The loss with every layer's heads masked: the trunk past the last block, no block applied twice.
+    assert close(engine.losses(4, base, [None]), [plain.loss(base)])
+    # A hook on a hook point of the last block (here a HeadMap-like reader) makes it run whole.
+    calls.clear()
+    with model.bridge.hooks(fwd_hooks=[("blocks.3.attn.hook_z", lambda z, hook: z)]):
+        assert close(engine.losses(2, base.before(2), [3]), plain.losses(2, base.before(2), [3]))
+    assert not calls

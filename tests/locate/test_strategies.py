@@ -52,7 +52,7 @@ def test_random_and_redundant_selections(tiny_gqa):
     for layer, heads in red.heads.items():
         assert len(heads) == 3 and not set(heads) & set(circuit.heads[layer])
     assert red.excluded.heads == circuit.heads
-    with pytest.raises(CircuitlabError, match="fewer than n=4"):
+    with pytest.raises(CircuitlabError, match="layer 0 has only 3 heads outside the circuit"):
         locate(tiny_gqa, SAMPLES, LocateConfig("redundant", n_per_layer=4, circuit=circuit), progress=False)
     assert random_heads(5, [0, 1], 8, 2) == random_heads(5, [0, 1], 8, 2)
 
