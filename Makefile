@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml $(LOCK)
 install: $(STAMP)
 
 demo: $(STAMP)
-	circuitlab locate --model smollm2-135m --task capitals --samples 16 --out $(DEMO)/smollm2-135m__capitals.json
-	circuitlab plot $(DEMO)/smollm2-135m__capitals.json --out $(DEMO)/figures
+	$(PY) -m circuitlab locate --model smollm2-135m --task capitals --samples 16 --out $(DEMO)/smollm2-135m__capitals.json
+	$(PY) -m circuitlab plot $(DEMO)/smollm2-135m__capitals.json --out $(DEMO)/figures
 	@echo "The demo circuit's figures: open $(DEMO)/figures/fig5_layer_conditioned_losses.png (the masking heatmap, chosen heads outlined) and $(DEMO)/figures/fig6_loss_curves.png (HTML beside them)"
 
 test: $(STAMP)
