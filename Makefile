@@ -7,7 +7,7 @@ LOCK := constraints.txt
 STAMP := .make/installed
 DEMO := demo
 
-.PHONY: install demo test test-quick bench lock clean
+.PHONY: install demo test test-quick bench gpu-bench lock clean
 
 # torch first, torch==2.13.0, kept when installed: on this project's machines pip takes the CPU wheel that lies on
 # disk; left to resolve torch through another package, pip would pull a CUDA build of several GB.
@@ -33,6 +33,10 @@ test-quick: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/locate.py --data-dir $(DATA)
+
+# On a CUDA machine, with the packages already there (no install: GPU machines here have no internet).
+gpu-bench:
+	$(PY) benchmarks/gpu_bench.py
 
 # A fresh environment, the same installs as above without the lock, then exactly what they resolved to.
 # torch is installed by its own rule (an existing torch is kept), so it is left out of the lock.

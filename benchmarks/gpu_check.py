@@ -49,7 +49,10 @@ def run(model: Plain, docs, probe_ids) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--adapter", required=True, help="directory from `circuitlab export`")
+    p.add_argument("--adapter", help="directory from `circuitlab export`")
+    p.add_argument("--random-adapter", metavar="MODEL",
+                   help="instead: a HeadMap-MHA adapter with random weights on MODEL's heads 0 and 1 of every layer "
+                        "(its numbers check the port, not a trained model)")
     p.add_argument("--task", default="sst2")
     p.add_argument("--data-dir", help="local data laid out like ../shared/data")
     p.add_argument("--split", help="default: the task's evaluation split")
@@ -62,6 +65,11 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("no CUDA device on this machine: GPU check skipped (nothing to compare)")
         return 0
+    if (args.adapter is None) == (args.random_adapter is None):
+        print("gpu_check: error: give --adapter DIR or --random-adapter MODEL", file=sys.stderr)
+        return 2
+    if args.random_adapter:
+        args.adapter = random_adapter(args.random_adapter)
 
     from circuitlab.errors import CircuitlabError
     from circuitlab.evaluate import compute_metrics
@@ -102,6 +110,24 @@ def main(argv=None) -> int:
     ok = abs(acc_cpu - acc_gpu) <= args.max_acc_diff and corr > 0.99
     print("OK: bf16 on GPU agrees with fp32 on CPU" if ok else "MISMATCH: bf16 on GPU differs from fp32 on CPU")
     return 0 if ok else 1
+
+
+def random_adapter(name: str) -> str:
+    """A HeadMap-MHA adapter on heads 0 and 1 of every layer of `name`, all weights random, in a temp dir."""
+    import tempfile
+
+    from circuitlab.headmap import HeadMapConfig, HeadMapModel, base_info, save_adapter
+    from circuitlab.headmap.conversion import load_plain
+
+    model, _ = load_plain(name, "float32", "cpu")
+    hm = HeadMapModel.for_model(HeadMapConfig("mha", {la: [0, 1] for la in range(model.config.num_hidden_layers)},
+                                              rank=8), model.config)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in hm.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    return str(save_adapter(hm, tempfile.mkdtemp(prefix="circuitlab-adapter-"), base_info(model, name),
+                            extra={"method": "headmap-mha"}))
 
 
 def load_plain_dispatched(name: str):

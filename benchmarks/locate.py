@@ -67,6 +67,10 @@ def main() -> None:
     p.add_argument("--skip-plain", action="store_true", help="only the engine runs (no speed-up then)")
     p.add_argument("--plain-batch-size", type=int, help="samples per plain forward (default: all in one; "
                    "1 = Algorithm 1's loop over samples)")
+    p.add_argument("--compare-dtype", choices=("bfloat16", "float16"),
+                   help="also time the engine on the model loaded in this precision (same samples): its speed-up "
+                        "over the float32 engine, and its heads against the float32 circuit's")
+    p.add_argument("--attention", choices=("eager", "sdpa"), default="eager", help="the engine's attention")
     p.add_argument("--json", help="also write the numbers here")
     args = p.parse_args()
 
@@ -82,15 +86,31 @@ def main() -> None:
     if layers:
         print(f"only layers {layers[0]}-{layers[1]}", flush=True)
 
-    def run(**kw):
+    def run(on=model, **kw):
+        kw = {"attention": args.attention, **kw} if not kw.get("plain") else kw
         cfg = LocateConfig(strategy=args.strategy, n_per_layer=args.heads_per_layer,
                            max_batch_tokens=args.max_batch_tokens, layers=layers, **kw)
-        return timed(lambda: locate(model, samples, cfg, task, progress=False))
+        return timed(lambda: locate(on, samples, cfg, task, progress=False))
 
     out = {}
     engine, e_wall, e_cpu = run()
     print(f"engine:    {e_wall:8.1f} s wall {e_cpu:8.1f} s CPU", flush=True)
     out["engine"] = {"wall_s": e_wall, "cpu_s": e_cpu, "heads": engine.heads, "flops": engine.run.engine_flops}
+
+    if args.compare_dtype:
+        low_model = load_model(args.model, dtype=args.compare_dtype)
+        low, l_wall, l_cpu = run(on=low_model)
+        exact = set(engine.head_list)
+        overlap = len(exact & set(low.head_list)) / len(exact)
+        layers_same = sum(low.heads.get(la) == hs for la, hs in engine.heads.items())
+        print(f"{args.compare_dtype}: {l_wall:8.1f} s wall {l_cpu:8.1f} s CPU: {e_wall / l_wall:.2f}x the float32 "
+              f"engine (CPU {e_cpu / l_cpu:.2f}x); head overlap with the float32 circuit {overlap:.1%} "
+              f"({layers_same}/{len(engine.heads)} layers the same), final loss {low.loss_curve[-1]:.4f} vs "
+              f"{engine.loss_curve[-1]:.4f}", flush=True)
+        out[args.compare_dtype] = {"wall_s": l_wall, "cpu_s": l_cpu, "speedup": e_wall / l_wall, "overlap": overlap,
+                                   "layers_same": layers_same, "heads": low.heads,
+                                   "final_loss": low.loss_curve[-1], "float32_final_loss": engine.loss_curve[-1]}
+        del low_model
 
     if args.prescreen:
         screened, s_wall, s_cpu = run(prescreen=args.prescreen)

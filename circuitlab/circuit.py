@@ -105,6 +105,7 @@ class LocateRun:
     resumed_steps: int = 0
     engine_flops: float | None = None
     settings: str | None = None
+    processes: int = 1  # how many processes shared the work (torchrun)
     reproduce: dict | None = None  # `circuitlab reproduce`'s settings, for the circuits it merges
 
 

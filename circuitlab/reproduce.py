@@ -21,11 +21,13 @@ from circuitlab.circuit import AllDocsCurve, Circuit, Sample, Selection
 from circuitlab.errors import CircuitlabError
 from circuitlab.heads import HeadMask
 from circuitlab.locate import Engine, LocateConfig, locate_to, locating_samples
+from circuitlab.locate.distributed import Shard
+from circuitlab.locate.blocks import ATTENTION
 from circuitlab.locate.engine import MAX_BATCH_TOKENS
 from circuitlab.scoring import N_SAMPLES
 from circuitlab.report.figures import write_report_figures
 from circuitlab.report.readme import write_readme
-from circuitlab.settings import check_settings, int_list, setting
+from circuitlab.settings import check_int_or_auto, check_settings, int_list, int_or_auto, setting
 from circuitlab.tasks import TASK_NAMES, get_task, load_docs, resolve_data_dir
 
 PAPER_TASKS = tuple(t for t in TASK_NAMES if t != "capitals")
@@ -52,14 +54,23 @@ class ReproduceConfig:
                                    minimum=1)
     all_docs: int = setting(256, "Figure 7: docs for the all-documents curve", minimum=1)
     random_seeds: tuple[int, ...] = setting((0, 1, 2), "random selections' seeds", parse=int_list)
-    max_batch_tokens: int = setting(MAX_BATCH_TOKENS, "padded tokens per forward", minimum=1)
+    max_batch_tokens: int | str = setting("auto", f"padded tokens per forward; auto: what half the free GPU memory "
+                                                  f"holds on CUDA, {MAX_BATCH_TOKENS} elsewhere", parse=int_or_auto)
+
+    attention: str = setting("eager", "how the engine computes attention (see locate)", choices=ATTENTION)
 
     def __post_init__(self) -> None:
         check_settings(self)
+        check_int_or_auto(self, "max_batch_tokens")
 
     def key(self, model, task: str, split: str) -> dict:
+        """The settings a finished task is reused for. Tokens per forward and the attention kernel change
+        float rounding only: "auto" is recorded as MAX_BATCH_TOKENS, which the finished tasks of earlier
+        runs recorded, and the attention kernel not at all."""
+        tokens = MAX_BATCH_TOKENS if self.max_batch_tokens == "auto" else self.max_batch_tokens
+        settings = {k: v for k, v in asdict(self).items() if k != "attention"}
         return {"model": model.name, "fingerprint": model.fingerprint(), "task": task, "split": split,
-                **asdict(self), "random_seeds": list(self.random_seeds)}
+                **settings, "random_seeds": list(self.random_seeds), "max_batch_tokens": tokens}
 
 
 def locating_split(task: str, data_dir=None) -> str:
@@ -86,9 +97,10 @@ def finished(path: Path, key: dict) -> Circuit | None:
     return c if c.run is not None and c.run.reproduce == key else None
 
 
-def all_docs_curve(model, circuit: Circuit, docs: list, max_batch_tokens: int, progress: bool = True) -> AllDocsCurve:
+def all_docs_curve(model, circuit: Circuit, docs: list, max_batch_tokens: int | str, progress: bool = True,
+                   attention: str = "eager") -> AllDocsCurve:
     """The circuit's masks (layers 0..k) on many documents, whether the model gets them right or not."""
-    ev = Engine(model, [Sample(d.prompt, d.target, d.index) for d in docs], max_batch_tokens)
+    ev = Engine(model, [Sample(d.prompt, d.target, d.index) for d in docs], max_batch_tokens, attention=attention)
     with tqdm(total=2, desc=f"all-docs curve ({len(docs)} docs)", unit="step", disable=not progress,
               leave=False) as bar:
         baseline = ev.losses(0, HeadMask(), [None])[0]
@@ -118,21 +130,24 @@ def reproduce_task(model, task: str, data_dir, out_dir: str | Path, config: Repr
         part = circuit_path(out_dir, task, strategy)
         seeds = config.random_seeds if strategy == "random" else (0,)
         cfg = LocateConfig(strategy=strategy, n_per_layer=config.heads_per_layer, seeds=seeds,
-                           max_batch_tokens=config.max_batch_tokens)
+                           max_batch_tokens=config.max_batch_tokens, attention=config.attention)
         found[strategy] = locate_to(part, model, samples, cfg, info, progress=progress, reuse=True, log=log)
     circuit, greedy, rand = (found[s] for s in STRATEGIES)
     circuit.scores["single"] = greedy.scores["single"]
     circuit.selections = [Selection("greedy", greedy.heads, greedy.loss_curve),
                           Selection("random", rand.heads, rand.loss_curve, rand.seed), *rand.selections]
     docs = load_docs(get_task(task), split, data_dir, limit=config.all_docs)
-    circuit.all_docs = all_docs_curve(model, circuit, docs, config.max_batch_tokens, progress)
+    circuit.all_docs = all_docs_curve(model, circuit, docs, config.max_batch_tokens, progress, config.attention)
     circuit.run.reproduce = key
     circuit.timings = {f"{s.replace('-', '_')}_s": found[s].timings.get("locate_s") for s in STRATEGIES}
     circuit.timings["task_s"] = round(time.perf_counter() - start, 3)
-    circuit.save(path)
-    for strategy in STRATEGIES:
-        circuit_path(out_dir, task, strategy).unlink(missing_ok=True)
-    log(f"{task}: wrote {path} in {circuit.timings['task_s']:.0f}s")
+    shard = Shard.current()  # under torchrun every process shares each step; the first one writes
+    if shard.is_main:
+        circuit.save(path)
+        for strategy in STRATEGIES:
+            circuit_path(out_dir, task, strategy).unlink(missing_ok=True)
+        log(f"{task}: wrote {path} in {circuit.timings['task_s']:.0f}s")
+    shard.barrier()
     return Circuit.load(path)  # exactly what a rerun will read
 
 
@@ -153,7 +168,8 @@ def reproduce(model, tasks: list[str], data_dir, out_dir: str | Path, config: Re
         log(f"[{i}/{len(tasks)}] {task}")
         circuits[task] = reproduce_task(model, task, data_dir, out_dir, config, progress, log)
     result = Reproduction(circuits)
-    result.figures = write_report_figures(list(circuits.values()), out_dir, png=png, cdn=cdn)
-    rows = {t: len(load_docs(get_task(t), c.task.split, data_dir)) for t, c in circuits.items()}
-    result.readme = write_readme(circuits, out_dir, config, command, cdn, PAPER_TASKS, rows)
+    if Shard.current().is_main:
+        result.figures = write_report_figures(list(circuits.values()), out_dir, png=png, cdn=cdn)
+        rows = {t: len(load_docs(get_task(t), c.task.split, data_dir)) for t, c in circuits.items()}
+        result.readme = write_readme(circuits, out_dir, config, command, cdn, PAPER_TASKS, rows)
     return result

@@ -122,7 +122,7 @@ def hf_target_logits(
     """Logits at chosen positions only, through the HF model (whose layers the bridge hooks)."""
     dev = model.device
     hidden = model.hf_model.model(input_ids=ids.to(dev), attention_mask=mask.to(dev)).last_hidden_state
-    return model.hf_model.lm_head(hidden[rows.to(dev), cols.to(dev)])
+    return model.hf_model.lm_head(hidden[rows.to(hidden.device), cols.to(hidden.device)])  # where the last block left it
 
 
 @torch.no_grad()

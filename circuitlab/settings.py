@@ -48,6 +48,22 @@ def check_settings(config) -> None:
                 raise ConfigError(f.name, f"must be {what}, got {value}")
 
 
+def int_or_auto(text: str) -> int | str:
+    """"auto" or an integer."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"must be an integer or auto, got {text!r}") from None
+
+
+def check_int_or_auto(config, name: str) -> None:
+    value = getattr(config, name)
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(name, f"must be a positive integer or auto, got {value!r}")
+
+
 def int_list(text: str) -> tuple[int, ...]:
     """"0,1,2" -> (0, 1, 2)."""
     try:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import sys
 
 from circuitlab.cli import evaluate, finetune, locate, report
+from circuitlab.cli.launch import refuse_several
 from circuitlab.cli.options import Parser
 from circuitlab.errors import CircuitlabError, ConfigError
 
 COMMANDS = {**locate.COMMANDS, **evaluate.COMMANDS, **report.COMMANDS, **finetune.COMMANDS}
+SHARED = ("locate", "reproduce")  # the commands that share their work between torchrun's processes
 
 
 def build_parser() -> Parser:
@@ -39,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
+        if args.command not in SHARED:
+            refuse_several(args.command)
         COMMANDS[args.command][1](args)
     except ConfigError as e:
         _close_progress_bars()

@@ -18,8 +18,8 @@ def add_eval(sub) -> None:
 def run_eval(args) -> None:
     from circuitlab.evaluate import EvalConfig, evaluate
     from circuitlab.io import check_writable
-    from circuitlab.models import load_model, model_config
-    from circuitlab.models.device import ModelConfig
+    from circuitlab.models import model_config
+    from circuitlab.models.config import ModelConfig
     from circuitlab.tasks import get_task, load_docs
 
     where, cfg = build(ModelConfig, args), build(EvalConfig, args)
@@ -29,7 +29,7 @@ def run_eval(args) -> None:
     docs = load_docs(task, split, args.data_dir, limit=cfg.limit)
     if args.out:
         check_writable(args.out)
-    model = load_model(where.model, where.device, where.dtype)
+    model = where.load()
     result = evaluate(model, task, split=split, batch_size=cfg.batch_size, docs=docs)
     metrics = "  ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
     print(f"{result.task} ({result.split}, {result.n_docs} docs, {result.seconds:.1f}s): {metrics}")

@@ -24,16 +24,16 @@ def run_finetune(args) -> None:
     from circuitlab.finetune import TrainConfig, train_and_eval
     from circuitlab.finetune.run import check_run_dir, prepare
     from circuitlab.io import check_writable
-    from circuitlab.models import ModelDims, load_model, model_config
-    from circuitlab.models.device import ModelConfig
+    from circuitlab.models import ModelDims, model_config
+    from circuitlab.models.config import ModelConfig
 
     where = build(ModelConfig, args)
-    cfg = build(TrainConfig, args, model=where.model, dtype=where.dtype)
+    cfg = build(TrainConfig, args, model=where.model, dtype=where.dtype_name)
     out = check_writable(args.out, "dir")
     result = check_run_dir(out, cfg)
     if result is None:
         inputs = prepare(cfg, args.data_dir, ModelDims.of_config(model_config(where.model)))
-        result = train_and_eval(load_model(where.model, where.device, where.dtype), cfg, out, args.data_dir,
+        result = train_and_eval(where.load(), cfg, out, args.data_dir,
                                 inputs=inputs)
     metrics = "  ".join(f"{k}={v:.4f}" for k, v in result.eval.metrics.items())
     print(f"{result.method} on {cfg.task}: trainable {result.trainable_params:,} "

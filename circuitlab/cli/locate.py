@@ -6,10 +6,11 @@ import sys
 import time
 from pathlib import Path
 
+from circuitlab.cli.launch import add_process_options, processes
 from circuitlab.cli.options import add_data_options, add_model_options, add_settings, build, name_flags
 from circuitlab.errors import CircuitlabError
 
-LOCATE_FIELDS = ["strategy", "n_per_layer", "seeds", "layers", "prescreen", "max_batch_tokens", "plain"]
+LOCATE_FIELDS = ["strategy", "n_per_layer", "seeds", "layers", "prescreen", "max_batch_tokens", "attention", "plain"]
 
 
 def add(sub) -> None:
@@ -21,12 +22,14 @@ def add(sub) -> None:
     add_settings(p, SampleConfig, flags={"n": "--samples"}, defaults={"n": None, "split": None})
     p.add_argument("--samples-file", help='JSON Lines of {"prompt", "target"}, used as they are, in order '
                                           "(then --task, optional, is only their name)")
-    add_settings(p, LocateConfig, LOCATE_FIELDS, flags={"n_per_layer": "--heads-per-layer"}, defaults={"seeds": None})
+    add_settings(p, LocateConfig, LOCATE_FIELDS, flags={"n_per_layer": "--heads-per-layer",
+                                                        "attention": "--attn-implementation"}, defaults={"seeds": None})
     p.add_argument("--seed", type=int, help="random/redundant: one seed (the same as --seeds S)")
     p.add_argument("--circuit", help="redundant: the circuit JSON whose heads are excluded")
     name_flags(p, circuit="--circuit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--out", help="circuit JSON to write (default: circuits/MODEL__TASK[__STRATEGY].json)")
+    add_process_options(p)
 
 
 def run(args) -> None:
@@ -34,8 +37,8 @@ def run(args) -> None:
     from circuitlab.io import check_writable
     from circuitlab.locate import LocateConfig, SampleConfig, locate_to, locating_samples, read_samples_file
     from circuitlab.locate.samples import samples_task
-    from circuitlab.models import ModelDims, ModelIdentity, load_model, model_config
-    from circuitlab.models.device import ModelConfig
+    from circuitlab.models import ModelDims, ModelIdentity, model_config
+    from circuitlab.models.config import ModelConfig
     from circuitlab.tasks import get_task, load_docs
 
     # Everything that can be wrong is checked before the model loads.
@@ -63,17 +66,21 @@ def run(args) -> None:
     out = check_writable(args.out or f"circuits/{Path(where.model).name}__{info.name if task is None else task.name}"
                                      f"{suffix}.json")
 
-    model = load_model(where.model, where.device, where.dtype)
+    shard, where = processes(args, where)
+    model = where.load()
     start = time.perf_counter()
-    if not args.samples_file:
-        samples, info = locating_samples(model, task, args.data_dir, sampling.split, sampling.n, sampling.max_docs,
-                                         progress=not args.no_progress, docs=docs)
-        if len(samples) < sampling.n:
+    if not args.samples_file:  # the first process selects, every process locates on the same samples
+        picked = locating_samples(model, task, args.data_dir, sampling.split, sampling.n, sampling.max_docs,
+                                  progress=not args.no_progress, docs=docs) if shard.is_main else None
+        samples, info = shard.broadcast(picked)
+        if len(samples) < sampling.n and shard.is_main:
             print(f"note: the model gets only {len(samples)} of the {info.n_docs_scored} docs scored right; "
                   "locating on those (raise --max-docs for more)", file=sys.stderr)
     selected_s = round(time.perf_counter() - start, 3)
     found = locate_to(out, model, samples, config, info, progress=not args.no_progress,
                       finish=lambda c: c.timings.update(select_samples_s=selected_s))
+    if not shard.is_main:
+        return
     heads = " ".join(f"{layer}:{','.join(map(str, hs))}" for layer, hs in sorted(found.heads.items()))
     print(f"{found.strategy} on {model.name}/{info.name}, {len(samples)} samples, n={found.n_per_layer}: {heads}")
     print(f"loss: baseline {found.baseline_loss:.4f}, all selected heads masked {found.loss_curve[-1]:.4f} "

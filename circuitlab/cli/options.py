@@ -112,6 +112,6 @@ def add_data_options(p: argparse.ArgumentParser, task_required: bool = True) -> 
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    from circuitlab.models.device import ModelConfig
+    from circuitlab.models.config import ModelConfig
 
     add_settings(p, ModelConfig)

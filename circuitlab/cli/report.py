@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import shlex
 
+from circuitlab.cli.launch import add_process_options, processes
 from circuitlab.cli.options import (
     add_data_dir_option, add_figure_options, add_model_options, add_settings, build, figure_options, name_flags,
 )
@@ -66,16 +67,17 @@ def add_reproduce(sub) -> None:
     p.add_argument("--tasks", default="all", help="'all' (the paper's 13 tasks) or a comma-separated list")
     add_data_dir_option(p)
     p.add_argument("--out", required=True, help="directory for circuits/, tables/, the figures and README.md")
-    add_settings(p, ReproduceConfig, flags={"random_seeds": "--seeds"})
+    add_settings(p, ReproduceConfig, flags={"random_seeds": "--seeds", "attention": "--attn-implementation"})
     name_flags(p, n_per_layer="--heads-per-layer")  # checked by LocateConfig against the model
     add_figure_options(p)
+    add_process_options(p)
 
 
 def run_reproduce(args) -> None:
     from circuitlab.io import check_writable
     from circuitlab.locate import LocateConfig
-    from circuitlab.models import ModelDims, load_model, model_config
-    from circuitlab.models.device import ModelConfig
+    from circuitlab.models import ModelDims, model_config
+    from circuitlab.models.config import ModelConfig
     from circuitlab.reproduce import ReproduceConfig, locating_split, parse_tasks, reproduce
     from circuitlab.tasks import load_docs
 
@@ -87,9 +89,11 @@ def run_reproduce(args) -> None:
         load_docs(task, locating_split(task, args.data_dir), args.data_dir, limit=config.max_docs)
     defaults = {f.name: f.default for cls in (ModelConfig, ReproduceConfig) for f in dataclasses.fields(cls)}
     command = shlex.join(["circuitlab", "reproduce", *_argv(args, defaults)])
-    result = reproduce(load_model(where.model, where.device, where.dtype), list(tasks), args.data_dir, args.out,
-                       config, command=command, **figure_options(args))
-    print(f"wrote {len(result.figures)} figure files and {result.readme}")
+    shard, where = processes(args, where)
+    log = print if shard.is_main else (lambda line: None)
+    result = reproduce(where.load(), list(tasks), args.data_dir, args.out, config, command=command,
+                       progress=shard.is_main, log=log, **figure_options(args))
+    log(f"wrote {len(result.figures)} figure files and {result.readme}")
 
 
 ALWAYS_SHOWN = ("model", "tasks", "data_dir", "out", "samples", "max_docs", "all_docs", "random_seeds")

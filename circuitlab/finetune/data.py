@@ -24,7 +24,7 @@ def summed_loss(hf_model, seqs: list[list[int]], pad_id: int, device) -> Tensor:
     ids, mask = pad_batch(seqs, pad_id)
     ids, mask = ids.to(device), mask.to(device)
     logits = hf_model(input_ids=ids, attention_mask=mask).logits
-    labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+    labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100).to(logits.device)  # a dispatched model's last device
     return torch.nn.functional.cross_entropy(
         logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum"
     )

@@ -88,23 +88,71 @@ def target_positions(p: Pack, n_targets: Sequence[int],
     return torch.tensor(lines, device=device), torch.tensor(cols, device=device)
 
 
-def run_blocks(model, start: int, stop: int, hidden: Tensor, kwargs: dict, hooks: list) -> Tensor:
-    """Blocks start..stop-1 of the bridge (their hooks fire), as HF's own loop calls them."""
+ATTENTION = ("eager", "sdpa")
+
+
+def run_blocks(model, start: int, stop: int, hidden: Tensor, kwargs: dict, hooks: list,
+               attention: str = "eager") -> Tensor:
+    """Blocks start..stop-1 of the bridge (their hooks fire), as HF's own loop calls them. With
+    `attention` "sdpa", a Llama block without other hooks runs as `llama_block` (PyTorch's
+    scaled_dot_product_attention; the engine's hook_z hooks applied to z there)."""
     blocks = model.hf_model.model.layers
-    with model.bridge.hooks(fwd_hooks=hooks):
-        for i in range(start, stop):
-            out = blocks[i](hidden, **kwargs)
-            hidden = out[0] if isinstance(out, tuple) else out
+    if attention == "eager":
+        with model.bridge.hooks(fwd_hooks=hooks):  # one context for all the blocks: entering one costs ~1 ms
+            for i in range(start, stop):
+                out = blocks[i](hidden, **kwargs)
+                hidden = out[0] if isinstance(out, tuple) else out
+        return hidden
+    for i in range(start, stop):
+        mine = [(name, fn) for name, fn in hooks if name.startswith(f"blocks.{i}.")]
+        if can_run_at_targets(blocks[i]) and all(name == f"blocks.{i}.attn.hook_z" for name, _ in mine):
+            hidden = llama_block(model, blocks[i], hidden, kwargs, [fn for _, fn in mine])
+        else:
+            hidden = run_blocks(model, i, i + 1, hidden, kwargs, mine)
     return hidden
 
 
-def has_hook_on_a_hook_point(module) -> bool:
-    """Whether a hook point inside `module` carries a hook (the engine's masks, a HeadMap adapter, a
-    user's): `llama_block_at` bypasses hook points, so such a block must run whole. The bridge's own
-    capture hooks on the wrapped HF modules (wired once a block has run whole) do not count."""
+def llama_block(model, block, hidden: Float[Tensor, "line pos d_model"], kwargs: dict,
+                z_hooks: list) -> Float[Tensor, "line pos d_model"]:
+    """A Llama decoder block through the bridge's own submodules, attention by
+    `torch.nn.functional.scaled_dot_product_attention`; each of `z_hooks` (hook_z hooks: the input of
+    W_O, [line, pos, head, d_head]) is applied to z before W_O, where the bridge would call it."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    attn, m = block.attn, model.dims
+    device = block.ln1.original_component.weight.device
+    hidden = hidden.to(device)
+    cos, sin = (t.to(device) for t in kwargs["position_embeddings"])
+    x = block.ln1(hidden)
+    q = rearrange(attn.q(x), "line pos (head d) -> line head pos d", d=m.d_head)
+    k = rearrange(attn.k(x), "line pos (head d) -> line head pos d", d=m.d_head)
+    v = rearrange(attn.v(x), "line pos (head d) -> line head pos d", d=m.d_head)
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    z = torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, attn_mask=kwargs["attention_mask"].to(device), scale=attn.original_component.scaling,
+        enable_gqa=m.n_kv_heads != m.n_heads)
+    z = rearrange(z, "line head pos d -> line pos head d")
+    for hook in z_hooks:
+        z = hook(z)
+    resid = hidden + attn.o(rearrange(z, "line pos head d -> line pos (head d)"))
+    return resid + block.mlp(block.ln2(resid))
+
+
+def can_run_at_targets(block) -> bool:
+    """Whether `llama_block_at` may stand in for the block: it calls the block's submodules itself,
+    so a hook on one of its hook points (the engine's masks, a HeadMap adapter, a user's) or weights
+    that accelerate keeps elsewhere until the block runs (offloaded: on the meta device) need the whole
+    block. The bridge's own capture hooks on the wrapped HF modules (wired once a block has run
+    whole) do not count."""
     from transformer_lens.hook_points import HookPoint
 
-    return any(isinstance(m, HookPoint) and (m._forward_hooks or m._forward_pre_hooks) for m in module.modules())
+    hooked = any(isinstance(m, HookPoint) and (m._forward_hooks or m._forward_pre_hooks) for m in block.modules())
+    return not hooked and not any(p.device.type == "meta" for p in block.parameters())
+
+
+def at(hidden: Float[Tensor, "line pos d_model"], lines: Tensor, cols: Tensor) -> Float[Tensor, "target d_model"]:
+    """The hidden states at (lines, cols), wherever the last block left them."""
+    return hidden[lines.to(hidden.device), cols.to(hidden.device)]
 
 
 def llama_block_at(model, block, hidden: Float[Tensor, "line pos d_model"], kwargs: dict, lines: Tensor,
@@ -114,8 +162,10 @@ def llama_block_at(model, block, hidden: Float[Tensor, "line pos d_model"], kwar
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
     attn, m = block.attn, model.dims
+    device = block.ln1.original_component.weight.device  # a dispatched model's block may sit on its own device
+    hidden, lines, cols = hidden.to(device), lines.to(device), cols.to(device)
     x = block.ln1(hidden)
-    cos, sin = kwargs["position_embeddings"]
+    cos, sin = (t.to(device) for t in kwargs["position_embeddings"])
     q = rearrange(attn.q(x[lines, cols]), "t (head d) -> t head 1 d", d=m.d_head)
     q, _ = apply_rotary_pos_emb(q, q, cos[lines, cols][:, None], sin[lines, cols][:, None])
     k = rearrange(attn.k(x), "line pos (head d) -> line head pos d", d=m.d_head)
@@ -124,7 +174,7 @@ def llama_block_at(model, block, hidden: Float[Tensor, "line pos d_model"], kwar
     groups = m.n_heads // m.n_kv_heads
     k, v = repeat_kv(k, groups)[lines], repeat_kv(v, groups)[lines]
     scores = q @ k.transpose(-1, -2) * attn.original_component.scaling  # [t, head, 1, pos]
-    scores = scores + kwargs["attention_mask"][lines, :, cols][:, :, None]
+    scores = scores + kwargs["attention_mask"].to(device)[lines, :, cols][:, :, None]
     weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
     out = attn.o(rearrange(weights @ v, "t head 1 d -> t (head d)"))
     resid = hidden[lines, cols] + out
@@ -137,10 +187,10 @@ def target_nll(model, picked: Float[Tensor, "target d_model"],
     unembedding at the target positions only, in chunks of UNEMBED_TARGETS. Callers pass all their
     forwards' targets at once: with few targets, reading the unembedding matrix costs more than the
     product."""
-    flat = torch.tensor([t for row in targets for t in row], device=picked.device)
+    flat = torch.tensor([t for row in targets for t in row])
     hf = model.hf_model
     tok = []
     for x, t in zip(picked.split(UNEMBED_TARGETS), flat.split(UNEMBED_TARGETS)):
         logp = torch.log_softmax(hf.lm_head(hf.model.norm(x)).float(), dim=-1)
-        tok.append(logp.gather(-1, t[:, None])[:, 0])
+        tok.append(logp.gather(-1, t.to(logp.device)[:, None])[:, 0])
     return torch.stack([-part.mean() for part in torch.cat(tok).split([len(row) for row in targets])])

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from circuitlab.circuit import Circuit
 from circuitlab.errors import ConfigError
 from circuitlab.heads import HeadMask
+from circuitlab.locate.blocks import ATTENTION
 from circuitlab.locate.engine import MAX_BATCH_TOKENS
 from circuitlab.locate.strategies import STRATEGY_NAMES, Strategy, get_strategy
 from circuitlab.models.identity import ModelDims, ModelIdentity
-from circuitlab.settings import check_settings, int_list, setting
+from circuitlab.settings import check_int_or_auto, check_settings, int_list, int_or_auto, setting
 
 
 def parse_layers(text: str) -> tuple[int, int]:
@@ -45,7 +46,11 @@ class LocateConfig:
                                              parse=parse_layers, metavar="A-B")
     prescreen: int | None = setting(None, "rank heads by attribution patching, evaluate the top K exactly",
                                     minimum=1, metavar="K")
-    max_batch_tokens: int = setting(MAX_BATCH_TOKENS, "padded tokens per forward", minimum=1)
+    max_batch_tokens: int | str = setting("auto", f"padded tokens per forward; auto: what half the free GPU memory "
+                                                  f"holds on CUDA, {MAX_BATCH_TOKENS} elsewhere", parse=int_or_auto)
+    attention: str = setting("eager", "how the engine computes attention: eager (the bridge's own code) or sdpa "
+                                      "(PyTorch's fused kernel; the head masks still go in at hook_z)",
+                             choices=ATTENTION)
     plain: bool = setting(False, "use the paper's plain algorithm (slow; for checking)")
     plain_batch_size: int | None = setting(None, "plain: samples per forward (default: all; 1 = Algorithm 1's "
                                            "loop over samples)", minimum=1)
@@ -54,12 +59,15 @@ class LocateConfig:
     def __post_init__(self) -> None:
         self.seeds = tuple(int(s) for s in self.seeds)
         check_settings(self)
+        check_int_or_auto(self, "max_batch_tokens")
         if not self.seeds:
             raise ConfigError("seeds", "needs at least one seed")
         if self.layers is not None:
             self.layers = (int(self.layers[0]), int(self.layers[-1]))
             if not 0 <= self.layers[0] <= self.layers[1]:
                 raise ConfigError("layers", f"must be A-B with 0 <= A <= B, got {self.layers[0]}-{self.layers[1]}")
+        if self.attention != "eager" and self.plain:
+            raise ConfigError("attention", f"{self.attention} is the engine's; the plain algorithm runs the bridge as is")
         if self.prescreen is not None and self.plain:
             raise ConfigError("prescreen", "needs the engine (the plain algorithm evaluates every head)")
         if self.prescreen is not None and self.n_per_layer is not None and self.prescreen < self.n_per_layer:

@@ -11,24 +11,27 @@ call's forwards. Its losses equal `PlainEvaluator`'s within float tolerance (tes
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Sequence, TypeVar
 
 import torch
 from torch import Tensor
 
 from circuitlab.circuit import Sample
-from circuitlab.errors import ConfigError
+from circuitlab.errors import CircuitlabError, ConfigError
 from circuitlab.heads import HeadMask
 from circuitlab.locate import blocks
 from circuitlab.locate.evaluator import check_request
+from circuitlab.locate.distributed import Shard, merged, share
 from circuitlab.locate.flops import FlopCount
 from circuitlab.locate.packing import Pack, pack
 from circuitlab.locate.samples import encode_samples, set_loss
 from circuitlab.masking import hook_z_name, keep_matrix, zero_heads_hook
 
-NAN = float("nan")
-MAX_BATCH_TOKENS = 4096  # padded tokens per forward
+MAX_BATCH_TOKENS = 4096  # padded tokens per forward, where "auto" cannot ask the device
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,54 +41,125 @@ class Trunk:
     hidden: list[Tensor]  # per sample, [pos, d_model]
 
 
+def batch_tokens(model, value: int | str, longest: int) -> int:
+    """Padded tokens per forward: `value`, or for "auto" what half of the device's free memory holds
+    (on CUDA; MAX_BATCH_TOKENS elsewhere), at least the longest sample. An estimate: the out-of-memory
+    retry in `Engine` covers it when it is too high."""
+    if value != "auto":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError("max_batch_tokens", f"must be a positive integer or auto, got {value!r}")
+        return value
+    device = model.device
+    if device.type != "cuda":
+        return max(MAX_BATCH_TOKENS, longest)
+    free, _ = torch.cuda.mem_get_info(device)
+    d, ff = model.dims.d_model, getattr(model.config, "intermediate_size", 4 * model.dims.d_model)
+    width = longest
+    size = torch.finfo(next(model.hf_model.parameters()).dtype).bits // 8
+    per_token = size * (6 * d + 4 * ff + width) + 4 * (2 * model.dims.n_heads + 1) * width  # block activations
+    return max(longest, int(0.5 * free / per_token))
+
+
 def sample_of(row) -> int:
     """Rows are a sample index, or (sample, what the row carries: a candidate or a curve step)."""
     return row[0] if isinstance(row, tuple) else row
 
 
 class Engine:
-    def __init__(self, model, samples: list[Sample], max_batch_tokens: int = MAX_BATCH_TOKENS,
-                 on_rows: Callable[[int], None] | None = None):
-        if max_batch_tokens < 1:
-            raise ConfigError("max_batch_tokens", f"must be a positive integer, got {max_batch_tokens}")
+    def __init__(self, model, samples: list[Sample], max_batch_tokens: int | str = MAX_BATCH_TOKENS,
+                 on_rows: Callable[[int], None] | None = None, shard: Shard | None = None,
+                 attention: str = "eager"):
         self.model = model
         self.encoded = encode_samples(model, samples)
         self.n_samples = len(samples)
         self.lengths = [len(e.ids) for e in self.encoded]
-        self.max_batch_tokens = max_batch_tokens
+        self.max_batch_tokens = batch_tokens(model, max_batch_tokens, max(self.lengths))
         self.on_rows = on_rows or (lambda n: None)
+        self.shard = shard or Shard.current()
         self.flops = FlopCount(model)
         self._trunk: Trunk | None = None
         self._llama = getattr(model.config, "model_type", None) == "llama"
+        if attention not in blocks.ATTENTION or (attention == "sdpa" and not self._llama):
+            raise ConfigError("attention", f"must be eager, or sdpa for a Llama model; got {attention!r}")
+        self.attention = attention
 
     # -- the Evaluator interface
 
-    @torch.no_grad()
     def losses(self, layer: int, base: HeadMask, heads: Sequence[int | None]) -> list[float]:
         check_request(self.model.n_layers, layer, base, heads)
-        trunk = self._trunk_at(layer, base)
-        nll = [[NAN] * self.n_samples for _ in heads]
-        rows, picked = [], []
-        for p in self._pack([(s, c) for c in range(len(heads)) for s in range(self.n_samples)]):
-            hidden, kwargs = blocks.packed_inputs(self.model, p, [trunk[s] for s, _ in p.rows])
-            masked = [(k, [heads[c]]) for k, (_, c) in enumerate(p.rows) if heads[c] is not None]
-            picked.append(self._run_to_targets(layer, hidden, kwargs, self._hooks(layer, p, masked), p))
-            rows += p.rows
-            self.on_rows(len(p.rows))
-        for (s, c), v in zip(rows, self._target_nll(torch.cat(picked), rows).tolist()):
-            nll[c][s] = v
-        return [set_loss(row) for row in nll]
+        rows = [(s, c) for c in range(len(heads)) for s in range(self.n_samples)]
+        nll = self._gathered(self._retrying(lambda: self._losses(layer, base, heads, self._mine(rows))))
+        return [set_loss([nll[(s, c)] for s in range(self.n_samples)]) for c in range(len(heads))]
 
-    @torch.no_grad()
     def attribution(self, layer: int, base: HeadMask) -> tuple[float, list[float]]:
         """Attribution patching: (loss with `base` masked, estimated loss with each head of `layer`
         masked too), the estimate being loss + sum over positions of -z_h . dLoss/dz_h, from one
         forward and backward of layers layer..L-1."""
         check_request(self.model.n_layers, layer, base, [None])
+        samples = self._mine(list(range(self.n_samples)))
+        parts = self.shard.gather(self._retrying(lambda: self._attribution(layer, base, samples)))
+        loss = math.fsum(part[0] for part in parts)
+        delta = [math.fsum(part[1][h] for part in parts) for h in range(self.model.n_heads)]
+        return loss, [loss + d for d in delta]
+
+    def curve(self, sel: HeadMask, layers: Sequence[int]) -> list[float]:
+        """For each k in `layers`: the loss with the heads of `sel` in layers up to k masked.
+
+        Step k branches off the masked trunk after layer k and runs the later layers unmasked; all
+        steps alive at layer j go through block j in the same forwards as the trunk, so a curve
+        costs the same FLOPs as its steps one by one, in far fewer and larger matmuls."""
+        samples = self._mine(list(range(self.n_samples)))
+        nll = self._gathered(self._retrying(lambda: self._curve(sel, layers, samples)))
+        return [set_loss([nll[(s, k)] for s in range(self.n_samples)]) for k in layers]
+
+    # -- sharing the work between processes, and memory
+
+    def _mine(self, rows: list) -> list:
+        """This process's rows (all of them when it runs alone), about equal in tokens across processes."""
+        return share(rows, lambda r: self.lengths[sample_of(r)], self.shard)
+
+    def _gathered(self, mine: dict) -> dict:
+        return merged(self.shard.gather(mine))
+
+    def _rows_done(self, n: int) -> None:
+        self.on_rows(n * self.shard.world)  # progress: this rank's share stands for every rank's
+
+    def _retrying(self, run: Callable[[], T]) -> T:
+        """`run()`, with half the tokens per forward after each out-of-memory error (finished steps are
+        kept by the memo; this one starts over)."""
+        while True:
+            try:
+                return run()
+            except torch.cuda.OutOfMemoryError:
+                if self.max_batch_tokens <= max(self.lengths):
+                    raise CircuitlabError(f"out of memory with {self.max_batch_tokens} tokens per forward, the "
+                                          "longest sample alone; use a smaller model, more devices or "
+                                          "--device-map") from None
+                self.max_batch_tokens = max(max(self.lengths), self.max_batch_tokens // 2)
+                print(f"circuitlab: out of memory; retrying with --max-batch-tokens {self.max_batch_tokens}",
+                      file=sys.stderr)
+                torch.cuda.empty_cache()
+
+    # -- the work of one process
+
+    @torch.no_grad()
+    def _losses(self, layer: int, base: HeadMask, heads: Sequence[int | None], rows: list) -> dict:
+        trunk = self._trunk_at(layer, base)
+        done, picked = [], []
+        for p in self._pack(rows):
+            hidden, kwargs = blocks.packed_inputs(self.model, p, [trunk[s] for s, _ in p.rows])
+            masked = [(k, [heads[c]]) for k, (_, c) in enumerate(p.rows) if heads[c] is not None]
+            picked.append(self._run_to_targets(layer, hidden, kwargs, self._hooks(layer, p, masked), p))
+            done += p.rows
+            self._rows_done(len(p.rows))
+        return dict(zip(done, self._target_nll(torch.cat(picked), done).tolist())) if done else {}
+
+    @torch.no_grad()
+    def _attribution(self, layer: int, base: HeadMask, samples: list[int]) -> tuple[float, list[float]]:
         trunk = self._trunk_at(layer, base)
         delta = torch.zeros(self.model.n_heads, dtype=torch.float64)
         loss = 0.0
-        for p in self._pack(list(range(self.n_samples))):
+        for p in self._pack(samples):
             hidden, kwargs = blocks.packed_inputs(self.model, p, [trunk[s] for s in p.rows])
             zs: list[Tensor] = []
 
@@ -97,34 +171,28 @@ class Engine:
                 picked = self._run_to_targets(layer, hidden, kwargs, [(hook_z_name(layer), grab)], p)
                 chunk_loss = self._target_nll(picked, p.rows).sum() / self.n_samples
                 (grad,) = torch.autograd.grad(chunk_loss, zs[0])
-            delta += torch.einsum("bphd,bphd->h", -zs[0].detach().double(), grad.double())  # padding: z = 0
+            delta += torch.einsum("bphd,bphd->h", -zs[0].detach().double(), grad.double()).cpu()  # padding: z = 0
             loss += float(chunk_loss.detach())
-            self.on_rows(2 * len(p.rows))
-        return loss, [loss + float(d) for d in delta]
+            self._rows_done(2 * len(p.rows))
+        return loss, delta.tolist()
 
     @torch.no_grad()
-    def curve(self, sel: HeadMask, layers: Sequence[int]) -> list[float]:
-        """For each k in `layers`: the loss with the heads of `sel` in layers up to k masked.
-
-        Step k branches off the masked trunk after layer k and runs the later layers unmasked; all
-        steps alive at layer j go through block j in the same forwards as the trunk, so a curve
-        costs the same FLOPs as its steps one by one, in far fewer and larger matmuls."""
+    def _curve(self, sel: HeadMask, layers: Sequence[int], samples: list[int]) -> dict:
         L, last_step = self.model.n_layers, layers[-1]
         streams = {last_step: self._trunk_at(layers[0], sel.before(layers[0]))}  # the trunk is the last step
-        nll = {k: [NAN] * self.n_samples for k in layers}
         last_rows, picked = [], []
         for j in range(layers[0], L):
-            rows = [(s, k) for k in streams for s in range(self.n_samples)]
-            out = {k: [None] * self.n_samples for k in streams}
+            rows = [(s, k) for k in streams for s in samples]
+            out = {k: {} for k in streams}
             heads = sel.at(j)  # masked in the trunk's rows only
-            for p in self._pack(rows):
+            for p in self._pack(rows) if rows else []:
                 hidden, kwargs = blocks.packed_inputs(self.model, p, [streams[k][s] for s, k in p.rows])
                 masked = [(i, heads) for i, (_, k) in enumerate(p.rows) if k == last_step] if heads else []
                 hooks = self._hooks(j, p, masked)
                 if j == L - 1:
                     picked.append(self._run_to_targets(j, hidden, kwargs, hooks, p))
                     last_rows += p.rows
-                    self.on_rows(len(p.rows))
+                    self._rows_done(len(p.rows))
                     continue
                 hidden = self._run(j, j + 1, hidden, kwargs, hooks)
                 for (s, k), state in zip(p.rows, blocks.unpack(p, hidden)):
@@ -132,9 +200,7 @@ class Engine:
             streams = out
             if j in layers and j != last_step:
                 streams[j] = streams[last_step]  # step j: masked up to j, unmasked from here on
-        for (s, k), v in zip(last_rows, self._target_nll(torch.cat(picked), last_rows).tolist()):
-            nll[k][s] = v
-        return [set_loss(nll[k]) for k in layers]
+        return dict(zip(last_rows, self._target_nll(torch.cat(picked), last_rows).tolist())) if last_rows else {}
 
     # -- the trunk
 
@@ -169,7 +235,7 @@ class Engine:
         return [(hook_z_name(layer), zero_heads_hook(blocks.keep_per_position(p, masked, self.model.n_heads)))]
 
     def _run(self, start: int, stop: int, hidden: Tensor, kwargs: dict, hooks: list) -> Tensor:
-        hidden = blocks.run_blocks(self.model, start, stop, hidden, kwargs, hooks)
+        hidden = blocks.run_blocks(self.model, start, stop, hidden, kwargs, hooks, self.attention)
         self.flops.blocks(hidden.shape[0], hidden.shape[1], stop - start)
         return hidden
 
@@ -179,10 +245,10 @@ class Engine:
         lines, cols = blocks.target_positions(p, n_targets, hidden.device)
         last = self.model.n_layers - 1
         if start > last:  # past the last block: `hidden` is already its output
-            return hidden[lines, cols]
+            return blocks.at(hidden, lines, cols)
         block = self.model.hf_model.model.layers[last]
-        if not self._llama or start == last or blocks.has_hook_on_a_hook_point(block):  # the last block runs whole
-            return self._run(start, last + 1, hidden, kwargs, hooks)[lines, cols]
+        if not self._llama or start == last or not blocks.can_run_at_targets(block):  # the last block runs whole
+            return blocks.at(self._run(start, last + 1, hidden, kwargs, hooks), lines, cols)
         hidden = self._run(start, last, hidden, kwargs, hooks)
         self.flops.last_block_at_targets(hidden.shape[0], hidden.shape[1], len(cols))
         return blocks.llama_block_at(self.model, block, hidden, kwargs, lines, cols)

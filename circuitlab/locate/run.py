@@ -18,6 +18,7 @@ from typing import Callable
 from circuitlab.circuit import Circuit, ExcludedCircuit, LocateRun, ModelInfo, Sample, TaskInfo
 from circuitlab.errors import CircuitlabError
 from circuitlab.locate.config import LocateConfig
+from circuitlab.locate.distributed import Shard
 from circuitlab.locate.engine import Engine
 from circuitlab.locate.evaluator import PlainEvaluator
 from circuitlab.locate.samples import samples_fingerprint
@@ -34,7 +35,8 @@ def settings_of(model, info: ModelInfo, task: TaskInfo, samples: list[Sample], c
         "model": asdict(info), "task": asdict(task), "samples": [asdict(s) for s in samples],
         "strategy": config.strategy, "n": plan.n, "seeds": list(config.seeds),
         "layers": [plan.layers[0], plan.layers[-1]], "prescreen": config.prescreen,
-        "max_batch_tokens": config.max_batch_tokens, "plain": config.plain, "plain_batch_size": config.plain_batch_size,
+        "max_batch_tokens": config.max_batch_tokens, "attention": config.attention, "plain": config.plain,
+        "plain_batch_size": config.plain_batch_size,
         "circuit": config.circuit.head_list if config.circuit else None, "device": device, "dtype": dtype,
     }
 
@@ -61,10 +63,11 @@ def locate(
     task = task or TaskInfo("custom", "samples", samples_fingerprint(samples), None)
     strategy = config.method
     settings = settings_of(model, info, task, samples, config, plan)
-    saved = Checkpoint(checkpoint, settings)
+    shard = Shard.current()  # several processes share the work when torchrun started them
+    saved = Checkpoint(checkpoint, settings, writes=shard.is_main)
     start = time.perf_counter()
 
-    bar = progress_bar(sum(s.units(plan) for s in strategy.steps(plan)), config.strategy, progress)
+    bar = progress_bar(sum(s.units(plan) for s in strategy.steps(plan)), config.strategy, progress and shard.is_main)
 
     def on_start(step: Step, replayed: bool) -> None:
         bar.set_description(f"{config.strategy}: {step.describe(model.n_layers)}")
@@ -75,7 +78,7 @@ def locate(
                 on_start, on_step)
     on_rows = lambda rows: bar.update(rows / len(samples))  # noqa: E731
     ev = (PlainEvaluator(model, samples, config.plain_batch_size, on_rows=on_rows) if config.plain
-          else Engine(model, samples, config.max_batch_tokens, on_rows=on_rows))
+          else Engine(model, samples, config.max_batch_tokens, on_rows=on_rows, shard=shard, attention=config.attention))
     with bar:
         found = strategy.locate(ev, plan, memo)
     seconds = saved.elapsed + time.perf_counter() - start
@@ -90,6 +93,7 @@ def locate(
             max_batch_tokens=config.max_batch_tokens, prescreen=config.prescreen,
             seeds=list(config.seeds) if strategy.seeded else [], resumed_steps=memo.replayed,
             engine_flops=ev.flops.total if isinstance(ev, Engine) else None, settings=fingerprint(settings),
+            processes=shard.world,
         ),
         timings={"locate_s": round(seconds, 3)}, versions=package_versions(),
     )
@@ -109,11 +113,13 @@ def locate_to(
 ) -> Circuit:
     """`locate` with `path.partial.json` as its checkpoint, then the circuit saved to `path` and the
     checkpoint removed. `finish(circuit)` may add to the circuit before it is saved. With `reuse`, a
-    circuit at `path` located with the same settings is returned instead of locating again."""
+    circuit at `path` located with the same settings is returned instead of locating again. In a
+    multi-process run the first process decides and writes; all return the same circuit."""
     path = Path(path)
     config = config or LocateConfig()
-    if reuse and path.is_file():
-        done = _reusable(path, model, samples, config, task)
+    shard = Shard.current()
+    if reuse:
+        done = shard.broadcast(_reusable(path, model, samples, config, task) if shard.is_main else None)
         if done is not None:
             log(f"{path}: located already with these settings, reused")
             return done
@@ -121,8 +127,10 @@ def locate_to(
     circuit = locate(model, samples, config, task, checkpoint=ckpt, progress=progress, on_step=on_step)
     if finish is not None:
         finish(circuit)
-    circuit.save(path)
-    ckpt.unlink(missing_ok=True)
+    if shard.is_main:
+        circuit.save(path)
+        ckpt.unlink(missing_ok=True)
+    shard.barrier()
     return circuit
 
 
@@ -131,6 +139,8 @@ def fingerprint(settings: dict) -> str:
 
 
 def _reusable(path: Path, model, samples, config: LocateConfig, task) -> Circuit | None:
+    if not path.is_file():
+        return None
     try:
         old = Circuit.load(path)
     except CircuitlabError:

@@ -87,9 +87,12 @@ class Encoded:
     targets: tuple[int, ...]
 
 
-def encode_samples(model, samples: list[Sample]) -> list[Encoded]:
+def encode_samples(model, samples: list[Sample] | list[Encoded]) -> list[Encoded]:
+    """Samples as token ids (already encoded ones, e.g. the random tokens of a benchmark, as they are)."""
     from circuitlab.scoring import encode_pair, max_length, model_input
 
+    if samples and all(isinstance(s, Encoded) for s in samples):
+        return list(samples)
     limit = max_length(model)
     out = []
     for i, s in enumerate(samples):

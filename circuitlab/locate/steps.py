@@ -85,10 +85,12 @@ def checkpoint_path(out: str | Path) -> Path:
 
 
 class Checkpoint:
-    """`<out>.partial.json`: the settings and every finished step, rewritten atomically after each."""
+    """`<out>.partial.json`: the settings and every finished step, rewritten atomically after each.
+    Every process of a multi-process run reads it; only the one that `writes` writes it."""
 
-    def __init__(self, path: str | Path | None, settings: dict):
+    def __init__(self, path: str | Path | None, settings: dict, writes: bool = True):
         self.path = None if path is None else Path(path)
+        self.writes = writes
         self.settings = json.loads(json.dumps(settings))
         self.done, self.elapsed = self._load()
 
@@ -101,13 +103,15 @@ class Checkpoint:
             print(f"circuitlab: ignoring unreadable checkpoint ({e}); starting over", file=sys.stderr)
             return {}, 0.0
         if not isinstance(saved, dict) or saved.get("config") != self.settings:
-            print(f"circuitlab: checkpoint {self.path} was made with other settings; starting over", file=sys.stderr)
+            if self.writes:
+                print(f"circuitlab: checkpoint {self.path} was made with other settings; starting over", file=sys.stderr)
             return {}, 0.0
-        print(f"circuitlab: resuming from {self.path} ({len(saved.get('done', {}))} steps done)", file=sys.stderr)
+        if self.writes:
+            print(f"circuitlab: resuming from {self.path} ({len(saved.get('done', {}))} steps done)", file=sys.stderr)
         return dict(saved.get("done", {})), float(saved.get("elapsed_s", 0.0))
 
     def save(self, done: dict, elapsed: float) -> None:
-        if self.path is not None:
+        if self.path is not None and self.writes:
             write_json_atomic(self.path, {"config": self.settings, "done": done, "elapsed_s": elapsed})
 
 

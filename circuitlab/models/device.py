@@ -1,14 +1,10 @@
-"""Where and in what precision a model runs: checked before anything is loaded."""
+"""Devices and precisions: checked against this machine before anything is loaded."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 
 from circuitlab.errors import ConfigError
-from circuitlab.models.names import EMBEDDED
-from circuitlab.settings import check_settings, setting
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_DTYPE = "float32"
@@ -43,14 +39,6 @@ def check_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-@dataclass
-class ModelConfig:
-    """Which model, where and in what precision: the options every command that loads one shares."""
-
-    model: str = setting(EMBEDDED, "alias, hub id or local directory")
-    device: str = setting(DEFAULT_DEVICE, "torch device: cpu, cuda, cuda:N, mps")
-    dtype: str = setting(DEFAULT_DTYPE, "precision of the weights", choices=tuple(DTYPES))
-
-    def __post_init__(self) -> None:
-        check_settings(self)
-        check_device(self.device)
+def default_dtype(device: torch.device) -> str:
+    """bfloat16 on CUDA (what 7B models run in there), float32 elsewhere."""
+    return "bfloat16" if device.type == "cuda" else DEFAULT_DTYPE

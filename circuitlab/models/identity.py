@@ -106,15 +106,30 @@ def _first_difference(want: Mapping[str, list], have: Mapping[str, list]) -> str
 
 
 def weight_fingerprint(model: torch.nn.Module) -> str:
-    """A cheap hash of names, shapes and a strided sample of every parameter's values."""
+    """A cheap hash of names, shapes and a strided sample of every parameter's values (the same for a
+    model dispatched over devices, offloaded weights included)."""
     h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
+    for name, p in _state(model):
         flat = p.detach().reshape(-1)
         step = max(1, flat.numel() // 256)
         sample = flat[::step][:256].to("cpu", torch.float32).numpy()
         h.update(f"{name}:{tuple(p.shape)}".encode())
         h.update(sample.tobytes())
     return h.hexdigest()[:16]
+
+
+def _state(model: torch.nn.Module):
+    """The state dict's (name, tensor) pairs by name; weights accelerate offloaded are read back one
+    module at a time."""
+    for name, t in sorted(model.state_dict().items()):
+        if t.device.type == "meta":
+            from accelerate.utils import align_module_device
+
+            owner_name, _, leaf = name.rpartition(".")
+            owner = model.get_submodule(owner_name)
+            with align_module_device(owner, "cpu"):
+                t = getattr(owner, leaf).detach().to("cpu", copy=True)
+        yield name, t
 
 
 def _weight(module, path: str):

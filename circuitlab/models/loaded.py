@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 
-from circuitlab.models.device import DEFAULT_DEVICE, DEFAULT_DTYPE, check_device, resolve_dtype
+from circuitlab.models.device import DEFAULT_DEVICE
+from circuitlab.models.placement import input_device, placement
 from circuitlab.models.identity import ModelDims, ModelIdentity, weight_fingerprint
 from circuitlab.models.names import resolve
 from circuitlab.models.sources import load_hf
@@ -57,7 +59,8 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.hf_model.parameters()).device
+        """Where input ids go (a dispatched model's first device)."""
+        return input_device(self.hf_model)
 
     def fingerprint(self) -> str:
         return weight_fingerprint(self.hf_model)
@@ -68,17 +71,25 @@ class LoadedModel:
 
 def load_model(
     name: str,
-    device: str | torch.device = DEFAULT_DEVICE,
-    dtype: str | torch.dtype = DEFAULT_DTYPE,
+    device: str | torch.device | None = DEFAULT_DEVICE,
+    dtype: str | torch.dtype = "auto",
     revision: str | None = None,
+    device_map: str | dict | None = None,
+    max_memory: str | None = None,
 ) -> LoadedModel:
-    """Load `name` as a TransformerBridge (eager attention, raw HF weights) plus its tokenizer."""
+    """Load `name` as a TransformerBridge (eager attention, raw HF weights) plus its tokenizer: on one
+    `device`, or dispatched by `device_map` (accelerate's semantics; `max_memory` "0=20GiB,cpu=60GiB").
+    `dtype` "auto" is bfloat16 on CUDA and float32 elsewhere."""
     from transformer_lens.model_bridge import TransformerBridge
 
     src = resolve(name)
-    device, dtype = check_device(device), resolve_dtype(dtype)
-    model, tok = load_hf(src, dtype, revision)
-    bridge = TransformerBridge.boot_transformers(src.bridge_name, hf_model=model.to(device), tokenizer=tok,
-                                                 dtype=dtype)
+    if isinstance(dtype, torch.dtype):
+        dtype = str(dtype).removeprefix("torch.")
+    dmap = json.dumps(device_map) if isinstance(device_map, dict) else device_map
+    where = placement(None if device is None else str(device), dtype, dmap, max_memory)
+    model, tok = load_hf(src, revision=revision, where=where)
+    if not where.dispatched:
+        model = model.to(where.device)
+    bridge = TransformerBridge.boot_transformers(src.bridge_name, hf_model=model, tokenizer=tok, dtype=where.dtype)
     bridge.eval()
     return LoadedModel(name=name, hf_id=src.hf_id, revision=revision, bridge=bridge, tokenizer=tok)

@@ -16,6 +16,7 @@ from circuitlab.errors import CircuitlabError
 from circuitlab.io import write_dir_atomic
 from circuitlab.models import hub
 from circuitlab.models.device import DEFAULT_DTYPE, resolve_dtype
+from circuitlab.models.placement import Placement, dispatch, offload_folder
 from circuitlab.models.names import TINY_CONFIGS, ModelSource, resolve
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -28,16 +29,24 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def load_hf(name: str | ModelSource, dtype: str | torch.dtype = DEFAULT_DTYPE, revision: str | None = None):
-    """(AutoModelForCausalLM in eval mode, on the CPU, eager attention; its tokenizer, with a pad token)."""
+def load_hf(name: str | ModelSource, dtype: str | torch.dtype = DEFAULT_DTYPE, revision: str | None = None,
+            where: Placement | None = None):
+    """(AutoModelForCausalLM in eval mode, eager attention; its tokenizer, with a pad token): on the CPU,
+    or dispatched over the devices of `where.device_map` (then `where.dtype` is the precision)."""
     src = resolve(name) if isinstance(name, str) else name
-    dtype = resolve_dtype(dtype)
+    dtype = where.dtype if where is not None else resolve_dtype(dtype)
+    dispatch_kw = {}
+    if where is not None and where.dispatched:
+        dispatch_kw = {"device_map": where.device_map, "max_memory": where.max_memory,
+                       "offload_folder": offload_folder()}
     if src.kind == "embedded":
-        model, tok = _embedded(dtype)
+        model, tok = _embedded(dtype, **dispatch_kw)
     elif src.kind == "tiny":
         model, tok = tiny_model(src.name, dtype)
+        if dispatch_kw:
+            model = dispatch(model, where)
     else:
-        model, tok = _pretrained(src, dtype, revision)
+        model, tok = _pretrained(src, dtype, revision, **dispatch_kw)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return model.eval(), tok
@@ -70,7 +79,7 @@ def _smollm2_dir() -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
-def _embedded(dtype: torch.dtype):
+def _embedded(dtype: torch.dtype, **dispatch_kw):
     """Dequantize the GGUF once, then load the safetensors cache."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -84,7 +93,7 @@ def _embedded(dtype: torch.dtype):
         model.config.__dict__.pop("quantization_config", None)
         write_dir_atomic(cached, lambda tmp: [obj.save_pretrained(tmp) for obj in (tok, model)])
     tok = AutoTokenizer.from_pretrained(cached)
-    model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, attn_implementation="eager")
+    model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, attn_implementation="eager", **dispatch_kw)
     return model, tok
 
 
@@ -126,13 +135,13 @@ def tiny_model(name: str, dtype: torch.dtype = torch.float32, seed: int = 0):
 # -- hub ids and local directories -----------------------------------------------------------------
 
 
-def _pretrained(src: ModelSource, dtype: torch.dtype, revision: str | None):
+def _pretrained(src: ModelSource, dtype: torch.dtype, revision: str | None, **dispatch_kw):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     def load(**kw):
         tok = AutoTokenizer.from_pretrained(src.hf_id, revision=revision, **kw)
         model = AutoModelForCausalLM.from_pretrained(src.hf_id, dtype=dtype, revision=revision,
-                                                     attn_implementation="eager", **kw)
+                                                     attn_implementation="eager", **dispatch_kw, **kw)
         return model, tok
 
     return _from_hub(src, load)

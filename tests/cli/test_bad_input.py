@@ -75,6 +75,14 @@ CASES = [
     (LOCATE + ["--device", "gpu"], "--device is not a torch device"),
     (LOCATE + ["--dtype", "fp8"], "invalid choice: 'fp8'"),
     (LOCATE + ["--model", "no-such-model"], "unknown model 'no-such-model'"),
+    (LOCATE + ["--processes", "2"], "--processes 2: it was not started by torchrun"),
+    (LOCATE + ["--device-map", '{{"model.layers.0": "cuda:3"}}'], "--device-map names 'cuda:3'"),
+    (LOCATE + ["--device-map", '{{"model.layers.0": 1}}'], "--device-map names 1"),
+    (LOCATE + ["--device-map", "nowhere"], "--device-map must be one of auto, balanced"),
+    (LOCATE + ["--device-map", "auto", "--max-memory", "0=lots"], "--max-memory must be DEVICE=SIZE"),
+    (LOCATE + ["--device-map", "auto", "--max-memory", "5=10GiB"], "--max-memory names 5"),
+    (LOCATE + ["--max-memory", "cpu=1GiB"], "--max-memory bounds a device map"),
+    (LOCATE + ["--device", "cuda", "--device-map", "auto"], "--device and --device-map both place the model"),
     (LOCATE + ["--model", "llama2-7b"], "not in the local cache"),
     (SELECT[:4] + ["nope", "--out", "{out}/c.json"], "unknown task 'nope'"),
     (["locate", "--model", "tiny-llama", "--out", "{out}/c.json"], "--task is needed"),
@@ -162,12 +170,14 @@ def test_bad_input(case, inputs, data_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     if AFTER_LOAD not in when:
         import circuitlab.models
+        import circuitlab.models.loaded
 
         def no_loading(*args, **kwargs):
             raise AssertionError("a model was loaded before the bad input was found")
 
-        for name in ("load_model", "load_hf"):  # the bridge, and plain HF models (export, merge)
-            monkeypatch.setattr(circuitlab.models, name, no_loading)
+        for module, name in ((circuitlab.models, "load_model"), (circuitlab.models.loaded, "load_model"),
+                             (circuitlab.models, "load_hf")):  # the bridge, and plain HF models (export, merge)
+            monkeypatch.setattr(module, name, no_loading)
     before = sorted(inputs.rglob("*"))
     out = tmp_path / "out"
     one_line_error(capsys, [a.format(**{"in": inputs, "out": out, "data": data_dir}) for a in argv], match)
@@ -199,3 +209,11 @@ def test_an_error_while_a_progress_bar_is_open_is_the_last_line(tmp_path, capsys
     assert code == 2 and "%|" in err  # a bar was drawn
     assert visible[-1] == "circuitlab: error: out of something in the middle of a layer"
     assert not (tmp_path / "c.json").exists()
+
+
+@pytest.mark.parametrize("command", [["eval", "--model", "tiny-llama", "--task", "capitals"], ["tasks"],
+                                     FINETUNE + ["--method", "lora"]])
+def test_commands_that_run_in_one_process_refuse_torchrun(command, inputs, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    one_line_error(capsys, [a.format(**{"in": inputs, "out": tmp_path / "out"}) for a in command],
+                   "runs in one process")

@@ -5,7 +5,7 @@ import torch
 
 from circuitlab.errors import ConfigError
 from circuitlab.models import check_device, resolve_dtype
-from circuitlab.models.device import ModelConfig
+from circuitlab.models.config import ModelConfig
 
 
 def test_cpu_and_known_dtypes():

@@ -1,0 +1,106 @@
+"""Several processes, one result: `torchrun --nproc-per-node N -m circuitlab locate ...`.
+
+Every process (rank) holds a replica of the model and computes the trunk; each layer's candidate x
+sample rows are shared out so that every rank runs about the same number of tokens, and the
+per-row losses are all-gathered, so every rank holds the same numbers and makes the same choice.
+Rank 0 alone writes checkpoints, circuits and figures and draws the progress bar. The gloo backend
+runs on CPUs, NCCL on GPUs. Nothing here runs when only one process was started.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place among the processes of one run."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def current(cls) -> "Shard":
+        """The initialised process group's ranks, or a single process."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+        return cls()
+
+    def gather(self, obj: T) -> list[T]:
+        """Every rank's `obj`, in rank order, on every rank."""
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast(self, obj: T) -> T:
+        """Rank 0's `obj` on every rank."""
+        if self.world == 1:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+def launched_world() -> int:
+    """How many processes torchrun or `accelerate launch` started (1 without them)."""
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+
+def start(device_type: str) -> Shard:
+    """Join the process group torchrun set up (NCCL for CUDA, gloo otherwise); a single process as is."""
+    if launched_world() == 1:
+        return Shard()
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        if device_type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+    return Shard.current()
+
+
+def share(items: Sequence[T], cost: Callable[[T], float], shard: Shard) -> list[T]:
+    """This rank's part of `items`: longest first, each to the rank with the least work so far (ties:
+    the lowest rank), the same split on every rank; returned in the items' own order."""
+    if shard.world == 1:
+        return list(items)
+    load = [0.0] * shard.world
+    mine = set()
+    for i in sorted(range(len(items)), key=lambda i: (-cost(items[i]), i)):
+        rank = min(range(shard.world), key=lambda r: (load[r], r))
+        load[rank] += cost(items[i])
+        if rank == shard.rank:
+            mine.add(i)
+    return [items[i] for i in sorted(mine)]
+
+
+def merged(parts: list[dict]) -> dict:
+    """The ranks' {row: value} dicts as one."""
+    out: dict = {}
+    for part in parts:
+        out.update(part)
+    return out

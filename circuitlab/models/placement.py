@@ -1,0 +1,129 @@
+"""Where a model's weights go: one device, or dispatched over several by a device map, and in what
+precision. Everything is checked against this machine before anything is loaded.
+
+A device map is one of accelerate's strategies (`auto`, `balanced`, `balanced_low_0`, `sequential`,
+bounded by `--max-memory`) or an explicit JSON object of module name -> device (an int is a CUDA
+index; `cpu`, `disk` and `cuda:N` are also allowed). The model is then loaded dispatched, as
+`from_pretrained(device_map=...)` does, and wrapped in the bridge as it is: each block runs on its
+device and hidden states move with it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from circuitlab.errors import ConfigError
+from circuitlab.models.device import check_device, default_dtype, resolve_dtype
+
+DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Placement:
+    device: torch.device | None  # one device, or None when dispatched
+    device_map: str | dict | None
+    max_memory: dict | None
+    dtype: torch.dtype
+
+    @property
+    def dispatched(self) -> bool:
+        return self.device_map is not None
+
+
+def placement(device: str | None, dtype: str | None, device_map: str | None = None,
+              max_memory: str | None = None) -> Placement:
+    """Check the four options together and resolve `dtype` "auto" (bfloat16 on CUDA, else float32)."""
+    if device_map is None and max_memory is not None:
+        raise ConfigError("max_memory", "bounds a device map; give --device-map auto|balanced|sequential too")
+    if device_map is None:
+        dev = check_device(device or "cpu")
+        return Placement(dev, None, None, resolve_dtype(default_dtype(dev) if dtype in (None, "auto") else dtype))
+    if device not in (None, "cpu"):
+        raise ConfigError("device", "and --device-map both place the model; give one of them")
+    dmap = parse_device_map(device_map)
+    memory = parse_max_memory(max_memory) if max_memory is not None else None
+    targets = set(memory or {}) | (set(dmap.values()) if isinstance(dmap, dict) else set())
+    on_cuda = any(isinstance(t, int) or str(t).startswith("cuda") for t in targets) or (
+        isinstance(dmap, str) and torch.cuda.is_available())
+    resolved = resolve_dtype(("bfloat16" if on_cuda else "float32") if dtype in (None, "auto") else dtype)
+    return Placement(None, dmap, memory, resolved)
+
+
+def parse_device_map(text: str) -> str | dict:
+    if text in DEVICE_MAPS:
+        return text
+    try:
+        dmap = json.loads(text)
+    except json.JSONDecodeError:
+        raise ConfigError("device_map", f"must be one of {', '.join(DEVICE_MAPS)} or a JSON object of module "
+                                        f"-> device; got {text!r}") from None
+    if not isinstance(dmap, dict) or not dmap:
+        raise ConfigError("device_map", "as JSON must be an object of module name -> device")
+    return {str(k): _target(v, "device_map") for k, v in dmap.items()}
+
+
+def parse_max_memory(text: str) -> dict:
+    """"0=20GiB,1=20GiB,cpu=60GiB" -> {0: "20GiB", 1: "20GiB", "cpu": "60GiB"} (accelerate's form)."""
+    memory = {}
+    for part in text.split(","):
+        key, sep, size = part.partition("=")
+        if not sep or not SIZE.match(size):
+            raise ConfigError("max_memory", f"must be DEVICE=SIZE,... like 0=20GiB,cpu=60GiB; got {text!r}")
+        memory[_target(key.strip(), "max_memory")] = size.strip()
+    return memory
+
+
+def _target(value, field: str):
+    """A device map target: an int (CUDA index), "cpu", "disk", "mps" or "cuda:N", that this machine has."""
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if value == "disk":
+        return value
+    name = f"cuda:{value}" if isinstance(value, int) else str(value)
+    try:
+        check_device(name)
+    except ConfigError as e:
+        raise ConfigError(field, f"names {value!r}: {e.problem}") from None
+    return value
+
+
+@lru_cache(maxsize=1)
+def offload_folder() -> str:
+    """Where weights a device map sends to "disk" are kept, for this process."""
+    return tempfile.mkdtemp(prefix="circuitlab-offload-")
+
+
+def dispatch(model, where: Placement):
+    """A model built in memory (the tiny test models) dispatched as `from_pretrained` would do it."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    dmap = where.device_map
+    if isinstance(dmap, str):
+        no_split = getattr(model, "_no_split_modules", None)
+        memory = where.max_memory
+        if dmap != "sequential":
+            memory = get_balanced_memory(model, max_memory=memory, no_split_module_classes=no_split,
+                                         low_zero=dmap == "balanced_low_0")
+        dmap = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split)
+    return dispatch_model(model, device_map=dmap, offload_dir=offload_folder())
+
+
+def input_device(hf_model) -> torch.device:
+    """Where a model's input ids go: the device its embedding computes on."""
+    dmap = getattr(hf_model, "hf_device_map", None)
+    if dmap:
+        for name in ("model.embed_tokens", "model", ""):
+            if name in dmap:
+                target = dmap[name]
+                return torch.device(f"cuda:{target}" if isinstance(target, int) else
+                                    "cpu" if target == "disk" else target)
+    weight = hf_model.get_input_embeddings().weight
+    return weight.device if weight.device.type != "meta" else torch.device("cpu")
