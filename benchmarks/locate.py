@@ -12,12 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
+import sys
 import time
 
 import torch
 
 from circuitlab.locate import LocateConfig, locate, locating_samples, parse_layers
 from circuitlab.models import load_model
+from circuitlab.provenance import package_versions
 
 
 def timed(fn):
@@ -70,6 +73,8 @@ def main() -> None:
     p.add_argument("--compare-dtype", choices=("bfloat16", "float16"),
                    help="also time the engine on the model loaded in this precision (same samples): its speed-up "
                         "over the float32 engine, and its heads against the float32 circuit's")
+    p.add_argument("--rounds", type=int, default=1, help="with --compare-dtype: alternate the two engines this "
+                   "many times and report the median ratio")
     p.add_argument("--attention", choices=("eager", "sdpa"), default="eager", help="the engine's attention")
     p.add_argument("--json", help="also write the numbers here")
     args = p.parse_args()
@@ -100,14 +105,20 @@ def main() -> None:
     if args.compare_dtype:
         low_model = load_model(args.model, dtype=args.compare_dtype)
         low, l_wall, l_cpu = run(on=low_model)
+        ratios = [e_wall / l_wall]
+        for _ in range(args.rounds - 1):  # alternate, so that the machine's drift hits both alike
+            ratios.append(run()[1] / run(on=low_model)[1])
+        ratio = statistics.median(ratios)
         exact = set(engine.head_list)
         overlap = len(exact & set(low.head_list)) / len(exact)
         layers_same = sum(low.heads.get(la) == hs for la, hs in engine.heads.items())
         print(f"{args.compare_dtype}: {l_wall:8.1f} s wall {l_cpu:8.1f} s CPU: {e_wall / l_wall:.2f}x the float32 "
-              f"engine (CPU {e_cpu / l_cpu:.2f}x); head overlap with the float32 circuit {overlap:.1%} "
+              f"engine (CPU {e_cpu / l_cpu:.2f}x); median over {len(ratios)} alternating round(s) {ratio:.2f}x "
+              f"({', '.join(f'{r:.2f}' for r in ratios)}); head overlap with the float32 circuit {overlap:.1%} "
               f"({layers_same}/{len(engine.heads)} layers the same), final loss {low.loss_curve[-1]:.4f} vs "
               f"{engine.loss_curve[-1]:.4f}", flush=True)
-        out[args.compare_dtype] = {"wall_s": l_wall, "cpu_s": l_cpu, "speedup": e_wall / l_wall, "overlap": overlap,
+        out[args.compare_dtype] = {"wall_s": l_wall, "cpu_s": l_cpu, "speedup": e_wall / l_wall,
+                                   "speedup_per_round": ratios, "speedup_median": ratio, "overlap": overlap,
                                    "layers_same": layers_same, "heads": low.heads,
                                    "final_loss": low.loss_curve[-1], "float32_final_loss": engine.loss_curve[-1]}
         del low_model
@@ -141,6 +152,9 @@ def main() -> None:
           f"matmul [4096x{model.d_model}]@[{model.d_model}x{4 * model.d_model}] {mm / 1e9:.1f} GFLOP/s "
           f"({flops / e_wall / mm:.0%})", flush=True)
     out["flops"] = {"engine_flop_per_s": flops / e_wall, "matmul_flop_per_s": mm}
+    out["command"] = "python benchmarks/locate.py " + " ".join(sys.argv[1:])
+    out["torch_threads"] = torch.get_num_threads()
+    out["versions"] = package_versions()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1, default=str)
