@@ -128,6 +128,7 @@ class Circuit:
     run: LocateRun | None = None
     timings: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    protocol: str = "paper"  # `circuitlab.protocol`: the paper's text or the official code's (absent = paper)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -194,6 +195,7 @@ class Circuit:
                 run=LocateRun(**d["run"]) if d.get("run") else None,
                 timings=dict(d.get("timings") or {}),
                 versions=dict(d.get("versions") or {}),
+                protocol=str(d.get("protocol") or "paper"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CircuitlabError(f"malformed circuit {source}: {type(e).__name__}: {e}") from None
@@ -202,6 +204,9 @@ class Circuit:
 
     @classmethod
     def load(cls, path: str | Path) -> "Circuit":
+        if Path(path).suffix == ".pt":  # the official code's info.pt names no model: converting it needs one
+            raise CircuitlabError(f"{path} is a torch file, not a circuit JSON; convert the official code's info.pt "
+                                  f"with `circuitlab official-import {path} --model MODEL --out CIRCUIT.json`")
         return cls.from_dict(read_json_object(path, "circuit file"), source=str(path))
 
     # -- belonging to a model --------------------------------------------------------------------

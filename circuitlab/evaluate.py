@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from circuitlab.io import write_json_atomic
+from circuitlab.protocol import DEFAULT_PROTOCOL, PROTOCOL_NAMES, get_protocol
 from circuitlab.scoring import BATCH_SIZE, DocScore, score_docs
 from circuitlab.settings import check_settings, setting
 from circuitlab.tasks import Doc, Task, data_fingerprint, get_task, load_docs
@@ -18,6 +19,8 @@ class EvalConfig:
     split: str | None = setting(None, "split to evaluate (default: the task's evaluation split)")
     limit: int | None = setting(None, "evaluate only the first N documents", minimum=1)
     batch_size: int = setting(BATCH_SIZE, "sequences per forward", minimum=1)
+    protocol: str = setting(DEFAULT_PROTOCOL, "paper: current lm-eval scoring; official: the official code's "
+                                              "lm-eval 0.3 (see README)", choices=PROTOCOL_NAMES)
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -42,6 +45,7 @@ class EvalResult:
     data_fingerprint: str
     seconds: float
     predictions: list[Prediction] = field(default_factory=list)
+    protocol: str = DEFAULT_PROTOCOL  # results are comparable only when their protocols match
 
     def save(self, path: str | Path) -> Path:
         return write_json_atomic(path, asdict(self))
@@ -89,13 +93,15 @@ def evaluate(
     batch_size: int = BATCH_SIZE,
     progress: bool = True,
     docs: list[Doc] | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> EvalResult:
     """`docs` (already loaded, e.g. to check the split before loading the model) skips the loading."""
+    protocol = get_protocol(protocol).name  # an unknown name fails before any scoring
     task = get_task(task) if isinstance(task, str) else task
     split = split or task.eval_split
     docs = docs if docs is not None else load_docs(task, split, data_dir, limit=limit)
     start = time.perf_counter()
-    scores = score_docs(model, docs, batch_size=batch_size, progress=progress)
+    scores = score_docs(model, docs, batch_size=batch_size, progress=progress, protocol=protocol, task=task)
     seconds = time.perf_counter() - start
     predictions = [Prediction(s.index, s.gold, s.pred, s.pred_norm, s.logprobs) for s in scores]
     return EvalResult(
@@ -107,4 +113,5 @@ def evaluate(
         data_fingerprint=data_fingerprint(docs),
         seconds=seconds,
         predictions=predictions,
+        protocol=protocol,
     )

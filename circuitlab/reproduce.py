@@ -24,6 +24,7 @@ from circuitlab.locate import Engine, LocateConfig, locate_to, locating_samples
 from circuitlab.locate.distributed import Shard
 from circuitlab.locate.blocks import ATTENTION
 from circuitlab.locate.engine import MAX_BATCH_TOKENS
+from circuitlab.protocol import DEFAULT_PROTOCOL, PROTOCOL_NAMES
 from circuitlab.scoring import N_SAMPLES
 from circuitlab.report.figures import write_report_figures
 from circuitlab.report.readme import write_readme
@@ -58,6 +59,8 @@ class ReproduceConfig:
                                                   f"holds on CUDA, {MAX_BATCH_TOKENS} elsewhere", parse=int_or_auto)
 
     attention: str = setting("eager", "how the engine computes attention (see locate)", choices=ATTENTION)
+    protocol: str = setting(DEFAULT_PROTOCOL, "the paper's text or the official code's (see locate)",
+                            choices=PROTOCOL_NAMES)
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -66,9 +69,11 @@ class ReproduceConfig:
     def key(self, model, task: str, split: str) -> dict:
         """The settings a finished task is reused for. Tokens per forward and the attention kernel change
         float rounding only: "auto" is recorded as MAX_BATCH_TOKENS, which the finished tasks of earlier
-        runs recorded, and the attention kernel not at all."""
+        runs recorded, and the attention kernel not at all. The protocol is recorded when it is not
+        `paper`, so the tasks finished before it existed are still reused."""
         tokens = MAX_BATCH_TOKENS if self.max_batch_tokens == "auto" else self.max_batch_tokens
-        settings = {k: v for k, v in asdict(self).items() if k != "attention"}
+        settings = {k: v for k, v in asdict(self).items()
+                    if k != "attention" and not (k == "protocol" and v == "paper")}
         return {"model": model.name, "fingerprint": model.fingerprint(), "task": task, "split": split,
                 **settings, "random_seeds": list(self.random_seeds), "max_batch_tokens": tokens}
 
@@ -98,9 +103,10 @@ def finished(path: Path, key: dict) -> Circuit | None:
 
 
 def all_docs_curve(model, circuit: Circuit, docs: list, max_batch_tokens: int | str, progress: bool = True,
-                   attention: str = "eager") -> AllDocsCurve:
+                   attention: str = "eager", protocol: str = DEFAULT_PROTOCOL) -> AllDocsCurve:
     """The circuit's masks (layers 0..k) on many documents, whether the model gets them right or not."""
-    ev = Engine(model, [Sample(d.prompt, d.target, d.index) for d in docs], max_batch_tokens, attention=attention)
+    ev = Engine(model, [Sample(d.prompt, d.target, d.index) for d in docs], max_batch_tokens, attention=attention,
+                protocol=protocol)
     with tqdm(total=2, desc=f"all-docs curve ({len(docs)} docs)", unit="step", disable=not progress,
               leave=False) as bar:
         baseline = ev.losses(0, HeadMask(), [None])[0]
@@ -123,21 +129,24 @@ def reproduce_task(model, task: str, data_dir, out_dir: str | Path, config: Repr
     if path.exists():
         log(f"{task}: {path} was made with other settings; locating again")
     start = time.perf_counter()
-    samples, info = locating_samples(model, task, data_dir, split, config.samples, config.max_docs, progress)
+    samples, info = locating_samples(model, task, data_dir, split, config.samples, config.max_docs, progress,
+                                     protocol=config.protocol)
     log(f"{task}: {len(samples)} samples from {info.n_docs_scored} {split} docs")
     found = {}
     for strategy in STRATEGIES:
         part = circuit_path(out_dir, task, strategy)
         seeds = config.random_seeds if strategy == "random" else (0,)
         cfg = LocateConfig(strategy=strategy, n_per_layer=config.heads_per_layer, seeds=seeds,
-                           max_batch_tokens=config.max_batch_tokens, attention=config.attention)
+                           max_batch_tokens=config.max_batch_tokens, attention=config.attention,
+                           protocol=config.protocol)
         found[strategy] = locate_to(part, model, samples, cfg, info, progress=progress, reuse=True, log=log)
     circuit, greedy, rand = (found[s] for s in STRATEGIES)
     circuit.scores["single"] = greedy.scores["single"]
     circuit.selections = [Selection("greedy", greedy.heads, greedy.loss_curve),
                           Selection("random", rand.heads, rand.loss_curve, rand.seed), *rand.selections]
     docs = load_docs(get_task(task), split, data_dir, limit=config.all_docs)
-    circuit.all_docs = all_docs_curve(model, circuit, docs, config.max_batch_tokens, progress, config.attention)
+    circuit.all_docs = all_docs_curve(model, circuit, docs, config.max_batch_tokens, progress, config.attention,
+                                      config.protocol)
     circuit.run.reproduce = key
     circuit.timings = {f"{s.replace('-', '_')}_s": found[s].timings.get("locate_s") for s in STRATEGIES}
     circuit.timings["task_s"] = round(time.perf_counter() - start, 3)

@@ -4,6 +4,10 @@ A request is a (context, continuation) pair. Its tokens are those of `context + 
 the continuation's tokens are the ones after the tokens of `context` (trailing spaces of the
 context move to the continuation first). Sequences are right-padded, so padding never changes a
 score; only the positions that predict continuation tokens go through the unembedding.
+
+Under the `official` protocol (`circuitlab.protocol`) requests are encoded as the official code's
+lm-evaluation-harness 0.3 did: context and continuation apart, without special tokens; its choice
+lists, tie rules and `acc_norm` lengths apply too (`score_docs`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from tqdm.auto import tqdm
 
 from circuitlab.io import write_json_atomic
 from circuitlab.models import LoadedModel, cache_dir
+from circuitlab.protocol import DEFAULT_PROTOCOL, Protocol, get_protocol
 from circuitlab.tasks import Doc, Task, data_fingerprint
 
 
@@ -71,6 +76,14 @@ def encode_pair(tokenizer, context: str, continuation: str) -> Encoded:
     whole = tokenizer(context + continuation).input_ids
     ctx = tokenizer(context).input_ids
     return Encoded(tuple(ctx), tuple(whole[len(ctx):]))
+
+
+def encode_separately(tokenizer, context: str, continuation: str) -> Encoded:
+    """lm-evaluation-harness 0.3 (before PR #531), as the official code evaluated: each string encoded
+    on its own without special tokens (no BOS), an empty context read as the EOS token. For a
+    SentencePiece tokenizer " A" then becomes two tokens, not the one that follows a context."""
+    ctx = tokenizer(context, add_special_tokens=False).input_ids if context else [tokenizer.eos_token_id]
+    return Encoded(tuple(ctx), tuple(tokenizer(continuation, add_special_tokens=False).input_ids))
 
 
 def max_length(model: LoadedModel) -> int:
@@ -131,9 +144,12 @@ def score_requests(
     requests: list[tuple[str, str]],
     batch_size: int = BATCH_SIZE,
     progress: bool = True,
+    separately: bool = False,
 ) -> list[Score]:
-    """Score (context, continuation) pairs; longest first so batches pad little."""
-    encs = [encode_pair(model.tokenizer, c, x) for c, x in requests]
+    """Score (context, continuation) pairs; longest first so batches pad little. `separately`: encode
+    them as the official code's harness did (`encode_separately`)."""
+    encode = encode_separately if separately else encode_pair
+    encs = [encode(model.tokenizer, c, x) for c, x in requests]
     limit = max_length(model)
     inputs = [model_input(e, limit) for e in encs]
     carriers, carrier_of = shared_inputs(inputs, [e.context for e in encs])
@@ -167,16 +183,22 @@ def score_requests(
 
 
 def score_docs(
-    model: LoadedModel, docs: list[Doc], batch_size: int = BATCH_SIZE, progress: bool = True
+    model: LoadedModel, docs: list[Doc], batch_size: int = BATCH_SIZE, progress: bool = True,
+    protocol: str | Protocol = DEFAULT_PROTOCOL, task: Task | None = None,
 ) -> list[DocScore]:
-    requests = [(d.prompt, c) for d in docs for c in d.choices]
-    flat = iter(score_requests(model, requests, batch_size, progress))
+    """Every choice of every doc scored. Under the official protocol `task` (when given) supplies the
+    official harness's choice list and tie rule (`Task.official_choices`, `Task.official_tie_second`)."""
+    p = get_protocol(protocol)
+    choices_of = [official_choices(d, task, p) for d in docs]
+    requests = [(d.prompt, c) for d, cs in zip(docs, choices_of) for c in cs]
+    flat = iter(score_requests(model, requests, batch_size, progress, separately=p.encode_separately))
+    second_on_ties = p.official_ties and task is not None and task.official_tie_second
     out = []
-    for d in docs:
-        s = [next(flat) for _ in d.choices]
+    for d, choices in zip(docs, choices_of):
+        s = [next(flat) for _ in choices]
         logprobs = [x.logprob for x in s]
-        char_lens = [len(c) for c in d.choices]
-        norm = [lp / n for lp, n in zip(logprobs, char_lens)]
+        char_lens = [len(c[1:]) if p.acc_norm_without_space and c.startswith(" ") else len(c) for c in choices]
+        norm = [lp / max(n, 1) for lp, n in zip(logprobs, char_lens)]
         out.append(
             DocScore(
                 index=d.index,
@@ -184,11 +206,24 @@ def score_docs(
                 n_tokens=[x.n_tokens for x in s],
                 char_lens=char_lens,
                 gold=d.gold,
-                pred=max(range(len(s)), key=lambda i: (logprobs[i], -i)),
-                pred_norm=max(range(len(s)), key=lambda i: (norm[i], -i)),
+                pred=(0 if logprobs[0] > logprobs[1] else 1) if second_on_ties else first_argmax(logprobs),
+                pred_norm=first_argmax(norm),
             )
         )
     return out
+
+
+def first_argmax(values: list[float]) -> int:
+    """The index of the largest value, the first one on ties (numpy's argmax, lm-eval's rule)."""
+    return max(range(len(values)), key=lambda i: (values[i], -i))
+
+
+def official_choices(doc: Doc, task: Task | None, protocol: Protocol) -> tuple[str, ...]:
+    """The choices scored: the doc's, or where the official harness scored others (HellaSwag's five
+    letters for four endings, so " E" can win and make a doc wrong) those."""
+    if protocol.hellaswag_five_choices and task is not None and task.official_choices is not None:
+        return task.official_choices
+    return doc.choices
 
 
 def _score_cache_path(model: LoadedModel, task: Task, docs: list[Doc]) -> Path:
@@ -209,9 +244,11 @@ def cached_score_docs(
     return scores
 
 
-def select_samples(docs: list[Doc], scores: list[DocScore], n: int = N_SAMPLES) -> list[Doc]:
-    """Of the documents the model gets right, the `n` with the lowest target loss (paper, Section 4)."""
+def select_samples(docs: list[Doc], scores: list[DocScore], n: int = N_SAMPLES,
+                   correct_only: bool = True) -> list[Doc]:
+    """Of the documents the model gets right, the `n` with the lowest target loss (paper, Section 4).
+    `correct_only=False` (the official code's `torch.topk(-losses, n)`): of all documents."""
     by_index = {d.index: d for d in docs}
-    correct = [s for s in scores if s.correct]
+    correct = [s for s in scores if s.correct or not correct_only]
     correct.sort(key=lambda s: (s.target_loss, s.index))
     return [by_index[s.index] for s in correct[:n]]

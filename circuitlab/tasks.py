@@ -51,6 +51,12 @@ class Task:
     to_doc: Callable[[dict, int], Doc]
     # Own row source (embedded and custom tasks): split -> [(where, row)]; None = data_dir or hub.
     source: Callable[[str], list[tuple[str, dict]]] | None = None
+    # How the official code's lm-eval 0.3 task scored it (used under `--protocol official` only):
+    # its choices where they differ from the doc's (HellaSwag: " A" .. " E" for four endings), and
+    # whether choice 0 wins only when strictly more likely (`ll_yes > ll_no`: a tie goes to choice 1;
+    # RTE's `ll_false > ll_true` gives its tie to " True", choice 0, like the usual first-on-ties).
+    official_choices: tuple[str, ...] | None = None
+    official_tie_second: bool = False
 
     def docs(self, split: str, data_dir=None, limit: int | None = None) -> list[Doc]:
         return load_docs(self, split, data_dir, limit)
@@ -203,19 +209,20 @@ def _capitals_source(split: str) -> list[tuple[str, dict]]:
 
 _BASE = ("acc", "acc_norm")
 TASKS: dict[str, Task] = {t.name: t for t in [
-    Task("boolq", "super_glue", "boolq", "validation", _BASE, boolq),
+    Task("boolq", "super_glue", "boolq", "validation", _BASE, boolq, official_tie_second=True),
     Task("piqa", "piqa", None, "validation", _BASE, piqa),
     Task("siqa", "social_i_qa", None, "validation", _BASE, siqa),
-    Task("hellaswag", "Rowan/hellaswag", None, "validation", _BASE, hellaswag),
+    Task("hellaswag", "Rowan/hellaswag", None, "validation", _BASE, hellaswag,
+         official_choices=(" A", " B", " C", " D", " E")),
     Task("winogrande", "winogrande", "winogrande_xl", "validation", _BASE, winogrande),
     Task("arc_easy", "allenai/ai2_arc", "ARC-Easy", "test", _BASE, arc),
     Task("arc_challenge", "allenai/ai2_arc", "ARC-Challenge", "test", _BASE, arc),
     Task("openbookqa", "openbookqa", "main", "test", _BASE, openbookqa),
-    Task("cola", "nyu-mll/glue", "cola", "validation", _BASE + ("mcc",), cola),
-    Task("mrpc", "nyu-mll/glue", "mrpc", "validation", _BASE + ("f1",), mrpc),
+    Task("cola", "nyu-mll/glue", "cola", "validation", _BASE + ("mcc",), cola, official_tie_second=True),
+    Task("mrpc", "nyu-mll/glue", "mrpc", "validation", _BASE + ("f1",), mrpc, official_tie_second=True),
     Task("rte", "nyu-mll/glue", "rte", "validation", _BASE, rte),
-    Task("sst2", "nyu-mll/glue", "sst2", "validation", _BASE, sst2),
-    Task("wnli", "nyu-mll/glue", "wnli", "validation", _BASE, wnli),
+    Task("sst2", "nyu-mll/glue", "sst2", "validation", _BASE, sst2, official_tie_second=True),
+    Task("wnli", "nyu-mll/glue", "wnli", "validation", _BASE, wnli, official_tie_second=True),
     Task("capitals", None, None, "validation", _BASE, capitals, source=_capitals_source),
 ]}
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)

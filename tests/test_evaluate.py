@@ -79,3 +79,21 @@ def test_result_json_is_written(tiny, data_dir, tmp_path):
     saved = json.loads(path.read_text())
     assert saved["n_docs"] == 5 and saved["split"] == "validation"
     assert len(saved["predictions"]) == 5 and set(saved["metrics"]) == {"acc", "acc_norm"}
+
+
+def test_result_json_records_the_protocol(tiny, data_dir, tmp_path):
+    official = evaluate(tiny, "hellaswag", data_dir, limit=3, progress=False, protocol="official")
+    saved = json.loads(official.save(tmp_path / "o.json").read_text())
+    assert saved["protocol"] == "official" and all(len(p["logprobs"]) == 5 for p in saved["predictions"])
+    paper = json.loads(evaluate(tiny, "hellaswag", data_dir, limit=3, progress=False).save(tmp_path / "p.json").read_text())
+    assert paper["protocol"] == "paper" and all(len(p["logprobs"]) == 4 for p in paper["predictions"])
+
+
+def test_unknown_protocol_is_refused_by_name():
+    from circuitlab.errors import ConfigError
+    from circuitlab.evaluate import EvalConfig
+
+    with pytest.raises(ConfigError, match="protocol"):
+        EvalConfig(protocol="nope")
+    with pytest.raises(ConfigError, match="paper, official"):
+        evaluate(None, "rte", docs=[], protocol="nope")

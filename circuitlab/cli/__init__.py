@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import sys
 
-from circuitlab.cli import evaluate, finetune, locate, report
+from circuitlab.cli import evaluate, finetune, lmeval, locate, official, report
 from circuitlab.cli.launch import refuse_several
 from circuitlab.cli.options import Parser
 from circuitlab.errors import CircuitlabError, ConfigError
 
-COMMANDS = {**locate.COMMANDS, **evaluate.COMMANDS, **report.COMMANDS, **finetune.COMMANDS}
+COMMANDS = {**locate.COMMANDS, **evaluate.COMMANDS, **report.COMMANDS, **finetune.COMMANDS, **lmeval.COMMANDS,
+            **official.COMMANDS}
 SHARED = ("locate", "reproduce")  # the commands that share their work between torchrun's processes
 
 

@@ -30,9 +30,10 @@ def run_eval(args) -> None:
     if args.out:
         check_writable(args.out)
     model = where.load()
-    result = evaluate(model, task, split=split, batch_size=cfg.batch_size, docs=docs)
+    result = evaluate(model, task, split=split, batch_size=cfg.batch_size, docs=docs, protocol=cfg.protocol)
     metrics = "  ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
-    print(f"{result.task} ({result.split}, {result.n_docs} docs, {result.seconds:.1f}s): {metrics}")
+    print(f"{result.task} ({result.split}, {result.n_docs} docs, {result.protocol} protocol, "
+          f"{result.seconds:.1f}s): {metrics}")
     if args.out:
         print(f"wrote {result.save(args.out)}")
 

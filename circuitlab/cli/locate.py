@@ -10,7 +10,8 @@ from circuitlab.cli.launch import add_process_options, processes
 from circuitlab.cli.options import add_data_options, add_model_options, add_settings, build, name_flags
 from circuitlab.errors import CircuitlabError
 
-LOCATE_FIELDS = ["strategy", "n_per_layer", "seeds", "layers", "prescreen", "max_batch_tokens", "attention", "plain"]
+LOCATE_FIELDS = ["strategy", "n_per_layer", "seeds", "layers", "prescreen", "max_batch_tokens", "attention", "plain",
+                 "protocol"]
 
 
 def add(sub) -> None:
@@ -39,6 +40,7 @@ def run(args) -> None:
     from circuitlab.locate.samples import samples_task
     from circuitlab.models import ModelDims, ModelIdentity, model_config
     from circuitlab.models.config import ModelConfig
+    from circuitlab.protocol import get_protocol
     from circuitlab.tasks import get_task, load_docs
 
     # Everything that can be wrong is checked before the model loads.
@@ -71,9 +73,10 @@ def run(args) -> None:
     start = time.perf_counter()
     if not args.samples_file:  # the first process selects, every process locates on the same samples
         picked = locating_samples(model, task, args.data_dir, sampling.split, sampling.n, sampling.max_docs,
-                                  progress=not args.no_progress, docs=docs) if shard.is_main else None
+                                  progress=not args.no_progress, docs=docs, protocol=config.protocol) \
+            if shard.is_main else None
         samples, info = shard.broadcast(picked)
-        if len(samples) < sampling.n and shard.is_main:
+        if len(samples) < sampling.n and shard.is_main and get_protocol(config.protocol).correctness_filter:
             print(f"note: the model gets only {len(samples)} of the {info.n_docs_scored} docs scored right; "
                   "locating on those (raise --max-docs for more)", file=sys.stderr)
     selected_s = round(time.perf_counter() - start, 3)
@@ -82,7 +85,8 @@ def run(args) -> None:
     if not shard.is_main:
         return
     heads = " ".join(f"{layer}:{','.join(map(str, hs))}" for layer, hs in sorted(found.heads.items()))
-    print(f"{found.strategy} on {model.name}/{info.name}, {len(samples)} samples, n={found.n_per_layer}: {heads}")
+    print(f"{found.strategy} on {model.name}/{info.name}, {len(samples)} samples, n={found.n_per_layer}, "
+          f"{found.protocol} protocol: {heads}")
     print(f"loss: baseline {found.baseline_loss:.4f}, all selected heads masked {found.loss_curve[-1]:.4f} "
           f"({found.timings['locate_s']:.1f}s)")
     print(f"wrote {out}")

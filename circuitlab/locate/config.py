@@ -16,6 +16,7 @@ from circuitlab.locate.blocks import ATTENTION
 from circuitlab.locate.engine import MAX_BATCH_TOKENS
 from circuitlab.locate.strategies import STRATEGY_NAMES, Strategy, get_strategy
 from circuitlab.models.identity import ModelDims, ModelIdentity
+from circuitlab.protocol import DEFAULT_PROTOCOL, PROTOCOL_NAMES
 from circuitlab.settings import check_int_or_auto, check_settings, int_list, int_or_auto, setting
 
 
@@ -54,6 +55,9 @@ class LocateConfig:
     plain: bool = setting(False, "use the paper's plain algorithm (slow; for checking)")
     plain_batch_size: int | None = setting(None, "plain: samples per forward (default: all; 1 = Algorithm 1's "
                                            "loop over samples)", minimum=1)
+    protocol: str = setting(DEFAULT_PROTOCOL, "paper: Eq. 5's loss on correctly predicted samples; official: the "
+                                              "official code's (EOS-ended target, token-mean loss, no correctness "
+                                              "filter; see README)", choices=PROTOCOL_NAMES)
     circuit: Circuit | None = field(default=None, metadata={"help": "redundant: the circuit whose heads are excluded"})
 
     def __post_init__(self) -> None:

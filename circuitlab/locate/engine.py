@@ -6,7 +6,8 @@ computed once and advanced layer by layer; the candidates of layer l replicate i
 sample) are packed into forwards of up to `max_batch_tokens` tokens (`packing`). Only the target
 positions are read out: the last Llama block computes its queries and MLP there alone (keys and
 values need every position), and the final norm and unembedding run only there, once for all of a
-call's forwards. Its losses equal `PlainEvaluator`'s within float tolerance (tests/locate).
+call's forwards. Its losses equal `PlainEvaluator`'s within float tolerance (tests/locate), under
+either protocol (`protocol`: the EOS-ended target and the set's token-mean loss of the official code).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from circuitlab.locate.evaluator import check_request
 from circuitlab.locate.distributed import Shard, merged, share
 from circuitlab.locate.flops import FlopCount
 from circuitlab.locate.packing import Pack, pack
-from circuitlab.locate.samples import encode_samples, set_loss
+from circuitlab.locate.samples import encode_samples, loss_weights, set_loss
 from circuitlab.masking import hook_z_name, keep_matrix, zero_heads_hook
+from circuitlab.protocol import DEFAULT_PROTOCOL, Protocol, get_protocol
 
 MAX_BATCH_TOKENS = 4096  # padded tokens per forward, where "auto" cannot ask the device
 T = TypeVar("T")
@@ -68,9 +70,10 @@ def sample_of(row) -> int:
 class Engine:
     def __init__(self, model, samples: list[Sample], max_batch_tokens: int | str = MAX_BATCH_TOKENS,
                  on_rows: Callable[[int], None] | None = None, shard: Shard | None = None,
-                 attention: str = "eager"):
+                 attention: str = "eager", protocol: str | Protocol = DEFAULT_PROTOCOL):
         self.model = model
-        self.encoded = encode_samples(model, samples)
+        self.encoded = encode_samples(model, samples, eos=get_protocol(protocol).locate_target_eos)
+        self.n_tokens, self.weights = loss_weights(self.encoded, protocol)  # how sample NLLs make a set's loss
         self.n_samples = len(samples)
         self.lengths = [len(e.ids) for e in self.encoded]
         self.max_batch_tokens = batch_tokens(model, max_batch_tokens, max(self.lengths))
@@ -89,7 +92,7 @@ class Engine:
         check_request(self.model.n_layers, layer, base, heads)
         rows = [(s, c) for c in range(len(heads)) for s in range(self.n_samples)]
         nll = self._gathered(self._retrying(lambda: self._losses(layer, base, heads, self._mine(rows))))
-        return [set_loss([nll[(s, c)] for s in range(self.n_samples)]) for c in range(len(heads))]
+        return [set_loss([nll[(s, c)] for s in range(self.n_samples)], self.n_tokens) for c in range(len(heads))]
 
     def attribution(self, layer: int, base: HeadMask) -> tuple[float, list[float]]:
         """Attribution patching: (loss with `base` masked, estimated loss with each head of `layer`
@@ -110,7 +113,7 @@ class Engine:
         costs the same FLOPs as its steps one by one, in far fewer and larger matmuls."""
         samples = self._mine(list(range(self.n_samples)))
         nll = self._gathered(self._retrying(lambda: self._curve(sel, layers, samples)))
-        return [set_loss([nll[(s, k)] for s in range(self.n_samples)]) for k in layers]
+        return [set_loss([nll[(s, k)] for s in range(self.n_samples)], self.n_tokens) for k in layers]
 
     # -- sharing the work between processes, and memory
 
@@ -169,7 +172,9 @@ class Engine:
 
             with torch.enable_grad():
                 picked = self._run_to_targets(layer, hidden, kwargs, [(hook_z_name(layer), grab)], p)
-                chunk_loss = self._target_nll(picked, p.rows).sum() / self.n_samples
+                nll = self._target_nll(picked, p.rows)
+                chunk_loss = nll.sum() / self.n_samples if self.n_tokens is None else \
+                    (nll * torch.tensor([self.weights[s] for s in p.rows], device=nll.device)).sum()
                 (grad,) = torch.autograd.grad(chunk_loss, zs[0])
             delta += torch.einsum("bphd,bphd->h", -zs[0].detach().double(), grad.double()).cpu()  # padding: z = 0
             loss += float(chunk_loss.detach())

@@ -14,8 +14,9 @@ import torch
 
 from circuitlab.circuit import Sample
 from circuitlab.heads import HeadMask
-from circuitlab.locate.samples import encode_samples, set_loss
+from circuitlab.locate.samples import encode_samples, loss_weights, set_loss
 from circuitlab.masking import masked_logits
+from circuitlab.protocol import DEFAULT_PROTOCOL, Protocol as ProtocolRules, get_protocol
 from circuitlab.scoring import pad_batch
 
 
@@ -47,12 +48,14 @@ def check_request(n_layers: int, layer: int, base: HeadMask, heads: Sequence[int
 class PlainEvaluator:
     """The paper's code: for each candidate set, one full forward of the model over all samples
     (the whole text prompt + target), log-probabilities at every position (as the cross-entropy
-    of HF's `labels` loss in the paper's locating.py computes them), then the target tokens' NLL."""
+    of HF's `labels` loss in the paper's locating.py computes them), then the target tokens' NLL.
+    `protocol` sets the target (EOS appended or not) and how the samples' NLLs make the set's loss."""
 
     def __init__(self, model, samples: list[Sample], batch_size: int | None = None,
-                 on_rows: Callable[[int], None] | None = None):
+                 on_rows: Callable[[int], None] | None = None, protocol: str | ProtocolRules = DEFAULT_PROTOCOL):
         self.model = model
-        self.encoded = encode_samples(model, samples)
+        self.encoded = encode_samples(model, samples, eos=get_protocol(protocol).locate_target_eos)
+        self.n_tokens, _ = loss_weights(self.encoded, protocol)
         self.n_samples = len(samples)
         self.batch_size = batch_size or self.n_samples
         self.on_rows = on_rows or (lambda n: None)
@@ -81,4 +84,4 @@ class PlainEvaluator:
                 per_sample.append(-float(logp[row, end - len(e.targets) : end].gather(-1, target[:, None]).mean()))
             self.n_forwards += 1
             self.on_rows(len(batch))
-        return set_loss(per_sample)
+        return set_loss(per_sample, self.n_tokens)

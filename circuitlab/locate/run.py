@@ -28,10 +28,12 @@ from circuitlab.provenance import package_versions
 
 def settings_of(model, info: ModelInfo, task: TaskInfo, samples: list[Sample], config: LocateConfig, plan) -> dict:
     """Everything that decides a run's result (a checkpoint or a circuit file is reused only if equal),
-    the device and precision included: float rounding differs between them."""
+    the device and precision included: float rounding differs between them. The protocol is named
+    only when it is not `paper`, so the circuits and checkpoints made before it existed still match."""
     weight = next(model.hf_model.parameters())
     device, dtype = weight.device.type, str(weight.dtype).removeprefix("torch.")
-    return {
+    protocol = {} if config.protocol == "paper" else {"protocol": config.protocol}
+    return {**protocol,
         "model": asdict(info), "task": asdict(task), "samples": [asdict(s) for s in samples],
         "strategy": config.strategy, "n": plan.n, "seeds": list(config.seeds),
         "layers": [plan.layers[0], plan.layers[-1]], "prescreen": config.prescreen,
@@ -77,8 +79,10 @@ def locate(
     memo = Memo(saved.done, lambda done: saved.save(done, saved.elapsed + time.perf_counter() - start),
                 on_start, on_step)
     on_rows = lambda rows: bar.update(rows / len(samples))  # noqa: E731
-    ev = (PlainEvaluator(model, samples, config.plain_batch_size, on_rows=on_rows) if config.plain
-          else Engine(model, samples, config.max_batch_tokens, on_rows=on_rows, shard=shard, attention=config.attention))
+    ev = (PlainEvaluator(model, samples, config.plain_batch_size, on_rows=on_rows, protocol=config.protocol)
+          if config.plain
+          else Engine(model, samples, config.max_batch_tokens, on_rows=on_rows, shard=shard, attention=config.attention,
+                      protocol=config.protocol))
     with bar:
         found = strategy.locate(ev, plan, memo)
     seconds = saved.elapsed + time.perf_counter() - start
@@ -95,7 +99,7 @@ def locate(
             engine_flops=ev.flops.total if isinstance(ev, Engine) else None, settings=fingerprint(settings),
             processes=shard.world,
         ),
-        timings={"locate_s": round(seconds, 3)}, versions=package_versions(),
+        timings={"locate_s": round(seconds, 3)}, versions=package_versions(), protocol=config.protocol,
     )
 
 

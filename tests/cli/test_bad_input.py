@@ -39,7 +39,7 @@ def inputs(tmp_path_factory, tiny, tiny_gqa):
     (d / "a_file").write_text("")
     plain, _ = tiny_model("tiny-llama")
     for name, variant in (("adapter_hs", "hs"), ("adapter_v2", "mha")):
-        hm = HeadMapModel.for_model(HeadMapConfig(variant, {0: [1]}, rank=2), plain.config)
+        hm = HeadMapModel.for_model(HeadMapConfig(variant=variant, heads={0: [1]}, r=2), plain.config)
         save_adapter(hm, d / name, base_info(plain, "tiny-llama"), extra={"method": f"headmap-{variant}"})
     config = json.loads((d / "adapter_v2" / "headmap_config.json").read_text())
     (d / "adapter_v2" / "headmap_config.json").write_text(json.dumps({**config, "format_version": 2}))
@@ -160,6 +160,17 @@ CASES = [
     (["export", "{in}/adapter_hs", "--out", "{out}/exp", "--peft"], "cannot be merged"),
     (["merge", "{in}/adapter_hs", "--out", "{out}/merged"], "cannot be merged"),
     (["merge", "{in}/nowhere", "--out", "{out}/merged"], "neither a finetune run directory"),
+    # official-import / official-export / --protocol
+    (["official-import", "{in}/missing.pt", "--model", "tiny-llama", "--out", "{out}/c.json"], "not found"),
+    (["official-export", "{in}/missing.json", "--out", "{out}/info.pt"], "circuit file not found"),
+    (LOCATE + ["--protocol", "nope"], "--protocol: invalid choice: 'nope'"),
+    (["eval", "--model", "tiny-llama", "--task", "capitals", "--protocol", "nope"], "--protocol: invalid choice"),
+    # lm-eval-tasks
+    (["lm-eval-tasks", "--tasks", "sst2,nope", "--out", "{out}/t"], "--tasks has unknown task 'nope'"),
+    (["lm-eval-tasks", "--tasks", "boolq", "--split", "test", "--data-dir", "{data}", "--out", "{out}/t"],
+     "has no 'test' split"),
+    (["lm-eval-tasks", "--tasks", "sst2", "--data-dir", "{out}/missing", "--out", "{out}/t"], "data directory"),
+    (["lm-eval-tasks", "--tasks", "capitals", "--out", "{in}/a_file/t"], "is a file, not a directory"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ]
 

@@ -116,3 +116,74 @@ def test_the_last_block_at_targets_is_used_and_exact_after_plain_forwards(monkey
     with model.bridge.hooks(fwd_hooks=[("blocks.3.attn.hook_z", lambda z, hook: z)]):
         assert close(engine.losses(2, base.before(2), [3]), plain.losses(2, base.before(2), [3]))
     assert not calls
+
+
+# ---------------------------------------------------------------- the official protocol
+
+def official_loss_by_hand(model, samples):
+    """The official locating.py's loss, nothing masked, written out with HF's own `labels` loss: the text
+    prompt + target + EOS, the prompt's tokens labelled -100; one batch of all samples, so the mean
+    over every labelled token of the set."""
+    import torch
+
+    tok, total, count = model.tokenizer, 0.0, 0
+    for s in samples:
+        prompt = tok(s.prompt).input_ids
+        full = tok(s.prompt + s.target).input_ids + [tok.eos_token_id]
+        labels = [-100] * len(prompt) + full[len(prompt):]
+        with torch.no_grad():
+            loss = model.hf_model(torch.tensor([full]), labels=torch.tensor([labels])).loss.item()
+        n = len(full) - len(prompt)  # labelled tokens: the target's and EOS
+        total, count = total + loss * n, count + n
+    return total / count
+
+
+@pytest.mark.parametrize("fixture", ["tiny", "tiny_gqa"])
+def test_official_loss_is_the_token_mean_over_targets_ending_with_eos(request, fixture):
+    model = request.getfixturevalue(fixture)
+    expected = official_loss_by_hand(model, SAMPLES)
+    assert PlainEvaluator(model, SAMPLES, protocol="official").loss(HeadMask()) == pytest.approx(expected, rel=1e-5)
+    assert Engine(model, SAMPLES, protocol="official").losses(0, HeadMask(), [None])[0] == pytest.approx(expected, rel=1e-5)
+    assert PlainEvaluator(model, SAMPLES).loss(HeadMask()) != pytest.approx(expected, rel=2e-5)  # it matters
+
+
+@pytest.mark.parametrize("fixture, strategy", [("tiny", "layer-conditioned"), ("tiny_gqa", "layer-conditioned"),
+                                               ("tiny_gqa", "greedy")])
+def test_engine_equals_plain_algorithm_under_the_official_protocol(request, fixture, strategy):
+    model = request.getfixturevalue(fixture)
+    fast = locate(model, SAMPLES, LocateConfig(strategy, max_batch_tokens=40, protocol="official"), progress=False)
+    plain = locate(model, SAMPLES, LocateConfig(strategy, plain=True, protocol="official"), progress=False)
+    assert fast.protocol == plain.protocol == "official"
+    assert fast.heads == plain.heads
+    assert fast.baseline_loss == pytest.approx(plain.baseline_loss, rel=1e-5)
+    assert fast.baseline_loss == pytest.approx(official_loss_by_hand(model, SAMPLES), rel=1e-5)
+    assert close(fast.loss_curve, plain.loss_curve)
+    for name, table in plain.scores.items():
+        assert all(close(r1, r2) for r1, r2 in zip(fast.scores[name], table))
+
+
+@pytest.mark.parametrize("chunk", [1, 512])
+def test_official_losses_curve_and_attribution_equal_plain(tiny_gqa, monkeypatch, chunk):
+    """Token weights follow each row through packing and unembedding chunks; the attribution estimate
+    is still the first-order change of the (token-mean) loss."""
+    monkeypatch.setattr("circuitlab.locate.blocks.UNEMBED_TARGETS", chunk)
+    base, heads = HeadMask.of({0: [1], 1: [2, 5]}), [None, 0, 3, 7]
+    engine = Engine(tiny_gqa, SAMPLES, max_batch_tokens=32, protocol="official")
+    plain = PlainEvaluator(tiny_gqa, SAMPLES, protocol="official")
+    assert all(e.targets[-1] == tiny_gqa.tokenizer.eos_token_id for e in engine.encoded)
+    assert close(engine.losses(2, base, heads), plain.losses(2, base, heads))
+    sel = base.plus(2, [4])
+    assert close(engine.curve(sel, [0, 1, 2]), plain.curve(sel, [0, 1, 2]))
+
+    base, layer, head, eps = HeadMask.of({0: [1]}), 1, 3, 1e-3  # as in the paper-protocol test above
+    loss, estimate = engine.attribution(layer, base)
+    assert loss == pytest.approx(plain.loss(base), rel=1e-5)
+
+    def scaled(z, hook=None):
+        z = z.clone()
+        z[:, :, head] *= 1 - eps
+        return z
+
+    with tiny_gqa.bridge.hooks(fwd_hooks=[(hook_z_name(layer), scaled)]):
+        nudged = plain.loss(base)
+    assert estimate[head] - loss == pytest.approx((nudged - loss) / eps, rel=0.05, abs=1e-6)

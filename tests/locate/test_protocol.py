@@ -1,0 +1,78 @@
+"""The protocol of a locating run: recorded in the circuit, part of the settings a checkpoint or a
+circuit file is reused for, and deciding which samples are selected."""
+
+import json
+
+import pytest
+
+from circuitlab.circuit import Circuit, ModelInfo, TaskInfo
+from circuitlab.locate import LocateConfig, checkpoint_path, locate, locate_to, locating_samples
+from circuitlab.locate.run import fingerprint, settings_of
+from circuitlab.locate.samples import encode_samples
+from circuitlab.scoring import encode_pair
+from tests.helpers import SAMPLES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_circuit_records_its_protocol_and_old_files_read_as_paper(tiny, tmp_path):
+    c = locate(tiny, SAMPLES, LocateConfig(n_per_layer=1, protocol="official"), progress=False)
+    assert json.loads(c.save(tmp_path / "c.json").read_text())["protocol"] == "official"
+    assert Circuit.load(tmp_path / "c.json").protocol == "official"
+    old = c.to_dict()
+    del old["protocol"]  # a file written before the protocol existed
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert Circuit.load(tmp_path / "old.json").protocol == "paper"
+
+
+def test_settings_name_the_official_protocol_only(tiny):
+    info, task = ModelInfo.of(tiny), TaskInfo("custom", "samples")
+    paper, official = LocateConfig(n_per_layer=1), LocateConfig(n_per_layer=1, protocol="official")
+    s_paper = settings_of(tiny, info, task, SAMPLES, paper, paper.plan(tiny.dims))
+    s_official = settings_of(tiny, info, task, SAMPLES, official, official.plan(tiny.dims))
+    assert "protocol" not in s_paper  # the fingerprints of circuits made before protocols stay valid
+    assert s_official["protocol"] == "official" and fingerprint(s_paper) != fingerprint(s_official)
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_at_first_step(step):
+    raise Stop
+
+
+def test_a_checkpoint_or_circuit_of_the_other_protocol_is_not_reused(tiny, tmp_path):
+    out = tmp_path / "c.json"
+    paper = locate_to(out, tiny, SAMPLES, LocateConfig(n_per_layer=1), progress=False)
+    official = locate_to(out, tiny, SAMPLES, LocateConfig(n_per_layer=1, protocol="official"), progress=False,
+                         reuse=True)
+    assert official.protocol == "official" and official.baseline_loss != pytest.approx(paper.baseline_loss)
+    ckpt = checkpoint_path(tmp_path / "d.json")
+    with pytest.raises(Stop):  # a paper run interrupted after its first step
+        locate(tiny, SAMPLES, LocateConfig(n_per_layer=1), checkpoint=ckpt, progress=False,
+               on_step=stop_at_first_step)
+    again = locate(tiny, SAMPLES, LocateConfig(n_per_layer=1, protocol="official"), checkpoint=ckpt, progress=False)
+    assert again.run.resumed_steps == 0 and again.baseline_loss == pytest.approx(official.baseline_loss)
+
+
+def test_official_targets_end_with_eos_after_the_joint_encoding(tiny):
+    eos = tiny.tokenizer.eos_token_id
+    for s, e in zip(SAMPLES, encode_samples(tiny, SAMPLES, eos=True)):
+        pair = encode_pair(tiny.tokenizer, s.prompt, s.target)
+        assert e.targets == pair.continuation + (eos,)
+        assert e.ids == pair.context + pair.continuation  # the model reads the whole target, EOS predicted
+
+
+def test_official_samples_are_the_lowest_loss_docs_right_or_wrong(tiny, data_dir, tmp_path, monkeypatch):
+    from circuitlab.scoring import score_docs
+    from circuitlab.tasks import load_docs
+
+    monkeypatch.setenv("CIRCUITLAB_CACHE", str(tmp_path))
+    docs = load_docs("sst2", "train", data_dir, limit=30)
+    scores = score_docs(tiny, docs, progress=False)
+    by_loss = sorted(scores, key=lambda s: (s.target_loss, s.index))  # target loss without EOS
+    official, _ = locating_samples(tiny, "sst2", data_dir, n=6, max_docs=30, progress=False, protocol="official")
+    assert [s.index for s in official] == [s.index for s in by_loss[:6]]
+    paper, _ = locating_samples(tiny, "sst2", data_dir, n=6, max_docs=30, progress=False)
+    assert [s.index for s in paper] == [s.index for s in by_loss if s.correct][:6]
