@@ -120,8 +120,8 @@ def random_adapter(name: str) -> str:
     from circuitlab.headmap.conversion import load_plain
 
     model, _ = load_plain(name, "float32", "cpu")
-    hm = HeadMapModel.for_model(HeadMapConfig("mha", {la: [0, 1] for la in range(model.config.num_hidden_layers)},
-                                              rank=8), model.config)
+    hm = HeadMapModel.for_model(HeadMapConfig(variant="mha", heads={la: [0, 1] for la in range(model.config.num_hidden_layers)},
+                                              r=8), model.config)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in hm.parameters():

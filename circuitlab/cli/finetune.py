@@ -9,19 +9,22 @@ TRAIN_FLAGS = {"eval_limit": "--limit"}
 
 
 def add_finetune(sub) -> None:
-    from circuitlab.finetune import TrainConfig
+    from circuitlab.finetune import RunOptions, TrainConfig
 
-    p = sub.add_parser("finetune", help="fine-tune with HeadMap, LoRA/DoRA or both, then evaluate (resumable)")
+    p = sub.add_parser("finetune", help="fine-tune with HeadMap, LoRA/DoRA or both (PEFT + the HF Trainer; "
+                                        "torchrun / accelerate launch for several GPUs), then evaluate (resumable)")
     add_model_options(p)
     add_data_dir_option(p)
     names = [f for f in TrainConfig.__dataclass_fields__ if f not in ("model", "dtype")]
     add_settings(p, TrainConfig, names, flags=TRAIN_FLAGS)
+    add_settings(p, RunOptions)
     name_flags(p, n_per_layer="--heads-per-layer")  # when a circuit is located first
     p.add_argument("--out", required=True, help="run directory, e.g. runs/NAME (rerun to resume)")
 
 
 def run_finetune(args) -> None:
-    from circuitlab.finetune import TrainConfig, train_and_eval
+    from circuitlab.finetune import RunOptions, TrainConfig, load_plain, train_and_eval
+    from circuitlab.finetune.config import check_run
     from circuitlab.finetune.run import check_run_dir, prepare
     from circuitlab.io import check_writable
     from circuitlab.models import ModelDims, model_config
@@ -29,14 +32,17 @@ def run_finetune(args) -> None:
 
     where = build(ModelConfig, args)
     cfg = build(TrainConfig, args, model=where.model, dtype=where.dtype_name)
+    options = build(RunOptions, args)
+    check_run(cfg, options, where.where.device)
     out = check_writable(args.out, "dir")
     result = check_run_dir(out, cfg)
     if result is None:
         inputs = prepare(cfg, args.data_dir, ModelDims.of_config(model_config(where.model)))
-        result = train_and_eval(where.load(), cfg, out, args.data_dir,
-                                inputs=inputs)
+        model = load_plain(where.model, where.device, where.dtype, device_map=where.device_map,
+                           max_memory=where.max_memory)
+        result = train_and_eval(model, cfg, out, args.data_dir, inputs=inputs, options=options)
     metrics = "  ".join(f"{k}={v:.4f}" for k, v in result.eval.metrics.items())
-    print(f"{result.method} on {cfg.task}: trainable {result.trainable_params:,} "
+    print(f"{result.method} on {cfg.task} ({result.protocol} protocol): trainable {result.trainable_params:,} "
           f"({result.trainable_share_pct:.3f}%), train {result.train.seconds:.0f}s, "
           f"{result.eval.split} ({result.eval.n_docs} docs): {metrics}")
     print(f"wrote {out}/result.json")

@@ -1,5 +1,6 @@
-"""What a method adds to the model: a HeadMap adapter and/or PEFT LoRA/DoRA layers, and their
-optimizer groups (one learning rate per part, as the paper trains combinations)."""
+"""What a method adds to a bridged model, for the reference loop (`loop`): a HeadMap adapter on the bridge's
+hooks and/or PEFT LoRA/DoRA layers inside its wrappers, and their optimizer groups (one learning rate per
+part, as the paper trains combinations). `circuitlab finetune` itself uses `wrap` (one PEFT adapter)."""
 
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ def build_adapters(model, cfg: TrainConfig, heads: dict[int, list[int]] | None) 
         p.requires_grad_(False)
     headmap = None
     if cfg.variant is not None:
-        hm_cfg = HeadMapConfig(cfg.variant, heads, cfg.rank, cfg.scaling, cfg.seed)
+        hm_cfg = HeadMapConfig(variant=cfg.variant, heads=heads, r=cfg.rank, scaling=cfg.scaling, init_seed=cfg.seed,
+                               init_a=cfg.rules.down_init_a)
         headmap = HeadMapModel.for_model(hm_cfg, model.config).to(model.device)
     peft_params = []
     if cfg.tuner is not None:

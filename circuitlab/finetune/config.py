@@ -1,16 +1,18 @@
-"""What a fine-tuning run is: the one table of methods, and `TrainConfig` (checked when made).
+"""What a fine-tuning run is: the one table of methods, `TrainConfig` (checked when made: everything that
+decides the result) and `RunOptions` (how the run is carried out: not part of the result).
 
 A method is a HeadMap variant, a PEFT tuner, or both (the paper's "HeadMap + LoRA (V, U, D)").
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import NamedTuple
 
 from circuitlab.errors import ConfigError
 from circuitlab.models.device import DEFAULT_DTYPE, DTYPES
 from circuitlab.models.names import EMBEDDED
+from circuitlab.protocol import DEFAULT_PROTOCOL, PROTOCOL_NAMES, Protocol, get_protocol
 from circuitlab.settings import check_settings, setting
 
 
@@ -35,6 +37,7 @@ HEAD_MODES = ("circuit", "random", "redundant")
 PEFT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
 PEFT_TARGETS_WITH_HEADMAP = ("v_proj", "up_proj", "down_proj")  # the paper's "HeadMap + LoRA (V, U, D)"
 HEADMAP_LR, PEFT_LR = 1e-3, 2e-4  # the paper's learning rates (Section 6)
+MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
 @dataclass
@@ -71,6 +74,13 @@ class TrainConfig:
     eval_limit: int | None = setting(None, "evaluate only the first N evaluation documents", minimum=1)
     seed: int = setting(0, "seeds data order, initialisation and random heads")
     dtype: str = setting(DEFAULT_DTYPE, "precision of the model's weights", choices=tuple(DTYPES))
+    protocol: str = setting(DEFAULT_PROTOCOL, "paper (the paper's text) or official (its code: EOS-terminated texts, "
+                                              "held-out loss and best checkpoint, clipping at 1.0, Down init a=0)",
+                            choices=PROTOCOL_NAMES)
+    eval_every: int | None = setting(None, "held-out loss every N steps, best checkpoint restored "
+                                           "(default: the protocol's; official 200)", minimum=1)
+    mixed_precision: str = setting("no", "autocast the forward pass (CUDA only); weights keep --dtype",
+                                   choices=MIXED_PRECISION)
 
     def __post_init__(self) -> None:
         for name in ("task", "method"):
@@ -80,6 +90,17 @@ class TrainConfig:
         if self.micro_batch_size and self.batch_size % self.micro_batch_size:
             raise ConfigError("batch_size", f"{self.batch_size} is not a multiple of micro_batch_size "
                                              f"{self.micro_batch_size}")
+        if self.eval_every is not None and not self.rules.held_out:
+            raise ConfigError("eval_every", f"needs held-out data, which protocol {self.protocol} has not")
+
+    @property
+    def rules(self) -> Protocol:
+        return get_protocol(self.protocol)
+
+    @property
+    def eval_steps(self) -> int | None:
+        """Steps between held-out evaluations (and checkpoints), or None: no held-out data."""
+        return (self.eval_every or self.rules.eval_every) if self.rules.held_out else None
 
     @property
     def variant(self) -> str | None:
@@ -103,6 +124,38 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
+    def defaults(cls) -> dict:
+        """The default of every field that has one (a config.json written before a field existed
+        meant its default)."""
+        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+
+    @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class RunOptions:
+    """How a run trains, not what it computes: a run directory may be resumed with other values."""
+
+    save_every: int | None = setting(None, "keep a checkpoint (a PEFT adapter directory) every K steps "
+                                           "(default: one per epoch, only the last kept)", minimum=1)
+    gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass (less memory)")
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+
+
+def check_run(cfg: TrainConfig, opts: RunOptions, device) -> None:
+    """What needs the options and the device together, checked before anything is loaded or written.
+    `device`: where the model trains (None: dispatched over devices, CUDA ones if there are any)."""
+    import torch
+
+    cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    if cfg.mixed_precision != "no" and not cuda:
+        raise ConfigError("mixed_precision", f"{cfg.mixed_precision} needs a CUDA device; the model is on {device}")
+    every = cfg.eval_steps
+    if opts.save_every and every and opts.save_every % every:
+        raise ConfigError("save_every", f"{opts.save_every} must be a multiple of the evaluation interval {every} "
+                                        "(the best checkpoint is chosen among the evaluated ones)")

@@ -1,17 +1,53 @@
-"""Training data: each document's text as token ids, the order of every epoch, and the loss."""
+"""Training data: each document's text as token ids, the held-out split, the order of every epoch, the loss,
+and the same order and padding as the `Dataset`/`Sampler`/collator the HF `Trainer` reads."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
 from circuitlab.scoring import pad_batch
-from circuitlab.tasks import Doc
+from circuitlab.tasks import Doc, load_docs
+
+HELD_OUT_FRACTION = 0.1  # the official code's `train_test_split(test_size=0.1, seed=...)`
+VALIDATION_HELD_OUT = ("arc_easy", "arc_challenge", "openbookqa")  # have validation and test docs
 
 
-def encode_docs(tokenizer, docs: list[Doc], max_len: int) -> list[list[int]]:
-    """The training text of each doc, `prompt + choices[gold]`, as token ids cut at `max_len`."""
-    return [tokenizer(d.prompt + d.target).input_ids[:max_len] for d in docs]
+def encode_docs(tokenizer, docs: list[Doc], max_len: int, eos: bool = False) -> list[list[int]]:
+    """The training text of each doc, `prompt + choices[gold]`, as token ids cut at `max_len`; with `eos`,
+    the official code's EOS appended where the cut left room and the text does not end in it already
+    (alpaca-lora's `tokenize(..., add_eos_token=True)`)."""
+    out = []
+    for d in docs:
+        ids = tokenizer(d.prompt + d.target).input_ids[:max_len]
+        if eos and len(ids) < max_len and (not ids or ids[-1] != tokenizer.eos_token_id):
+            ids.append(tokenizer.eos_token_id)
+        out.append(ids)
+    return out
+
+
+def held_out_split(n: int, seed: int, fraction: float = HELD_OUT_FRACTION) -> tuple[list[int], list[int]]:
+    """(train indices, held-out indices) of n docs, as `datasets.Dataset.train_test_split(test_size=fraction,
+    seed=seed)` draws them (the official code's split): one numpy permutation, its first ceil(fraction * n)
+    held out (the float product, as `datasets` computes it), the rest trained on."""
+    n_test = math.ceil(fraction * n)
+    perm = np.random.default_rng(seed).permutation(n).tolist()
+    return perm[n_test:], perm[:n_test]
+
+
+def held_out_docs(task, docs: list[Doc], cfg, data_dir=None) -> tuple[list[Doc], list[Doc]]:
+    """(docs to train on, held-out docs) under `cfg`'s protocol: all docs and none without held-out data;
+    else the validation split for the tasks that evaluate on test (ARC-e, ARC-c, OBQA), or 10 % of the
+    docs by `held_out_split` with the run's seed, training on the other 90 % (in their original order)."""
+    if not docs or not cfg.rules.held_out:
+        return docs, []
+    if task.name in VALIDATION_HELD_OUT and cfg.train_split != "validation":
+        return docs, load_docs(task, "validation", data_dir)
+    train, held = held_out_split(len(docs), cfg.seed)
+    return [docs[i] for i in sorted(train)], [docs[i] for i in sorted(held)]
 
 
 def n_targets(seqs: list[list[int]]) -> int:
@@ -33,3 +69,47 @@ def summed_loss(hf_model, seqs: list[list[int]], pad_id: int, device) -> Tensor:
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g).tolist()
+
+
+class TokenDataset(torch.utils.data.Dataset):
+    """Token id lists as the items the collator pads."""
+
+    def __init__(self, seqs: list[list[int]]):
+        self.seqs = seqs
+
+    def __len__(self) -> int:
+        return len(self.seqs)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.seqs[i]}
+
+
+class EpochOrderSampler(torch.utils.data.Sampler):
+    """`epoch_order(n, seed, epoch)`: the Trainer (through accelerate) calls `set_epoch` before every epoch,
+    also the one a resumed run restarts in, so every epoch sees the documents in circuitlab's order and a
+    resumed run sees exactly the batches an uninterrupted one would."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(epoch_order(self.n, self.seed, self.epoch))
+
+
+class PadCollator:
+    """Right-pads a micro-batch as `summed_loss` does; labels are the ids with the pads at -100 (the model
+    shifts them), so the loss covers the whole text. Pads are found by length, not by id: the pad token
+    may be EOS, which the official protocol trains on."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict]) -> dict[str, Tensor]:
+        ids, mask = pad_batch([it["input_ids"] for it in items], self.pad_id)
+        return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}

@@ -1,5 +1,9 @@
-"""The training loop: AdamW with a linear warm-up schedule, whole-batch token-mean loss (however the
-batch is split for gradient accumulation), a checkpoint after every epoch."""
+"""The earlier training loop over a TransformerBridge: AdamW with a linear warm-up schedule, whole-batch
+token-mean loss (however the batch is split for gradient accumulation), a checkpoint after every epoch.
+
+`circuitlab finetune` now trains with the HF Trainer (`circuitlab.finetune.trainer`); this loop stays as the
+reference that path is checked against (tests/finetune/test_trainer.py: the same loss trajectory to 1e-5)
+and benchmarked against (benchmarks/finetune.py)."""
 
 from __future__ import annotations
 

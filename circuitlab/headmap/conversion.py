@@ -18,22 +18,27 @@ import tempfile
 from pathlib import Path
 
 import torch
-from jaxtyping import Float
-from torch import Tensor, nn
+from torch import Tensor
 
 from circuitlab.errors import CircuitlabError
-from circuitlab.headmap.files import CONFIG_FILE, WEIGHTS_FILE, check_base, load_adapter, read_adapter_config
-from circuitlab.headmap.layer import HeadMapLayer
-from circuitlab.headmap.model import HeadMapModel
+from circuitlab.headmap.files import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    check_base,
+    load_adapter,
+    read_adapter_config,
+)
+from circuitlab.headmap.layer import (
+    HS_CANNOT_MERGE,
+    HeadMapLinear,
+    give_attention_biases,
+)
+from circuitlab.headmap.model import ATTACHED, HeadMapModel
 from circuitlab.io import copy_atomic, read_json_object, write_dir_atomic
 from circuitlab.models.device import DEFAULT_DEVICE, DEFAULT_DTYPE
 from circuitlab.models.llama import decoder_layers
 
-HS_CANNOT_MERGE = (
-    "the hidden-state variant (headmap-hs, Eq. 7) adds its output to the residual stream after the MLP, "
-    "where no weight of the model can absorb it, so it cannot be merged or written as a LoRA; "
-    "use circuitlab.headmap.attach(model, DIR) instead"
-)
+__all__ = ["HS_CANNOT_MERGE", "adapter_dir", "export", "load_plain", "merge", "merge_headmap", "save_peft_lora"]
 
 
 # -- export ----------------------------------------------------------------------------------------
@@ -84,49 +89,21 @@ def export(run: str | Path, out: str | Path, peft: bool = False, model_name: str
 # -- merge -----------------------------------------------------------------------------------------
 
 
-def head_columns(layer: HeadMapLayer) -> Tensor:
-    """o_proj input columns of the selected heads, in the order Down reads them."""
-    d = layer.d_head
-    return torch.cat([torch.arange(h * d, (h + 1) * d) for h in layer.heads.tolist()])
-
-
-@torch.no_grad()
-def folded(layer: HeadMapLayer) -> tuple[Float[Tensor, "d_model n_sel_d_head"], Float[Tensor, " d_model"]]:
-    """(s * U D, s * (U b_D + b_U)) in float64: the map as a weight on z_sel plus a constant."""
-    U, bU = layer.up.weight.double(), layer.up.bias.double()
-    D, bD = layer.down.weight.double(), layer.down.bias.double()
-    s = layer.scaling
-    return s * U @ D, s * (U @ bD + bU)
-
-
-def _ensure_o_bias(model) -> None:
-    """Give o_proj a bias: Llama-style configs have one switch (`attention_bias`) for q, k, v and o,
-    so all four get (zero) biases and the merged model saves and reloads with stock transformers."""
-    if all(getattr(b.self_attn.o_proj, "bias", None) is not None for b in decoder_layers(model)):
-        return
-    if getattr(model.config, "attention_bias", None) is not False:
-        raise CircuitlabError(f"{type(model).__name__} has no o_proj bias to hold HeadMap's constant term")
-    for block in decoder_layers(model):
-        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            lin = getattr(block.self_attn, name)
-            if lin.bias is None:
-                lin.bias = nn.Parameter(torch.zeros(lin.out_features, dtype=lin.weight.dtype, device=lin.weight.device))
-    model.config.attention_bias = True
-
-
 @torch.no_grad()
 def merge_headmap(model, hm: HeadMapModel):
-    """Fold an MHA-variant adapter into the o_proj weights (and bias) of a plain HF model, in place."""
+    """Fold an MHA-variant adapter into the o_proj weights (and bias) of a plain HF model, in place:
+    HeadMap's PEFT layers are attached holding `hm`'s maps, merged as `merge_and_unload` merges them,
+    and taken off again."""
     if hm.config.variant != "mha":
         raise CircuitlabError(HS_CANNOT_MERGE)
-    _ensure_o_bias(model)
-    layers = decoder_layers(model)
-    for key, layer in hm.layers.items():
-        o = layers[int(key)].self_attn.o_proj
-        weight, const = folded(layer)
-        cols = head_columns(layer).to(o.weight.device)
-        o.weight[:, cols] = (o.weight[:, cols].double() + weight.to(o.weight.device)).to(o.weight.dtype)
-        o.bias.copy_((o.bias.double() + const.to(o.bias.device)).to(o.bias.dtype))
+    give_attention_biases(model)
+    hm.attach_hf(model)
+    try:
+        for module in model.modules():
+            if isinstance(module, HeadMapLinear):
+                module.merge(adapter_names=[ATTACHED])
+    finally:
+        hm.detach_hf()
     return model
 
 
@@ -151,7 +128,7 @@ def peft_lora_config(hm: HeadMapModel, base_id: str | None = None):
     from peft import LoraConfig
 
     return LoraConfig(
-        r=hm.config.rank, lora_alpha=hm.config.scaling * hm.config.rank, lora_dropout=0.0, lora_bias=True,
+        r=hm.config.r, lora_alpha=hm.config.scaling * hm.config.r, lora_dropout=0.0, lora_bias=True,
         target_modules=["o_proj"], layers_to_transform=sorted(int(k) for k in hm.layers),
         base_model_name_or_path=base_id, task_type="CAUSAL_LM",
     )
@@ -163,7 +140,7 @@ def peft_lora_state(hm: HeadMapModel, n_inputs: int) -> dict[int, dict[str, Tens
     out = {}
     for key, layer in hm.layers.items():
         A = torch.zeros(layer.down.out_features, n_inputs, dtype=torch.float32)
-        A[:, head_columns(layer)] = layer.down.weight.float()
+        A[:, layer.columns()] = layer.down.weight.float()
         bias = layer.up.weight.double() @ layer.down.bias.double() + layer.up.bias.double()
         out[int(key)] = {"A": A, "B": layer.up.weight.float().clone(), "bias": bias.float()}
     return out

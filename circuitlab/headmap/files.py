@@ -2,7 +2,9 @@
 
 The config holds the adapter's HeadMapConfig, the method it was trained by, and its base model:
 name, hub id, dimensions, weight fingerprint and a probe of sampled weight values, so an adapter is
-never attached to other weights (`base_identity` + `models.check_same_model`).
+never attached to other weights (`base_identity` + `models.check_same_model`). This is circuitlab's
+own format, which `circuitlab finetune` writes; a PEFT adapter directory (adapter_config.json +
+adapter_model.safetensors) comes from `save_pretrained` on a `get_peft_model(model, HeadMapConfig(...))`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ def base_identity(base: dict) -> ModelIdentity:
     return ModelIdentity(base.get("name") or base.get("hf_id"), dims, base.get("fingerprint"), base.get("probe"))
 
 
+def config_json(config: HeadMapConfig) -> dict:
+    """The HeadMap fields of `headmap_config.json`, in the names this format has always used."""
+    return {"variant": config.variant, "heads": {str(k): v for k, v in config.heads.items()}, "rank": config.r,
+            "scaling": config.scaling, "seed": config.init_seed, "init_a": config.init_a}
+
+
 def save_adapter(hm: HeadMapModel, directory: str | Path, base: dict, extra: dict | None = None) -> Path:
     """Write `headmap_config.json` and `adapter.safetensors` (fp32, on CPU) into `directory`."""
     from safetensors.torch import save
@@ -48,7 +56,7 @@ def save_adapter(hm: HeadMapModel, directory: str | Path, base: dict, extra: dic
     directory = Path(directory)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in hm.state_dict().items()}
     write_bytes_atomic(directory / WEIGHTS_FILE, save(tensors, metadata={"format": FORMAT}))
-    config = {"format": FORMAT, "format_version": FORMAT_VERSION, **hm.config.to_dict(), "base_model": base}
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, **config_json(hm.config), "base_model": base}
     config.update(extra or {})
     write_json_atomic(directory / CONFIG_FILE, config)
     return directory

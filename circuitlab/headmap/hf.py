@@ -2,8 +2,8 @@
 
 `attach` checks the base model (dimensions and weights), puts each layer's adapter on the device and
 dtype of that layer's o_proj weight (so a model dispatched over several GPUs with
-`device_map="auto"` works), and registers torch module hooks that call the same HeadMapLayer as the
-bridge wiring.
+`device_map="auto"` works), and wraps o_proj (and down_proj for "hs") in HeadMap's PEFT layers
+(`HeadMapModel.attach_hf`), which hold the adapter's own maps; `detach` puts the modules back.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def attach(model, adapter: str | Path | HeadMapModel, check: bool = True, base: 
         if w.dtype.is_floating_point:
             m.to(dtype=w.dtype)
     hm.attach_hf(model)
-    model.__dict__[_ATTR] = hm  # plain attribute: the model's state dict and save_pretrained stay untouched
+    model.__dict__[_ATTR] = hm  # plain attribute, not a submodule
     return hm
 
 

@@ -1,58 +1,232 @@
-"""HeadMapModel: one HeadMapLayer per circuit layer, and the two ways to wire them into a forward pass.
+"""HeadMap on a model: the PEFT tuner (`HeadMapTuner`) and circuitlab's own adapter object (`HeadMapModel`).
 
-- On a TransformerBridge, by hook names: read `blocks.{l}.attn.hook_z` ([batch, pos, head, d_head],
-  the input of W_O) and add the map's output to `blocks.{l}.hook_attn_out` (variant "mha", Eq. 8) or to
-  `blocks.{l}.hook_resid_post` (variant "hs", Eq. 7: after the MLP, so the MLP does not read it).
-- On a plain Hugging Face model, by torch module hooks: a forward pre-hook on `self_attn.o_proj`
-  reads z (its input, reshaped to [.., head, d_head]) and a forward hook adds the output to
-  `self_attn`'s output ("mha") or to the decoder layer's output ("hs").
+`HeadMapTuner` is what `peft.get_peft_model(model, HeadMapConfig(...))` builds on a plain Hugging Face
+model: it wraps `self_attn.o_proj` of each circuit layer in a `HeadMapLinear` (and, for variant "hs",
+`mlp.down_proj` in a `HeadMapSink`), after checking every head exists, before anything is changed.
 
-Both call the same HeadMapLayer, so they compute the same thing by construction. This module imports
-no TransformerLens: the bridge wiring only uses the bridge object it is given.
+Combining with LoRA/DoRA: `HeadMapConfig(lora={...})` (LoraConfig keyword arguments) makes one adapter
+holding both: the tuner injects PEFT's own LoRA layers first, then HeadMap's around them, so
+`get_peft_model` trains both, `save_pretrained` writes both into one adapter_model.safetensors,
+`PeftModel.from_pretrained` restores both, and `merge_and_unload` folds both (innermost first, so a
+DoRA under HeadMap on o_proj normalises its own weight, as in its forward pass). The other ways were
+tried against peft 0.21 and do not work: `PeftModel.add_adapter` refuses an adapter of another PEFT
+type; `PeftMixedModel` (`get_peft_model(..., mixed=True)`) accepts only the types in its fixed
+`COMPATIBLE_TUNER_TYPES`; and a second tuner injected into the same model (`inject_adapter_in_model`
+or a second `get_peft_model`) works for training, but PEFT collects an adapter's weights from every
+tuner layer of the model, so each saved adapter would also hold the other's weights.
+
+`HeadMapModel` is one adapter's maps without a model: it runs on a TransformerLens bridge by hook
+names, or on a plain HF model through the PEFT layers above (`attach_hf`), and it is what circuitlab's
+own adapter files (`circuitlab.headmap.files`) hold. This module imports no TransformerLens.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+from typing import ClassVar
+
 import torch
-from einops import rearrange
+from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer, onload_layer
 from torch import nn
 
 from circuitlab.errors import CircuitlabError
 from circuitlab.headmap.config import HeadMapConfig
-from circuitlab.headmap.layer import HeadMapLayer
+from circuitlab.headmap.layer import (
+    HS_CANNOT_MERGE,
+    HeadMapLayer,
+    HeadMapLinear,
+    HeadMapSink,
+    build_maps,
+    give_attention_biases,
+)
 from circuitlab.models.identity import ModelDims
 from circuitlab.models.llama import decoder_layers
 
+ATTACHED = "circuitlab_attached"  # the adapter name `HeadMapModel.attach_hf` injects under
+
+
+def _find(module, cls):
+    """`module` or the first of its (PEFT-wrapped) base layers that is a `cls`."""
+    while module is not None and not isinstance(module, cls):
+        module = getattr(module, "base_layer", None)
+    return module
+
+
+def plan(config: HeadMapConfig, model) -> tuple[dict[str, tuple[str, int]], dict[int, HeadMapLayer]]:
+    """({module name: ("read" | "sink", layer)}, {layer: map}) for `config` on `model`.
+
+    Refuses, as one line, heads that do not exist in the model and decoder layers that are not
+    Llama-style; called before anything is injected, so a refused config leaves the model as it was."""
+    dims = ModelDims.of_config(model.config)
+    config.check(dims)
+    layers = decoder_layers(model)
+    if len(layers) != dims.n_layers:
+        raise CircuitlabError(f"model has {len(layers)} decoder layers, its config says {dims.n_layers}")
+    names = {id(m): n for n, m in model.named_modules()}
+    targets = {}
+    for layer in config.heads:
+        block = layers[layer]
+        targets[names[id(block.self_attn.o_proj)]] = ("read", layer)
+        if config.variant == "hs":
+            down = getattr(getattr(block, "mlp", None), "down_proj", None)
+            if down is None or hasattr(block, "post_feedforward_layernorm"):
+                raise CircuitlabError(f"{type(block).__name__} does not end in residual + mlp.down_proj(...), "
+                                      "where the hidden-state variant adds its output; use variant mha")
+            targets[names[id(down)]] = ("sink", layer)
+    return targets, build_maps(config.heads, dims, config.r, config.scaling, config.init_seed, config.init_a)
+
+
+def link_sinks(model) -> None:
+    """Point each HeadMapSink at its decoder layer's HeadMapLinear outbox."""
+    for block in decoder_layers(model):
+        reader = _find(block.self_attn.o_proj, HeadMapLinear)
+        sink = _find(getattr(getattr(block, "mlp", None), "down_proj", None), HeadMapSink)
+        if reader is not None and sink is not None:
+            sink.inbox = reader.outbox
+
+
+class HeadMapTuner(BaseTuner):
+    """PEFT's model class for HeadMap (registered as "headmap"; see the module docstring)."""
+
+    prefix: str = "headmap_"
+    tuner_layer_cls = BaseTunerLayer  # HeadMap's layers and the LoRA layers of `HeadMapConfig.lora`
+    target_module_mapping: ClassVar[dict] = {}
+
+    def _prepare_adapter_config(self, peft_config: HeadMapConfig, model_config: dict) -> HeadMapConfig:
+        return peft_config  # the targets follow from `heads` and the model (`inject_adapter`)
+
+    def inject_adapter(self, model: nn.Module, adapter_name: str, autocast_adapter_dtype: bool = True,
+                       low_cpu_mem_usage: bool = False, state_dict=None) -> None:
+        """LoRA first (if configured), then HeadMap around it; a given `state_dict` is not needed to
+        find HeadMap's modules (they follow from the config), so it is not used."""
+        config = self.peft_config[adapter_name]
+        self._plan = plan(config, model)  # refuses bad heads before anything changes
+        config.target_modules = sorted(self._plan[0])
+        try:
+            if config.lora:
+                self._inject_lora(model, config, adapter_name)
+            super().inject_adapter(model, adapter_name, autocast_adapter_dtype=autocast_adapter_dtype,
+                                   low_cpu_mem_usage=low_cpu_mem_usage)
+        finally:
+            self._plan = None
+        link_sinks(model)
+
+    @staticmethod
+    def _inject_lora(model: nn.Module, config: HeadMapConfig, adapter_name: str) -> None:
+        """PEFT's LoRA layers under the same adapter name, seeded by `init_seed`."""
+        from peft import LoraConfig, inject_adapter_in_model
+
+        lora = LoraConfig(**config.lora)
+        lora.inference_mode = config.inference_mode
+        # LoRA's throwaway tuner would add its config to a `peft_config` dict it finds on the model (this
+        # tuner's, from a first adapter) and leaves its own there: hide ours meanwhile, then put it back.
+        previous = model.__dict__.pop("peft_config", None)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.init_seed)
+                inject_adapter_in_model(lora, model, adapter_name=adapter_name)
+        finally:
+            model.__dict__.pop("peft_config", None)
+            if previous is not None:
+                model.peft_config = previous
+
+    def _create_and_replace(self, peft_config: HeadMapConfig, adapter_name: str, target: nn.Module,
+                            target_name: str, parent: nn.Module, current_key: str, **kwargs) -> None:
+        targets, maps = self._plan
+        role, layer = targets[current_key]
+        if role == "read":
+            if isinstance(target, HeadMapLinear):
+                target.update_layer(adapter_name, maps[layer], peft_config.variant, peft_config.inference_mode)
+                return
+            new = HeadMapLinear(target, adapter_name, maps[layer], peft_config.variant, peft_config.inference_mode)
+        else:
+            if isinstance(target, HeadMapSink):
+                target.update_layer(adapter_name)
+                return
+            new = HeadMapSink(target, adapter_name)
+        if adapter_name not in self.active_adapters:
+            new.requires_grad_(False)  # an added adapter is not trainable until set active
+        self._replace_module(parent, target_name, new, target)
+
+    def delete_adapter(self, adapter_name: str) -> None:
+        """As PEFT's, then one choice of active adapters for every layer: HeadMap's adapters wrap
+        different modules, so the layers PEFT asks may not all know the remaining adapters."""
+        super().delete_adapter(adapter_name)
+        active = [a for a in self.active_adapters if a in self.peft_config] or sorted(self.peft_config)[:1]
+        if active:
+            self.set_adapter(active)
+
+    @classmethod
+    def _remove_adapter_name_from_key(cls, key: str, adapter_name: str) -> str:
+        """`...o_proj.headmap_map.<adapter>.down.weight` -> `...o_proj.headmap_map.down.weight` (PEFT's
+        default expects the adapter name second to last); LoRA's keys as PEFT writes them."""
+        marker = f".headmap_map.{adapter_name}."
+        if marker in key:
+            return key.replace(marker, ".headmap_map.", 1)
+        return super()._remove_adapter_name_from_key(key, adapter_name)
+
+    # -- merging ---------------------------------------------------------------------------------
+
+    def _merge_innermost_first(self, adapter_names: list[str] | None, safe_merge: bool) -> None:
+        names = [n for n in (adapter_names or self.active_adapters) if n in self.peft_config]
+        if any(self.peft_config[n].variant != "mha" for n in names):
+            raise CircuitlabError(HS_CANNOT_MERGE)
+        self._check_merge_allowed()
+        if names:
+            give_attention_biases(self.model)
+        layers = [m for m in self.model.modules() if isinstance(m, BaseTunerLayer)]
+        for module in reversed(layers):  # modules() lists a wrapper before the layers it wraps
+            with onload_layer(module):
+                module.merge(safe_merge=safe_merge, adapter_names=adapter_names)
+
+    def merge_adapter(self, adapter_names: list[str] | None = None, safe_merge: bool = False) -> None:
+        self._merge_innermost_first(adapter_names, safe_merge)
+
+    def _unload_and_optionally_merge(self, merge: bool = True, progressbar: bool = False, safe_merge: bool = False,
+                                     adapter_names: list[str] | None = None):
+        if merge:
+            self._merge_innermost_first(adapter_names, safe_merge)
+        return super()._unload_and_optionally_merge(merge=False, progressbar=progressbar, adapter_names=adapter_names)
+
+
+# -- circuitlab's adapter object -------------------------------------------------------------------
+
 
 class HeadMapModel(nn.Module):
-    """The adapter: `layers[str(l)]` maps layer l's selected heads into the residual stream."""
+    """The adapter: `layers[str(l)]` maps layer l's selected heads into the residual stream.
+
+    - On a TransformerBridge, by hook names: read `blocks.{l}.attn.hook_z` ([batch, pos, head, d_head],
+      the input of W_O) and add the map's output to `blocks.{l}.hook_attn_out` ("mha", Eq. 8) or to
+      `blocks.{l}.hook_resid_post` ("hs", Eq. 7).
+    - On a plain Hugging Face model, through HeadMapTuner's layers, holding these very maps.
+    """
 
     def __init__(self, config: HeadMapConfig, dims: ModelDims):
         super().__init__()
         config.check(dims)
         self.config = config
         self.dims = dims
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            self.layers = nn.ModuleDict(
-                {
-                    str(layer): HeadMapLayer(heads, dims.d_head, dims.d_model, config.rank, config.scaling)
-                    for layer, heads in config.heads.items()
-                }
-            )
+        maps = build_maps(config.heads, dims, config.r, config.scaling, config.init_seed, config.init_a)
+        self.layers = nn.ModuleDict({str(layer): m for layer, m in maps.items()})
         self._z: dict[int, torch.Tensor] = {}  # selected heads' outputs, from the read hook to the write hook
-        self._handles: list = []
+        self.__dict__["_hf"] = None  # the plain HF model attached to (in __dict__: not a submodule)
         self._wired = False
 
     @classmethod
-    def for_model(cls, config: HeadMapConfig, hf_config) -> "HeadMapModel":
+    def for_model(cls, config: HeadMapConfig, hf_config) -> HeadMapModel:
         return cls(config, ModelDims.of_config(hf_config))
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    # -- the math shared by both wirings ---------------------------------------------------------
+    def _claim(self) -> None:
+        if self._wired:
+            raise CircuitlabError("this HeadMap adapter is already wired into a model; detach it first")
+        self._wired = True
+        self._z.clear()
+
+    # -- wiring 1: TransformerBridge hook names ----------------------------------------------------
 
     def _read(self, layer: int, z: torch.Tensor) -> None:
         m = self.layers[str(layer)]
@@ -64,19 +238,9 @@ class HeadMapModel(nn.Module):
             raise RuntimeError(f"HeadMap layer {layer}: the output hook fired before W_O's input was read")
         return self.layers[str(layer)](z_sel).to(like.device, like.dtype)
 
-    def _target(self) -> str:
-        return "hook_attn_out" if self.config.variant == "mha" else "hook_resid_post"
-
-    def _claim(self) -> None:
-        if self._wired:
-            raise CircuitlabError("this HeadMap adapter is already wired into a model; detach it first")
-        self._wired = True
-        self._z.clear()
-
-    # -- wiring 1: TransformerBridge hook names ----------------------------------------------------
-
     def bridge_hooks(self) -> list[tuple[str, object]]:
         """(hook name, fn) pairs for `bridge.hooks(fwd_hooks=...)`."""
+        target = "hook_attn_out" if self.config.variant == "mha" else "hook_resid_post"
         hooks = []
         for layer in self.config.heads:
 
@@ -87,8 +251,7 @@ class HeadMapModel(nn.Module):
             def write(out, hook, layer=layer):
                 return out + self._delta(layer, out)
 
-            hooks.append((f"blocks.{layer}.attn.hook_z", read))
-            hooks.append((f"blocks.{layer}.{self._target()}", write))
+            hooks += [(f"blocks.{layer}.attn.hook_z", read), (f"blocks.{layer}.{target}", write)]
         return hooks
 
     @contextlib.contextmanager
@@ -102,34 +265,44 @@ class HeadMapModel(nn.Module):
             self._wired = False
             self._z.clear()
 
-    # -- wiring 2: plain Hugging Face model, torch module hooks -----------------------------------
+    # -- wiring 2: plain Hugging Face model, HeadMapTuner's layers ---------------------------------
 
     def attach_hf(self, hf_model) -> None:
-        """Register module hooks on a plain HF causal LM; undo with `detach_hf()`."""
+        """Wrap o_proj (and down_proj for "hs") of a plain HF causal LM in HeadMap's PEFT layers holding
+        this adapter's maps; undo with `detach_hf()`. The model's `requires_grad` flags and its
+        `peft_config` attribute stay as they were."""
         layers = decoder_layers(hf_model)
         if len(layers) != self.dims.n_layers:
             raise CircuitlabError(f"model has {len(layers)} decoder layers, adapter expects {self.dims.n_layers}")
+        if any(isinstance(m, (HeadMapLinear, HeadMapSink)) for m in hf_model.modules()):
+            raise CircuitlabError("this model already has HeadMap layers (a PEFT adapter?); attach to a plain model")
         self._claim()
-        d_head = self.dims.d_head
-        for layer in self.config.heads:
-            block = layers[layer]
-            attn = block.self_attn
-
-            def read(module, args, layer=layer):
-                self._read(layer, rearrange(args[0], "... (h d) -> ... h d", d=d_head))
-
-            def write(module, args, output, layer=layer):
-                if isinstance(output, tuple):
-                    return (output[0] + self._delta(layer, output[0]), *output[1:])
-                return output + self._delta(layer, output)
-
-            self._handles.append(attn.o_proj.register_forward_pre_hook(read))
-            target = attn if self.config.variant == "mha" else block
-            self._handles.append(target.register_forward_hook(write))
+        grads = [(p, p.requires_grad) for p in hf_model.parameters()]
+        previous = hf_model.__dict__.get("peft_config")
+        try:
+            HeadMapTuner(hf_model, dataclasses.replace(self.config, inference_mode=True), ATTACHED)
+        except BaseException:
+            self._wired = False
+            raise
+        finally:
+            for p, g in grads:
+                p.requires_grad_(g)
+            hf_model.__dict__.pop("peft_config", None)
+            if previous is not None:
+                hf_model.peft_config = previous
+        for layer, m in self.layers.items():
+            reader = _find(layers[int(layer)].self_attn.o_proj, HeadMapLinear)
+            reader.headmap_map[ATTACHED] = m  # this adapter's own maps replace the freshly made ones
+            reader._move_adapter_to_device_of_base_layer(ATTACHED)
+        self.__dict__["_hf"] = hf_model
 
     def detach_hf(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+        """Put back the modules `attach_hf` wrapped; the model computes exactly what it did before."""
+        if self._hf is not None:
+            for name, module in list(self._hf.named_modules()):
+                if isinstance(module, (HeadMapLinear, HeadMapSink)) and ATTACHED in module._all_available_adapter_names():
+                    parent, _, child = name.rpartition(".")
+                    setattr(self._hf.get_submodule(parent), child, module.base_layer)
+        self.__dict__["_hf"] = None
         self._wired = False
         self._z.clear()

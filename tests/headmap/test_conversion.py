@@ -10,6 +10,7 @@ from transformers import AutoModelForCausalLM
 from circuitlab.cli import main
 from circuitlab.errors import CircuitlabError
 from circuitlab.finetune import TrainConfig, train_and_eval
+from circuitlab.models import weight_fingerprint
 from circuitlab.headmap import HeadMapConfig, HeadMapModel, attach, base_info, detach, load_adapter, save_adapter
 from circuitlab.headmap.conversion import HS_CANNOT_MERGE, export, load_plain, merge, merge_headmap
 from circuitlab.models import cache_dir, load_model
@@ -29,7 +30,7 @@ def four_ways(tmp_path: Path, name: str, heads: dict, scaling: float) -> dict[st
     from peft import PeftModel
 
     bridged = load_model(name)
-    hm = randomize(HeadMapModel.for_model(HeadMapConfig("mha", heads, rank=8, scaling=scaling), bridged.config))
+    hm = randomize(HeadMapModel.for_model(HeadMapConfig(variant="mha", heads=heads, r=8, scaling=scaling), bridged.config))
     run = tmp_path / "run"
     save_adapter(hm, run / "adapter", base_info(bridged.hf_model, name, bridged.hf_id, bridged.fingerprint()),
                  extra={"method": "headmap-mha"})
@@ -72,7 +73,7 @@ def test_bridge_attach_merge_and_peft_agree_on_smollm2(tmp_path):
 def test_merge_folds_into_o_proj_only(tmp_path):
     plain, _ = load_plain("tiny-llama")
     before = {k: v.clone() for k, v in plain.state_dict().items()}
-    hm = randomize(HeadMapModel.for_model(HeadMapConfig("mha", {2: [1]}, rank=4), plain.config))
+    hm = randomize(HeadMapModel.for_model(HeadMapConfig(variant="mha", heads={2: [1]}, r=4), plain.config))
     merge_headmap(plain, hm)
     after = plain.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
@@ -87,7 +88,7 @@ def test_merge_folds_into_o_proj_only(tmp_path):
 
 def test_hidden_state_variant_cannot_merge(tmp_path):
     plain, _ = load_plain("tiny-llama")
-    hm = randomize(HeadMapModel.for_model(HeadMapConfig("hs", {0: [0]}, rank=4), plain.config))
+    hm = randomize(HeadMapModel.for_model(HeadMapConfig(variant="hs", heads={0: [0]}, r=4), plain.config))
     with pytest.raises(CircuitlabError, match="hidden-state variant .* cannot be merged"):
         merge_headmap(plain, hm)
     save_adapter(hm, tmp_path / "hs", base_info(plain, "tiny-llama"), extra={"method": "headmap-hs"})
@@ -108,7 +109,7 @@ def test_export_from_a_finetune_run_via_cli(tmp_path, capsys):
     config = json.loads((tmp_path / "exp" / "headmap_config.json").read_text())
     assert config["variant"] == "hs" and config["method"] == "headmap-hs" and config["rank"] == 4
     assert config["scaling"] == 2.0 and len(config["heads"]) == 4
-    assert config["base_model"]["name"] == "tiny-llama" and config["base_model"]["fingerprint"] == model.fingerprint()
+    assert config["base_model"]["name"] == "tiny-llama" and config["base_model"]["fingerprint"] == weight_fingerprint(load_plain("tiny-llama")[0])
     assert json.loads((tmp_path / "exp" / "circuit.json").read_text())["heads"] == config["heads"]
     hm, _ = load_adapter(tmp_path / "exp")
     run_hm, _ = load_adapter(tmp_path / "run" / "adapter")

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trained_like(variant: str, hf_config, heads=HEADS, seed: int = 3) -> HeadMapModel:
-    return randomize(HeadMapModel.for_model(HeadMapConfig(variant, heads, rank=4, scaling=1.5), hf_config), seed)
+    return randomize(HeadMapModel.for_model(HeadMapConfig(variant=variant, heads=heads, r=4, scaling=1.5), hf_config), seed)
 
 
 _BRIDGES = {}

@@ -27,7 +27,7 @@ def models(request):
 
 def randomized(variant: str, hf_config, seed: int = 1) -> HeadMapModel:
     """An adapter whose Up is not zero, so it changes the output."""
-    hm = HeadMapModel.for_model(HeadMapConfig(variant, HEADS, rank=4, scaling=0.7, seed=seed), hf_config)
+    hm = HeadMapModel.for_model(HeadMapConfig(variant=variant, heads=HEADS, r=4, scaling=0.7, init_seed=seed), hf_config)
     return randomize(hm, seed, 0.5)
 
 
@@ -116,7 +116,7 @@ def test_output_unchanged_at_step_zero(models, variant):
     adapter. Across the two code paths (bridge vs plain HF) only float tolerance is promised: a
     transformers release may order the same arithmetic differently in one of them."""
     bridged, plain = models
-    hm = HeadMapModel.for_model(HeadMapConfig(variant, HEADS, rank=8), plain.config)
+    hm = HeadMapModel.for_model(HeadMapConfig(variant=variant, heads=HEADS, r=8), plain.config)
     assert torch.count_nonzero(hm.layers["0"].down.weight) > 0  # Down random, Up zero
     with torch.no_grad():
         base_bridge = bridged.hf_model(IDS).logits
@@ -135,7 +135,7 @@ def test_only_adapter_parameters_get_gradients(variant):
     bridged = load_model("tiny-llama")
     for p in bridged.hf_model.parameters():
         p.requires_grad_(False)
-    hm = HeadMapModel.for_model(HeadMapConfig(variant, HEADS, rank=8), bridged.config)
+    hm = HeadMapModel.for_model(HeadMapConfig(variant=variant, heads=HEADS, r=8), bridged.config)
     opt = torch.optim.SGD(hm.parameters(), lr=0.1)
     with hm.on_bridge(bridged.bridge):
         for _ in range(2):  # after one step Up != 0, so Down gets a gradient too
@@ -159,14 +159,14 @@ def test_layer_selects_heads_in_order():
 def test_parameter_count_matches_the_paper():
     """(n * d_head + 1) * r + (r + 1) * d per layer (paper, Section 5.3)."""
     plain, _ = tiny_model("tiny-llama")
-    hm = HeadMapModel.for_model(HeadMapConfig("mha", HEADS, rank=8), plain.config)
+    hm = HeadMapModel.for_model(HeadMapConfig(variant="mha", heads=HEADS, r=8), plain.config)
     d_head, d = 16, 64
     assert hm.n_parameters() == sum((len(h) * d_head + 1) * 8 + (8 + 1) * d for h in HEADS.values())
 
 
 def test_seeded_initialisation():
     plain, _ = tiny_model("tiny-llama")
-    a, b, c = (HeadMapModel.for_model(HeadMapConfig("mha", HEADS, seed=s), plain.config) for s in (0, 0, 1))
+    a, b, c = (HeadMapModel.for_model(HeadMapConfig(variant="mha", heads=HEADS, init_seed=s), plain.config) for s in (0, 0, 1))
     assert torch.equal(a.layers["0"].down.weight, b.layers["0"].down.weight)
     assert not torch.equal(a.layers["0"].down.weight, c.layers["0"].down.weight)
 
@@ -174,14 +174,14 @@ def test_seeded_initialisation():
 def test_bad_configs_are_refused():  # noqa: D103
     plain, _ = tiny_model("tiny-llama")
     with pytest.raises(CircuitlabError, match="variant"):
-        HeadMapConfig("mlp", HEADS)
+        HeadMapConfig(variant="mlp", heads=HEADS)
     with pytest.raises(CircuitlabError, match="at least one head"):
-        HeadMapConfig("mha", {})
+        HeadMapConfig(variant="mha", heads={})
     with pytest.raises(CircuitlabError, match="out of range"):
-        HeadMapModel.for_model(HeadMapConfig("mha", {0: [4]}), plain.config)
+        HeadMapModel.for_model(HeadMapConfig(variant="mha", heads={0: [4]}), plain.config)
     with pytest.raises(CircuitlabError, match="out of range"):
-        HeadMapModel.for_model(HeadMapConfig("mha", {9: [0]}), plain.config)
-    assert HeadMapConfig.from_dict(HeadMapConfig("hs", HEADS, 4, 2.0, 3).to_dict()) == HeadMapConfig("hs", HEADS, 4, 2.0, 3)
+        HeadMapModel.for_model(HeadMapConfig(variant="mha", heads={9: [0]}), plain.config)
+    assert HeadMapConfig.from_dict(HeadMapConfig(variant="hs", heads=HEADS, r=4, scaling=2.0, init_seed=3).to_dict()) == HeadMapConfig(variant="hs", heads=HEADS, r=4, scaling=2.0, init_seed=3)
 
 
 def test_wiring_twice_is_refused(models):

@@ -1,0 +1,110 @@
+"""What a method adds to a plain HF model, as one PEFT adapter: `peft.get_peft_model` with a `HeadMapConfig`
+(HeadMap, and LoRA/DoRA beside it through its `lora` field) or a `LoraConfig` (LoRA/DoRA alone).
+
+One adapter per run, so `save_pretrained` writes every trained tensor into one PEFT directory, which
+`PeftModel.from_pretrained` (after `import circuitlab`) loads; and one learning rate per part, as the
+paper trains its combinations (`param_groups`: HeadMap's maps by name, the rest LoRA/DoRA's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from circuitlab.finetune.config import PEFT_TARGETS, PEFT_TARGETS_WITH_HEADMAP, TrainConfig
+from circuitlab.headmap import HeadMapConfig, HeadMapLinear, HeadMapModel, base_info, save_adapter
+from circuitlab.models.llama import decoder_layers
+
+HEADMAP_PARAM = ".headmap_map."  # in the names of HeadMap's parameters inside a PEFT model
+
+
+def lora_kwargs(cfg: TrainConfig) -> dict:
+    """LoraConfig keyword arguments of the method's LoRA/DoRA part (all six projections alone, V/U/D
+    beside HeadMap: the paper's "HeadMap + LoRA (V, U, D)")."""
+    names = PEFT_TARGETS if cfg.variant is None else PEFT_TARGETS_WITH_HEADMAP
+    return {"r": cfg.rank, "lora_alpha": cfg.lora_alpha, "lora_dropout": 0.0, "use_dora": cfg.tuner == "dora",
+            "target_modules": list(names)}
+
+
+def peft_config(cfg: TrainConfig, heads: dict[int, list[int]] | None):
+    """The PEFT config of `cfg.method`; Down's initialisation follows the protocol (`down_init_a`)."""
+    from peft import LoraConfig
+
+    if cfg.variant is not None:
+        return HeadMapConfig(variant=cfg.variant, heads=heads, r=cfg.rank, scaling=cfg.scaling, init_seed=cfg.seed,
+                             init_a=cfg.rules.down_init_a, task_type="CAUSAL_LM",
+                             lora=lora_kwargs(cfg) if cfg.tuner else None)
+    return LoraConfig(task_type="CAUSAL_LM", **lora_kwargs(cfg))
+
+
+def param_groups(peft_model, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: HeadMap's maps at `cfg.headmap_lr`, LoRA/DoRA at `cfg.peft_lr` (empty groups left out)."""
+    named = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
+    headmap = [p for n, p in named if HEADMAP_PARAM in n]
+    peft = [p for n, p in named if HEADMAP_PARAM not in n]
+    return [g for g in ({"params": headmap, "lr": cfg.headmap_lr}, {"params": peft, "lr": cfg.peft_lr}) if g["params"]]
+
+
+def count_params(params) -> int:
+    return sum(p.numel() for p in {id(p): p for p in params}.values())
+
+
+@dataclass
+class Wrapped:
+    """The PEFT model (its base is the run's HF model, changed in place) and the paper's parameter counts."""
+
+    peft_model: object  # peft.PeftModelForCausalLM
+    base_params: int  # parameters of the base model, before anything was added
+
+    @property
+    def n_trainable(self) -> int:
+        return count_params(p for p in self.peft_model.parameters() if p.requires_grad)
+
+    @property
+    def share(self) -> float:
+        """The paper's "# Params (%)": trainable / base parameters x 100."""
+        return 100.0 * self.n_trainable / self.base_params
+
+    def headmap(self) -> HeadMapModel | None:
+        """HeadMap's trained maps as circuitlab's own adapter object (None for LoRA/DoRA alone)."""
+        config = self.peft_model.peft_config["default"]
+        if not isinstance(config, HeadMapConfig):
+            return None
+        base = self.peft_model.get_base_model()
+        plain = HeadMapConfig(variant=config.variant, heads=config.heads, r=config.r, scaling=config.scaling,
+                              init_seed=config.init_seed, init_a=config.init_a)
+        hm = HeadMapModel.for_model(plain, base.config)
+        layers = decoder_layers(base)
+        for layer in config.heads:
+            module = layers[layer].self_attn.o_proj
+            while not isinstance(module, HeadMapLinear):  # LoRA on o_proj would sit inside, never outside
+                module = module.base_layer
+            hm.layers[str(layer)].load_state_dict(module.headmap_map["default"].state_dict())
+        return hm
+
+    def save(self, directory: Path, base: dict, extra: dict) -> None:
+        """The PEFT adapter (adapter_config.json + adapter_model.safetensors) and, for HeadMap, circuitlab's
+        adapter files beside it (headmap_config.json + adapter.safetensors, which export and merge read)."""
+        self.peft_model.save_pretrained(str(directory))
+        hm = self.headmap()
+        if hm is not None:
+            save_adapter(hm, directory, base, extra=extra)
+
+
+def wrap(model, cfg: TrainConfig, heads: dict[int, list[int]] | None) -> Wrapped:
+    """`get_peft_model` on `model.hf_model` (in place: PEFT injects its layers into it). LoRA's A matrices are
+    drawn from `cfg.seed` (HeadMap's tuner seeds its own maps and LoRA part from `init_seed`)."""
+    from peft import get_peft_model
+
+    hf = model.hf_model
+    base_params = count_params(hf.parameters())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        pm = get_peft_model(hf, peft_config(cfg, heads))
+    return Wrapped(pm, base_params)
+
+
+def adapter_base(model, fingerprint: str) -> dict:
+    return base_info(model.hf_model, model.name, model.hf_id, fingerprint)
