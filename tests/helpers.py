@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 
 import torch
 
@@ -52,3 +53,10 @@ def one_line_error(capsys, argv, match: str) -> str:
     assert match in lines[0], lines[0]
     assert "Traceback" not in err
     return lines[0]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on, for a process group of the tests' own."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -17,7 +17,7 @@ from circuitlab.errors import CircuitlabError, ConfigError
 
 COMMANDS = {**locate.COMMANDS, **evaluate.COMMANDS, **report.COMMANDS, **finetune.COMMANDS, **lmeval.COMMANDS,
             **official.COMMANDS}
-SHARED = ("locate", "reproduce")  # the commands that share their work between torchrun's processes
+SHARED = ("locate", "reproduce", "finetune")  # the commands that share their work between torchrun's processes
 
 
 def build_parser() -> Parser:

@@ -27,6 +27,7 @@ def run_finetune(args) -> None:
     from circuitlab.finetune.config import check_run
     from circuitlab.finetune.run import check_run_dir, prepare
     from circuitlab.io import check_writable
+    from circuitlab.processes import launched_main
     from circuitlab.models import ModelDims, model_config
     from circuitlab.models.config import ModelConfig
 
@@ -41,6 +42,8 @@ def run_finetune(args) -> None:
         model = load_plain(where.model, where.device, where.dtype, device_map=where.device_map,
                            max_memory=where.max_memory)
         result = train_and_eval(model, cfg, out, args.data_dir, inputs=inputs, options=options)
+    if not launched_main():
+        return
     metrics = "  ".join(f"{k}={v:.4f}" for k, v in result.eval.metrics.items())
     print(f"{result.method} on {cfg.task} ({result.protocol} protocol): trainable {result.trainable_params:,} "
           f"({result.trainable_share_pct:.3f}%), train {result.train.seconds:.0f}s, "

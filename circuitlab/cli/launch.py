@@ -15,7 +15,8 @@ import dataclasses
 import os
 
 from circuitlab.errors import CircuitlabError
-from circuitlab.locate.distributed import Shard, launched_world, start
+from circuitlab.locate.distributed import Shard, start
+from circuitlab.processes import launched_world
 
 
 def add_process_options(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,6 @@ TransformerLens is imported only to locate a circuit when no `--circuit` is give
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-import os
 from pathlib import Path
 
 from circuitlab.circuit import Circuit, ModelInfo
@@ -26,6 +25,7 @@ from circuitlab.finetune.heads import choose_heads, heads_circuit, no_circuit
 from circuitlab.finetune.plain import plain_of
 from circuitlab.finetune.wrap import adapter_base, count_params, wrap
 from circuitlab.io import read_json_object, write_json_atomic
+from circuitlab.processes import launched_main
 from circuitlab.models.identity import ModelDims, ModelIdentity
 from circuitlab.provenance import package_versions
 from circuitlab.tasks import Doc, Task, data_fingerprint, get_task, load_docs
@@ -202,7 +202,7 @@ def train_and_eval(model, cfg: TrainConfig, out: str | Path, data_dir=None, prog
     task, train_docs, eval_docs = inputs.task, inputs.train_docs, inputs.eval_docs
     circuit = resolve_circuit(model, cfg, inputs, out, data_dir, progress)
     heads = choose_heads(circuit, cfg.heads, cfg.heads_per_layer, cfg.seed) if circuit is not None else None
-    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one process writes the files
+    main = launched_main()  # under torchrun, one process writes the files
     if main:
         write_json_atomic(out / "config.json", cfg.to_dict())  # only once the inputs proved good
         if heads is not None:

@@ -15,7 +15,6 @@ checkpointing, evaluation, checkpoints (PEFT adapter directories) and resuming, 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ from circuitlab.errors import ConfigError
 from circuitlab.finetune.config import RunOptions, TrainConfig, check_run
 from circuitlab.finetune.data import EpochOrderSampler, PadCollator, TokenDataset
 from circuitlab.finetune.wrap import param_groups
+from circuitlab.processes import launched_world
 
 
 class CircuitlabTrainer(Trainer):
@@ -72,10 +72,6 @@ class StepHooks(TrainerCallback):
             self.bar.close()
 
 
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def training_arguments(cfg: TrainConfig, opts: RunOptions, out: Path, n_train: int, device: torch.device,
                        world: int = 1) -> TrainingArguments:
     """TrainingArguments for `cfg`: `batch_size` documents per optimizer step as `micro_batch_size` per
@@ -112,7 +108,7 @@ def train(model, wrapped, cfg: TrainConfig, train_seqs: list[list[int]], held_se
     data the best checkpoint's weights are loaded at the end. Returns the training record of the result file.
     `callbacks`: further `TrainerCallback`s (tests observe the gradients with one)."""
     opts = opts or RunOptions()
-    args = training_arguments(cfg, opts, ckpt_dir, len(train_seqs), model.device, world_size())
+    args = training_arguments(cfg, opts, ckpt_dir, len(train_seqs), model.device, launched_world())
     trainer = CircuitlabTrainer(
         model=wrapped.peft_model, args=args, cfg=cfg, train_dataset=TokenDataset(train_seqs),
         eval_dataset=TokenDataset(held_seqs) if args.eval_strategy != "no" else None,

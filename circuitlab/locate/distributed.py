@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Sequence, TypeVar
 
+from circuitlab.processes import launched_world
+
 T = TypeVar("T")
 
 
@@ -62,11 +64,6 @@ class Shard:
             import torch.distributed as dist
 
             dist.barrier()
-
-
-def launched_world() -> int:
-    """How many processes torchrun or `accelerate launch` started (1 without them)."""
-    return int(os.environ.get("WORLD_SIZE", 1))
 
 
 def start(device_type: str) -> Shard:

@@ -222,8 +222,7 @@ def test_an_error_while_a_progress_bar_is_open_is_the_last_line(tmp_path, capsys
     assert not (tmp_path / "c.json").exists()
 
 
-@pytest.mark.parametrize("command", [["eval", "--model", "tiny-llama", "--task", "capitals"], ["tasks"],
-                                     FINETUNE + ["--method", "lora"]])
+@pytest.mark.parametrize("command", [["eval", "--model", "tiny-llama", "--task", "capitals"], ["tasks"]])
 def test_commands_that_run_in_one_process_refuse_torchrun(command, inputs, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     one_line_error(capsys, [a.format(**{"in": inputs, "out": tmp_path / "out"}) for a in command],

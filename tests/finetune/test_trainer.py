@@ -2,6 +2,7 @@
 checkpoints as PEFT adapter directories; no TransformerLens on it."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from circuitlab.finetune.wrap import wrap
 from circuitlab.models import load_hf, load_model
 from circuitlab.tasks import load_docs
 from tests.finetune.common import cfg, tiny_circuit
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -100,3 +102,23 @@ def test_finetune_imports_no_transformer_lens(tmp_path):
                          check=False, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
     assert (tmp_path / "run" / "result.json").is_file()
+
+
+def test_torchrun_trains_as_one_process_does(tmp_path):
+    """Two gloo processes (each half of every batch; the token count summed over both) give one process's
+    loss trajectory and metrics, and one of them writes and speaks."""
+    common = ["finetune", "--model", "tiny-llama", "--task", "capitals", "--method", "lora", "--batch-size", "4",
+              "--micro-batch-size", "2", "--max-train", "16", "--epochs", "1", "--warmup-steps", "1", "--limit", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                str(free_port()), "-m", "circuitlab"]
+    two = subprocess.run(launcher + common + ["--out", str(tmp_path / "two")], capture_output=True, text=True,
+                         timeout=300, cwd=REPO, env=env)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("wrote") == 1
+    one = subprocess.run([sys.executable, "-m", "circuitlab", *common, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    a, b = (json.loads((tmp_path / d / "result.json").read_text()) for d in ("one", "two"))
+    assert a["train"]["loss_curve"] == pytest.approx(b["train"]["loss_curve"], rel=1e-5)
+    assert a["eval"]["preds"] == b["eval"]["preds"]

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import torch.multiprocessing as mp
 from circuitlab.circuit import Circuit
 from circuitlab.locate import LocateConfig, checkpoint_path, locate
 from circuitlab.locate.distributed import Shard, share
-from tests.helpers import SAMPLES, close
+from tests.helpers import SAMPLES, close, free_port
 
 CONFIGS = {
     "layer-conditioned": LocateConfig(n_per_layer=2, max_batch_tokens=40),
@@ -23,12 +22,6 @@ CONFIGS = {
     "prescreened": LocateConfig(n_per_layer=2, prescreen=3, max_batch_tokens=40),
 }
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def worker(rank: int, world: int, port: int, out: str, names: list[str], fail_at: str | None) -> None:
