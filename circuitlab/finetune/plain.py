@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 
-from circuitlab.models.identity import ModelDims, ModelIdentity, weight_fingerprint
+from circuitlab.models.loaded import HFModelView
 from circuitlab.models.names import resolve
-from circuitlab.models.placement import input_device, placement
+from circuitlab.models.placement import placement
 from circuitlab.models.sources import load_hf
 
 
 @dataclass(eq=False)
-class PlainModel:
+class PlainModel(HFModelView):
     name: str
     hf_id: str
     revision: str | None
@@ -31,46 +30,8 @@ class PlainModel:
     bridge: None = None  # what `LoadedModel` holds a TransformerBridge in: none here
 
     @property
-    def config(self):
-        return self.hf_model.config
-
-    @cached_property
-    def dims(self) -> ModelDims:
-        return ModelDims.of_config(self.config)
-
-    @property
-    def n_layers(self) -> int:
-        return self.dims.n_layers
-
-    @property
-    def n_heads(self) -> int:
-        return self.dims.n_heads
-
-    @property
-    def n_kv_heads(self) -> int:
-        return self.dims.n_kv_heads
-
-    @property
-    def d_head(self) -> int:
-        return self.dims.d_head
-
-    @property
-    def d_model(self) -> int:
-        return self.dims.d_model
-
-    @property
-    def device(self) -> torch.device:
-        return input_device(self.hf_model)
-
-    @property
     def dtype_name(self) -> str:
         return str(next(self.hf_model.parameters()).dtype).removeprefix("torch.")
-
-    def fingerprint(self) -> str:
-        return weight_fingerprint(self.hf_model)
-
-    def identity(self) -> ModelIdentity:
-        return ModelIdentity(self.name, self.dims, self.fingerprint())
 
 
 def load_plain(name: str, device: str | None = "cpu", dtype: str | torch.dtype = "auto", revision: str | None = None,

@@ -15,19 +15,12 @@ from circuitlab.models.names import resolve
 from circuitlab.models.sources import load_hf
 
 
-@dataclass(eq=False)
-class LoadedModel:
-    """A bridge, its tokenizer and where it came from."""
+class HFModelView:
+    """What circuitlab asks of any model it runs, read off its Hugging Face model (`self.hf_model`):
+    dimensions, where inputs go, and which weights these are. A bridged `LoadedModel` and the plain
+    model `circuitlab finetune` trains both answer through it."""
 
-    name: str
-    hf_id: str
-    revision: str | None
-    bridge: object  # transformer_lens.model_bridge.TransformerBridge
-    tokenizer: object
-
-    @property
-    def hf_model(self):
-        return self.bridge.original_model
+    hf_model: object
 
     @property
     def config(self):
@@ -67,6 +60,21 @@ class LoadedModel:
 
     def identity(self) -> ModelIdentity:
         return ModelIdentity(self.name, self.dims, self.fingerprint())
+
+
+@dataclass(eq=False)
+class LoadedModel(HFModelView):
+    """A bridge, its tokenizer and where it came from."""
+
+    name: str
+    hf_id: str
+    revision: str | None
+    bridge: object  # transformer_lens.model_bridge.TransformerBridge
+    tokenizer: object
+
+    @property
+    def hf_model(self):
+        return self.bridge.original_model
 
 
 def load_model(
