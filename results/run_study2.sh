@@ -5,9 +5,10 @@
 # Run from the repository root:
 #   bash results/run_study2.sh [circuits|base|train|table]...   (default: all, in that order)
 # Every step is resumable (run directories resume from their last checkpoint; finished runs are skipped), so it can be
-# stopped and started again across sessions. Budget on this project's 2-core CPU: about 10 s per optimizer step
-# (250 steps a run) and 0.5-1 evaluation documents per second, i.e. about 25-30 CPU-hours in all; a GPU does it
-# in minutes.
+# stopped and started again across sessions. Budget on this project's 2-core CPU, from benchmarks/finetune.py's
+# ~100 training tokens/s: 250 steps of 16 documents a run, about 20 min for sst2 and boolq and 40 min for piqa, so
+# about 17 CPU-hours for the 36 training runs; scoring runs at ~65 requests/s, so locating's sample selection and the
+# full-split evaluations add well under an hour. A GPU does it all in minutes.
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 DATA=${DATA:-../shared/data}
