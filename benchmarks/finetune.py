@@ -48,7 +48,7 @@ def main() -> None:
                       micro_batch_size=args.micro_batch_size, epochs=1, max_train=args.steps * args.batch_size,
                       warmup_steps=2, max_len=512)
     docs = load_docs(args.task, "train", args.data_dir, limit=cfg.max_train)
-    out: dict = {"command": " ".join([sys.executable, *sys.argv]), "model": args.model, "task": args.task,
+    out: dict = {"command": " ".join(["python", "benchmarks/finetune.py", *sys.argv[1:]]), "model": args.model, "task": args.task,
                  "method": args.method, "steps": args.steps, "batch_size": args.batch_size,
                  "micro_batch_size": args.micro_batch_size, "device": args.device,
                  "torch_threads": torch.get_num_threads(), "versions": package_versions()}

@@ -2,7 +2,7 @@
 # Wheels for a GPU machine without internet whose image has torch, transformers, peft and accelerate but not
 # circuitlab's other needs (this project's lent H100/H200s): downloads them, at the lock's versions, for
 # CPython 3.12 on manylinux into .whl/ (about 25 MB) (git-ignored through .git/info/exclude). Then, there:
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD
+#   python3 -m pip install -q --no-index --no-deps --target .whl/site .whl/*.whl && export PYTHONPATH=.whl/site:.
 #   make gpu-bench PY=python3
 set -euo pipefail
 cd "$(dirname "$0")/.."
