@@ -79,7 +79,8 @@ class TrainConfig:
                             choices=PROTOCOL_NAMES)
     eval_every: int | None = setting(None, "held-out loss every N steps, best checkpoint restored "
                                            "(default: the protocol's; official 200)", minimum=1)
-    mixed_precision: str = setting("no", "autocast the forward pass (CUDA only); weights keep --dtype",
+    mixed_precision: str = setting("no", "autocast the forward pass (bf16: CUDA or CPU, fp16: CUDA); weights "
+                                         "keep --dtype",
                                    choices=MIXED_PRECISION)
 
     def __post_init__(self) -> None:
@@ -153,8 +154,8 @@ def check_run(cfg: TrainConfig, opts: RunOptions, device) -> None:
     import torch
 
     cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
-    if cfg.mixed_precision != "no" and not cuda:
-        raise ConfigError("mixed_precision", f"{cfg.mixed_precision} needs a CUDA device; the model is on {device}")
+    if cfg.mixed_precision == "fp16" and not cuda:  # torch autocasts the CPU to bf16 (fast where it has AMX)
+        raise ConfigError("mixed_precision", f"fp16 needs a CUDA device; the model is on {device} (bf16 runs there)")
     every = cfg.eval_steps
     if opts.save_every and every and opts.save_every % every:
         raise ConfigError("save_every", f"{opts.save_every} must be a multiple of the evaluation interval {every} "

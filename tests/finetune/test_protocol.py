@@ -173,7 +173,7 @@ def test_results_record_their_protocol_and_bad_settings_are_refused(tmp_path):
     (["--protocol", "unofficial"], "--protocol: invalid choice: 'unofficial'"),
     (["--eval-every", "5"], "--eval-every needs held-out data"),
     (["--protocol", "official", "--eval-every", "4", "--save-every", "6"], "--save-every 6 must be a multiple"),
-    (["--mixed-precision", "bf16", "--device", "cpu"], "--mixed-precision bf16 needs a CUDA device"),
+    (["--mixed-precision", "fp16", "--device", "cpu"], "--mixed-precision fp16 needs a CUDA device"),
 ])
 def test_cli_bad_protocol_settings_are_one_line_and_write_nothing(tmp_path, capsys, extra, match):
     argv = ["finetune", "--model", "tiny-llama", "--task", "capitals", "--method", "lora", "--out",

@@ -86,6 +86,25 @@ def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
     assert max(abs(a - b) for a, b in zip(*curves)) < 1e-5
 
 
+def test_bf16_mixed_precision_on_the_cpu_autocasts_the_forward_and_keeps_fp32_weights(tmp_path):
+    """--mixed-precision bf16 on the CPU: step 1's loss is the bf16-autocast forward's (computed here with
+    torch.autocast), not the fp32 one, and the trained adapter stays fp32."""
+    c = cfg(method="lora", max_train=4, micro_batch_size=4, epochs=1, warmup_steps=0, mixed_precision="bf16")
+    plain = load_plain("tiny-llama")
+    seqs = encode_docs(plain.tokenizer, load_docs("capitals", "train", limit=4), c.max_len)
+    batch = [seqs[i] for i in epoch_order(4, c.seed, 0)]
+    hf = load_hf("tiny-llama")[0]
+    with torch.no_grad():
+        fp32 = (summed_loss(hf, batch, 0, "cpu") / n_targets(batch)).item()
+        with torch.autocast("cpu", torch.bfloat16):
+            bf16 = (summed_loss(hf, batch, 0, "cpu") / n_targets(batch)).item()
+    assert abs(bf16 - fp32) > 1e-4  # the two are distinguishable at this shape
+    wrapped = wrap(plain, c, None)
+    got = trainer_train(plain, wrapped, c, seqs, [], tmp_path / "ckpt", progress=False)["loss_curve"][0]
+    assert got == pytest.approx(bf16, abs=1e-5)
+    assert {p.dtype for p in wrapped.peft_model.parameters() if p.requires_grad} == {torch.float32}
+
+
 def test_finetune_imports_no_transformer_lens(tmp_path):
     code = (
         "import sys\n"
