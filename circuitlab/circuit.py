@@ -59,6 +59,18 @@ class Sample:
     prompt: str
     target: str
     index: int | None = None  # row in the training split, when known
+    # A prompt of the prompt's token length that should not give the target: the run the `corrupted`
+    # ablation patches a masked head's z from. Written to JSON only when present.
+    corrupted: str | None = None
+
+
+def sample_dict(s: Sample) -> dict:
+    """A sample as JSON: `corrupted` only when it has one, so samples without one (every circuit
+    located before it existed) are written, and fingerprinted, exactly as before."""
+    d = asdict(s)
+    if d.get("corrupted", "") is None:
+        del d["corrupted"]
+    return d
 
 
 @dataclass
@@ -129,6 +141,10 @@ class Circuit:
     timings: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     protocol: str = "paper"  # `circuitlab.protocol`: the paper's text or the official code's (absent = paper)
+    # What a masked head's z became (`circuitlab.locate.ablation`): zero, mean or corrupted; written
+    # only when not zero, so a file without it (every file made before it existed) means zero.
+    ablation: str = "zero"
+    reference: list[Sample] = field(default_factory=list)  # mean: the docs its mean z came from (absent = none)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -148,6 +164,11 @@ class Circuit:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["samples"] = [sample_dict(s) for s in self.samples]
+        d["reference"] = [sample_dict(s) for s in self.reference]
+        for key, default in (("ablation", "zero"), ("reference", [])):
+            if d[key] == default:
+                del d[key]
         d["heads"] = _heads_json(self.heads)
         d["head_list"] = [list(x) for x in self.head_list]
         for s in d["selections"]:
@@ -196,6 +217,8 @@ class Circuit:
                 timings=dict(d.get("timings") or {}),
                 versions=dict(d.get("versions") or {}),
                 protocol=str(d.get("protocol") or "paper"),
+                ablation=str(d.get("ablation") or "zero"),
+                reference=[Sample(**s) for s in d.get("reference") or []],
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise CircuitlabError(f"malformed circuit {source}: {type(e).__name__}: {e}") from None

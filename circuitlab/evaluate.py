@@ -1,4 +1,5 @@
-"""Zero-shot evaluation as the paper's harness runs it: acc, acc_norm, and mcc or F1 where the task reports them."""
+"""Zero-shot evaluation as the paper's harness runs it: acc, acc_norm, and mcc or F1 where the task reports them;
+for the generated-answer tasks (metric `exact_match`, circuitlab.arithmetic) greedy generation instead."""
 
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ class EvalConfig:
 class Prediction:
     index: int
     gold: int
-    pred: int
+    pred: int  # exact_match tasks: 0 when the generated answer is the gold one, else -1 (none of the choices)
     pred_norm: int
-    logprobs: list[float]
+    logprobs: list[float]  # exact_match tasks: none (nothing is ranked)
+    generated: str | None = None  # exact_match tasks: the greedy continuation (circuitlab.generation)
 
 
 @dataclass
@@ -100,6 +102,8 @@ def evaluate(
     task = get_task(task) if isinstance(task, str) else task
     split = split or task.eval_split
     docs = docs if docs is not None else load_docs(task, split, data_dir, limit=limit)
+    if "exact_match" in task.metrics:
+        return _evaluate_generation(model, task, split, docs, batch_size, progress, protocol)
     start = time.perf_counter()
     scores = score_docs(model, docs, batch_size=batch_size, progress=progress, protocol=protocol, task=task)
     seconds = time.perf_counter() - start
@@ -114,4 +118,22 @@ def evaluate(
         seconds=seconds,
         predictions=predictions,
         protocol=protocol,
+    )
+
+
+def _evaluate_generation(model, task: Task, split: str, docs: list[Doc], batch_size: int, progress: bool,
+                         protocol: str) -> EvalResult:
+    """`exact_match`: the share of docs whose greedy continuation gives the answer. The protocols differ
+    only in how choices are ranked, so `protocol` is just recorded."""
+    from circuitlab.generation import generate_answers
+
+    start = time.perf_counter()
+    gens = generate_answers(model, docs, batch_size=batch_size, progress=progress)
+    seconds = time.perf_counter() - start
+    predictions = [Prediction(g.index, 0, 0 if g.correct else -1, 0 if g.correct else -1, [], g.generated)
+                   for g in gens]
+    return EvalResult(
+        model=model.name, task=task.name, split=split, n_docs=len(docs),
+        metrics={"exact_match": sum(g.correct for g in gens) / len(gens)},
+        data_fingerprint=data_fingerprint(docs), seconds=seconds, predictions=predictions, protocol=protocol,
     )

@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
+from circuitlab import arithmetic
 from circuitlab.errors import CircuitlabError
 from circuitlab.io import parse_jsonl, read_jsonl
 
@@ -32,6 +33,9 @@ class Doc:
     choices: tuple[str, ...]  # each starts with a space
     gold: int
     index: int  # 0-based row number within its split
+    # A prompt of the same token length that should not give the answer (clean/corrupted pairs: the
+    # arithmetic tasks have one; `locate --ablation corrupted` and `edges` patch from its run).
+    corrupted: str | None = None
 
     @property
     def target(self) -> str:
@@ -162,15 +166,20 @@ def wnli(row: dict, index: int) -> Doc:
 
 
 def custom(row: dict, index: int) -> Doc:
-    """A user's ready-made row: {"prompt": str, "choices": [str, ...], "gold": int}, used as it is."""
+    """A user's ready-made row: {"prompt": str, "choices": [str, ...], "gold": int}, used as it is;
+    optionally "corrupted": a prompt of the same token length that should not give the answer (for
+    `locate --ablation corrupted`)."""
     prompt, choices, gold = row.get("prompt"), row.get("choices"), row.get("gold")
+    corrupted = row.get("corrupted")
+    if corrupted is not None and not isinstance(corrupted, str):
+        raise ValueError("'corrupted' must be a string")
     if not isinstance(prompt, str):
         raise ValueError("'prompt' must be a string")
     if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
         raise ValueError("'choices' must be a non-empty list of strings")
     if not isinstance(gold, int) or isinstance(gold, bool) or not 0 <= gold < len(choices):
         raise ValueError(f"'gold' must be an integer in 0..{len(choices) - 1}")
-    return Doc(prompt, tuple(choices), gold, index)
+    return Doc(prompt, tuple(choices), gold, index, corrupted)
 
 
 # ---------------------------------------------------------------- embedded task: capitals
@@ -226,6 +235,10 @@ TASKS: dict[str, Task] = {t.name: t for t in [
     Task("capitals", None, None, "validation", _BASE, capitals, source=_capitals_source),
 ]}
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)
+# The generated arithmetic tasks (circuitlab.arithmetic) are registered after TASK_NAMES, which stays the
+# list of multiple-choice benchmarks that `reproduce`, the lm-eval export and `circuitlab tasks` go through.
+TASKS.update({n: Task(n, None, None, "test", arithmetic.METRICS, arithmetic.to_doc, source=arithmetic.source(n))
+              for n in arithmetic.NAMES})
 
 
 def get_task(name: str) -> Task:
@@ -238,7 +251,7 @@ def get_task(name: str) -> Task:
             raise CircuitlabError(f"custom task file {name} does not exist")
         source = lambda split: read_jsonl(path)  # noqa: E731  every split is the one file
         return Task(path.stem, None, None, "validation", _BASE, custom, source=source)
-    raise CircuitlabError(f"unknown task {name!r}; choose one of {', '.join(TASK_NAMES)}, "
+    raise CircuitlabError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}, "
                           "or give a path to a .jsonl file of {prompt, choices, gold} rows")
 
 
@@ -322,5 +335,6 @@ def load_docs(task: Task | str, split: str, data_dir=None, limit: int | None = N
 
 def data_fingerprint(docs: list[Doc]) -> str:
     """A short hash of exactly what was scored, so results record which data they came from."""
-    payload = json.dumps([[d.index, d.prompt, list(d.choices), d.gold] for d in docs], ensure_ascii=False)
+    payload = json.dumps([[d.index, d.prompt, list(d.choices), d.gold] + ([d.corrupted] if d.corrupted else [])
+                          for d in docs], ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import sys
 
-from circuitlab.cli import evaluate, finetune, lmeval, locate, official, report
+from circuitlab.cli import edges, edges_convert, evaluate, finetune, lmeval, locate, official, pairs, report, track
 from circuitlab.cli.launch import refuse_several
 from circuitlab.cli.options import Parser
 from circuitlab.errors import CircuitlabError, ConfigError
 
 COMMANDS = {**locate.COMMANDS, **evaluate.COMMANDS, **report.COMMANDS, **finetune.COMMANDS, **lmeval.COMMANDS,
-            **official.COMMANDS}
+            **official.COMMANDS, **pairs.COMMANDS, **edges.COMMANDS,
+            **edges_convert.COMMANDS, **track.COMMANDS}
 SHARED = ("locate", "reproduce", "finetune")  # the commands that share their work between torchrun's processes
 
 

@@ -48,6 +48,9 @@ def run_finetune(args) -> None:
     print(f"{result.method} on {cfg.task} ({result.protocol} protocol): trainable {result.trainable_params:,} "
           f"({result.trainable_share_pct:.3f}%), train {result.train.seconds:.0f}s, "
           f"{result.eval.split} ({result.eval.n_docs} docs): {metrics}")
+    if result.circuit_lora:
+        c = result.circuit_lora
+        print(f"CircuitLoRA: critical layers {c['critical']}, ranks {c['ranks']}, {c['lora_params']:,} LoRA parameters")
     print(f"wrote {out}/result.json")
 
 

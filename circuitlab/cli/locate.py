@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from circuitlab.cli.launch import add_process_options, processes
@@ -11,7 +12,7 @@ from circuitlab.cli.options import add_data_options, add_model_options, add_sett
 from circuitlab.errors import CircuitlabError
 
 LOCATE_FIELDS = ["strategy", "n_per_layer", "seeds", "layers", "prescreen", "max_batch_tokens", "attention", "plain",
-                 "protocol"]
+                 "protocol", "ablation", "ablation_docs"]
 
 
 def add(sub) -> None:
@@ -37,6 +38,7 @@ def run(args) -> None:
     from circuitlab.circuit import Circuit
     from circuitlab.io import check_writable
     from circuitlab.locate import LocateConfig, SampleConfig, locate_to, locating_samples, read_samples_file
+    from circuitlab.locate.ablation import check_ablation_input, reference_samples
     from circuitlab.locate.samples import samples_task
     from circuitlab.models import ModelDims, ModelIdentity, model_config
     from circuitlab.models.config import ModelConfig
@@ -64,6 +66,7 @@ def run(args) -> None:
         info = samples_task(args.samples_file, samples, args.task)
     else:
         docs = load_docs(task, sampling.split, args.data_dir, limit=sampling.max_docs)
+    pool = check_ablation_input(config, samples if args.samples_file else docs, task, sampling, args.data_dir)
     suffix = "" if config.strategy == "layer-conditioned" else f"__{config.strategy}"
     out = check_writable(args.out or f"circuits/{Path(where.model).name}__{info.name if task is None else task.name}"
                                      f"{suffix}.json")
@@ -79,6 +82,8 @@ def run(args) -> None:
         if len(samples) < sampling.n and shard.is_main and get_protocol(config.protocol).correctness_filter:
             print(f"note: the model gets only {len(samples)} of the {info.n_docs_scored} docs scored right; "
                   "locating on those (raise --max-docs for more)", file=sys.stderr)
+    if pool is not None:  # mean: the first --ablation-docs docs of the split that are not samples
+        config = replace(config, reference=reference_samples(pool, samples, config.ablation_docs))
     selected_s = round(time.perf_counter() - start, 3)
     found = locate_to(out, model, samples, config, info, progress=not args.no_progress,
                       finish=lambda c: c.timings.update(select_samples_s=selected_s))
@@ -86,7 +91,7 @@ def run(args) -> None:
         return
     heads = " ".join(f"{layer}:{','.join(map(str, hs))}" for layer, hs in sorted(found.heads.items()))
     print(f"{found.strategy} on {model.name}/{info.name}, {len(samples)} samples, n={found.n_per_layer}, "
-          f"{found.protocol} protocol: {heads}")
+          f"{found.protocol} protocol{'' if found.ablation == 'zero' else f', {found.ablation} ablation'}: {heads}")
     print(f"loss: baseline {found.baseline_loss:.4f}, all selected heads masked {found.loss_curve[-1]:.4f} "
           f"({found.timings['locate_s']:.1f}s)")
     print(f"wrote {out}")

@@ -90,6 +90,8 @@ class Adapters:
 
 
 def build_adapters(model, cfg: TrainConfig, heads: dict[int, list[int]] | None) -> Adapters:
+    if cfg.method == "circuit-lora":  # its ranks come from edge circuits, which only `run.prepare` reads
+        raise CircuitlabError("circuit-lora trains through `circuitlab finetune` (train_and_eval), not this loop")
     hf = model.hf_model
     base_params = count_params(hf.parameters())
     for p in hf.parameters():

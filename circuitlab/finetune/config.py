@@ -32,7 +32,11 @@ METHODS: dict[str, Method] = {
     "headmap-hs+lora": Method("hs", "lora", "HeadMap-HS + LoRA (V,U,D)"),
     "headmap-mha+dora": Method("mha", "dora", "HeadMap-MHA + DoRA (V,U,D)"),
     "headmap-hs+dora": Method("hs", "dora", "HeadMap-HS + DoRA (V,U,D)"),
+    "circuit-lora": Method(None, "lora", "CircuitLoRA"),  # `circuit_lora`: ranks by layer from edge circuits
 }
+# TrainConfig's fields that only CircuitLoRA reads.
+CIRCUIT_LORA_FIELDS = ("circuit_before", "circuit_after", "critical_layers", "rank_critical", "rank_other",
+                       "match_lora_rank", "alpha_ratio", "normalise_change")
 HEAD_MODES = ("circuit", "random", "redundant")
 PEFT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
 PEFT_TARGETS_WITH_HEADMAP = ("v_proj", "up_proj", "down_proj")  # the paper's "HeadMap + LoRA (V, U, D)"
@@ -79,6 +83,18 @@ class TrainConfig:
                             choices=PROTOCOL_NAMES)
     eval_every: int | None = setting(None, "held-out loss every N steps, best checkpoint restored "
                                            "(default: the protocol's; official 200)", minimum=1)
+    # CircuitLoRA (`--method circuit-lora`): None = unset, so other methods can refuse them.
+    circuit_before: str | None = setting(None, "circuit-lora: edge circuit of the model before the pilot run")
+    circuit_after: str | None = setting(None, "circuit-lora: edge circuit of the pilot-tuned model")
+    critical_layers: int | None = setting(None, "circuit-lora: how many layers of most edge change get the "
+                                                "higher rank (default 5)", minimum=1)
+    rank_critical: int | None = setting(None, "circuit-lora: LoRA rank on critical layers (default 64)", minimum=1)
+    rank_other: int | None = setting(None, "circuit-lora: LoRA rank on the other layers (default 16)", minimum=1)
+    match_lora_rank: int | None = setting(None, "circuit-lora: choose the ranks (critical = 4 x other) so the "
+                                                "parameter count equals plain LoRA's at this rank", minimum=1)
+    alpha_ratio: float | None = setting(None, "circuit-lora: LoRA alpha = this x rank (default 2)", minimum=0)
+    normalise_change: bool = setting(False, "circuit-lora: divide each circuit's scores by its total |score| "
+                                            "before taking the edge change")
     mixed_precision: str = setting("no", "autocast the forward pass (bf16: CUDA or CPU, fp16: CUDA); weights "
                                          "keep --dtype",
                                    choices=MIXED_PRECISION)
@@ -91,8 +107,21 @@ class TrainConfig:
         if self.micro_batch_size and self.batch_size % self.micro_batch_size:
             raise ConfigError("batch_size", f"{self.batch_size} is not a multiple of micro_batch_size "
                                              f"{self.micro_batch_size}")
+        self._check_circuit_lora()
         if self.eval_every is not None and not self.rules.held_out:
             raise ConfigError("eval_every", f"needs held-out data, which protocol {self.protocol} has not")
+
+    def _check_circuit_lora(self) -> None:
+        if self.method != "circuit-lora":
+            given = [n for n in CIRCUIT_LORA_FIELDS if getattr(self, n) not in (None, False)]
+            if given:
+                raise ConfigError(given[0], "is for --method circuit-lora only")
+            return
+        for name in ("circuit_before", "circuit_after"):
+            if getattr(self, name) is None:
+                raise ConfigError(name, "is required by --method circuit-lora")
+        if self.match_lora_rank is not None and (self.rank_critical or self.rank_other):
+            raise ConfigError("match_lora_rank", "chooses the ranks itself: leave out --rank-critical and --rank-other")
 
     @property
     def rules(self) -> Protocol:

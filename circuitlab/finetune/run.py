@@ -19,6 +19,7 @@ from pathlib import Path
 
 from circuitlab.circuit import Circuit, ModelInfo
 from circuitlab.errors import CircuitlabError, ConfigError
+from circuitlab.finetune.circuit_lora import CircuitLoRAPlan, plan as circuit_lora_plan
 from circuitlab.finetune.config import RunOptions, TrainConfig, check_run
 from circuitlab.finetune.data import encode_docs, held_out_docs
 from circuitlab.finetune.heads import choose_heads, heads_circuit, no_circuit
@@ -74,6 +75,7 @@ class RunResult:
     circuit: dict | None = None  # where the heads came from: the circuit's task, strategy and path
     versions: dict = field(default_factory=dict)
     protocol: str = "paper"  # results are comparable only under the same protocol (runs before it: paper)
+    circuit_lora: dict | None = None  # CircuitLoRA: the layer change, critical layers, ranks, LoRA parameters
 
     def save(self, path) -> Path:
         return write_json_atomic(path, asdict(self))
@@ -122,6 +124,7 @@ class RunInputs:
     eval_docs: list[Doc]
     circuit: Circuit | None  # the --circuit file (its weights are checked once the model is loaded)
     held_out_docs: list[Doc] = field(default_factory=list)  # the protocol's held-out data (official)
+    circuit_lora: CircuitLoRAPlan | None = None  # CircuitLoRA's ranks, from its two edge circuits
 
 
 def prepare(cfg: TrainConfig, data_dir=None, dims: ModelDims | None = None) -> RunInputs:
@@ -139,7 +142,8 @@ def prepare(cfg: TrainConfig, data_dir=None, dims: ModelDims | None = None) -> R
         choose_heads(circuit, cfg.heads, cfg.heads_per_layer, cfg.seed)  # the heads can be chosen
     elif cfg.variant is not None and dims is not None:
         _check_heads_per_layer(cfg, dims)
-    return RunInputs(task, train_docs, eval_split, eval_docs, circuit, held_out)
+    lora_plan = circuit_lora_plan(cfg, dims) if cfg.method == "circuit-lora" else None
+    return RunInputs(task, train_docs, eval_split, eval_docs, circuit, held_out, lora_plan)
 
 
 def _check_heads_per_layer(cfg: TrainConfig, dims: ModelDims) -> None:
@@ -210,9 +214,11 @@ def train_and_eval(model, cfg: TrainConfig, out: str | Path, data_dir=None, prog
     model_info = ModelInfo.of(model)  # before PEFT renames the modules it wraps
     record = TrainRecord(cfg.train_split, len(train_docs), data_fingerprint(train_docs) if train_docs else None)
     trainable, base_params = 0, count_params(model.hf_model.parameters())
+    lora_record = inputs.circuit_lora.record(model.hf_model) if inputs.circuit_lora else None  # before PEFT wraps
     if cfg.method != "base":
         base = adapter_base(model, model_info.fingerprint)
-        wrapped = wrap(model, cfg, heads)
+        plan = inputs.circuit_lora
+        wrapped = wrap(model, cfg, heads, plan.lora_config(model.hf_model) if plan else None)
         eos = cfg.rules.train_eos
         seqs = [encode_docs(model.tokenizer, d, cfg.max_len, eos) for d in (train_docs, inputs.held_out_docs)]
         record = TrainRecord(record.split, record.n_docs, record.data_fingerprint,
@@ -228,7 +234,7 @@ def train_and_eval(model, cfg: TrainConfig, out: str | Path, data_dir=None, prog
         circuit=None if circuit is None else {"task": circuit.task.name, "strategy": circuit.strategy,
                                               "n_per_layer": circuit.n_per_layer, "path": cfg.circuit},
         trainable_params=trainable, base_params=base_params, trainable_share_pct=100.0 * trainable / base_params,
-        train=record, eval=ev, versions=package_versions(), protocol=cfg.protocol,
+        train=record, eval=ev, versions=package_versions(), protocol=cfg.protocol, circuit_lora=lora_record,
     )
     if main:
         result.save(out / "result.json")

@@ -93,16 +93,17 @@ class Wrapped:
             save_adapter(hm, directory, base, extra=extra)
 
 
-def wrap(model, cfg: TrainConfig, heads: dict[int, list[int]] | None) -> Wrapped:
+def wrap(model, cfg: TrainConfig, heads: dict[int, list[int]] | None, config=None) -> Wrapped:
     """`get_peft_model` on `model.hf_model` (in place: PEFT injects its layers into it). LoRA's A matrices are
-    drawn from `cfg.seed` (HeadMap's tuner seeds its own maps and LoRA part from `init_seed`)."""
+    drawn from `cfg.seed` (HeadMap's tuner seeds its own maps and LoRA part from `init_seed`). `config`: a PEFT
+    config made elsewhere (CircuitLoRA's, which needs the circuits), instead of `peft_config(cfg, heads)`."""
     from peft import get_peft_model
 
     hf = model.hf_model
     base_params = count_params(hf.parameters())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        pm = get_peft_model(hf, peft_config(cfg, heads))
+        pm = get_peft_model(hf, config if config is not None else peft_config(cfg, heads))
     return Wrapped(pm, base_params)
 
 

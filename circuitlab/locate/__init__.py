@@ -3,6 +3,7 @@
 - `config`: `LocateConfig` (checked on its own) and its `Plan` (checked against a model).
 - `samples`: which samples, and how the model reads them.
 - `evaluator`: the question every strategy asks, and `PlainEvaluator`, the paper's answer.
+- `ablation`: what a masked head's z becomes (zero, its mean over reference docs, its corrupted-run value).
 - `packing`, `blocks`, `flops`, `engine`: the `Engine`, the same answers at a fraction of the cost.
 - `strategies/`: one file per algorithm, one registry.
 - `steps`: typed step keys, the memo and checkpoint that make runs resumable, progress units.

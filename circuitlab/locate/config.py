@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from circuitlab.circuit import Circuit
+from circuitlab.circuit import Circuit, Sample
 from circuitlab.errors import ConfigError
 from circuitlab.heads import HeadMask
+from circuitlab.locate.ablation import ABLATIONS, REFERENCE_DOCS
 from circuitlab.locate.blocks import ATTENTION
 from circuitlab.locate.engine import MAX_BATCH_TOKENS
 from circuitlab.locate.strategies import STRATEGY_NAMES, Strategy, get_strategy
@@ -58,7 +59,15 @@ class LocateConfig:
     protocol: str = setting(DEFAULT_PROTOCOL, "paper: Eq. 5's loss on correctly predicted samples; official: the "
                                               "official code's (EOS-ended target, token-mean loss, no correctness "
                                               "filter; see README)", choices=PROTOCOL_NAMES)
+    ablation: str = setting("zero", "what a masked head's z becomes: zero (the paper's), mean (its mean over "
+                                    "--ablation-docs docs of --split that are not samples) or corrupted (its z in "
+                                    "the run of the sample's corrupted prompt; tasks with clean/corrupted pairs)",
+                            choices=ABLATIONS)
+    ablation_docs: int = setting(REFERENCE_DOCS, "mean: how many reference docs", minimum=1, metavar="N")
     circuit: Circuit | None = field(default=None, metadata={"help": "redundant: the circuit whose heads are excluded"})
+    reference: list[Sample] | None = field(default=None, metadata={
+        "help": "mean: the reference docs, of which the first ablation_docs are used (the CLI: docs of the split "
+                "that are not samples, `ablation.reference_samples`)"})
 
     def __post_init__(self) -> None:
         self.seeds = tuple(int(s) for s in self.seeds)
@@ -77,9 +86,17 @@ class LocateConfig:
         if self.prescreen is not None and self.n_per_layer is not None and self.prescreen < self.n_per_layer:
             raise ConfigError("prescreen", f"must be at least n={self.n_per_layer} (the heads kept per layer), "
                                            f"got {self.prescreen}")
+        if self.ablation == "mean" and self.reference is not None and len(self.reference) < self.ablation_docs:
+            raise ConfigError("ablation_docs", f"{self.ablation_docs} is too many: only {len(self.reference)} "
+                                               "reference docs were given")
         needs = self.method.needs_circuit
         if needs and self.circuit is None:
             raise ConfigError("circuit", f"is needed by strategy {self.strategy} (the circuit whose heads it avoids)")
+
+    @property
+    def reference_docs(self) -> list[Sample]:
+        """mean: the reference docs used (the first ablation_docs of `reference`); other ablations: none."""
+        return list(self.reference or [])[: self.ablation_docs] if self.ablation == "mean" else []
 
     @property
     def method(self) -> Strategy:

@@ -7,7 +7,9 @@ sample) are packed into forwards of up to `max_batch_tokens` tokens (`packing`).
 positions are read out: the last Llama block computes its queries and MLP there alone (keys and
 values need every position), and the final norm and unembedding run only there, once for all of a
 call's forwards. Its losses equal `PlainEvaluator`'s within float tolerance (tests/locate), under
-either protocol (`protocol`: the EOS-ended target and the set's token-mean loss of the official code).
+either protocol (`protocol`: the EOS-ended target and the set's token-mean loss of the official code)
+and any ablation (`ablation`: what a masked head's z becomes; a corrupted run is laid out along the
+packed rows like their residuals, each row its own sample's, position by position).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from circuitlab.circuit import Sample
 from circuitlab.errors import CircuitlabError, ConfigError
 from circuitlab.heads import HeadMask
 from circuitlab.locate import blocks
+from circuitlab.locate.ablation import Ablation
 from circuitlab.locate.evaluator import check_request
 from circuitlab.locate.distributed import Shard, merged, share
 from circuitlab.locate.flops import FlopCount
 from circuitlab.locate.packing import Pack, pack
 from circuitlab.locate.samples import encode_samples, loss_weights, set_loss
-from circuitlab.masking import hook_z_name, keep_matrix, zero_heads_hook
+from circuitlab.masking import ablate_heads_hook, hook_z_name, keep_matrix
 from circuitlab.protocol import DEFAULT_PROTOCOL, Protocol, get_protocol
 
 MAX_BATCH_TOKENS = 4096  # padded tokens per forward, where "auto" cannot ask the device
@@ -70,8 +73,10 @@ def sample_of(row) -> int:
 class Engine:
     def __init__(self, model, samples: list[Sample], max_batch_tokens: int | str = MAX_BATCH_TOKENS,
                  on_rows: Callable[[int], None] | None = None, shard: Shard | None = None,
-                 attention: str = "eager", protocol: str | Protocol = DEFAULT_PROTOCOL):
+                 attention: str = "eager", protocol: str | Protocol = DEFAULT_PROTOCOL,
+                 ablation: Ablation | None = None):
         self.model = model
+        self.ablation = ablation or Ablation()
         self.encoded = encode_samples(model, samples, eos=get_protocol(protocol).locate_target_eos)
         self.n_tokens, self.weights = loss_weights(self.encoded, protocol)  # how sample NLLs make a set's loss
         self.n_samples = len(samples)
@@ -96,7 +101,8 @@ class Engine:
 
     def attribution(self, layer: int, base: HeadMask) -> tuple[float, list[float]]:
         """Attribution patching: (loss with `base` masked, estimated loss with each head of `layer`
-        masked too), the estimate being loss + sum over positions of -z_h . dLoss/dz_h, from one
+        masked too), the estimate being loss + sum over positions of (r_h - z_h) . dLoss/dz_h (the
+        first-order change of z_h -> r_h, the ablation's replacement; -z_h for zero), from one
         forward and backward of layers layer..L-1."""
         check_request(self.model.n_layers, layer, base, [None])
         samples = self._mine(list(range(self.n_samples)))
@@ -176,7 +182,10 @@ class Engine:
                 chunk_loss = nll.sum() / self.n_samples if self.n_tokens is None else \
                     (nll * torch.tensor([self.weights[s] for s in p.rows], device=nll.device)).sum()
                 (grad,) = torch.autograd.grad(chunk_loss, zs[0])
-            delta += torch.einsum("bphd,bphd->h", -zs[0].detach().double(), grad.double()).cpu()  # padding: z = 0
+            r = self.ablation.packed(layer, p, p.rows)
+            z = zs[0].detach().double()
+            step = -z if r is None else r.to(z.device, z.dtype) - z  # padding: no gradient
+            delta += torch.einsum("bphd,bphd->h", step, grad.double()).cpu()
             loss += float(chunk_loss.detach())
             self._rows_done(2 * len(p.rows))
         return loss, delta.tolist()
@@ -222,9 +231,11 @@ class Engine:
 
     def _advance(self, layer: int, heads: tuple[int, ...], trunk: list[Tensor]) -> list[Tensor]:
         out: list[Tensor | None] = [None] * self.n_samples
-        hooks = [(hook_z_name(layer), zero_heads_hook(keep_matrix([heads], self.model.n_heads)))] if heads else []
+        keep = keep_matrix([heads], self.model.n_heads)
         for p in self._pack(list(range(self.n_samples))):
             hidden, kwargs = blocks.packed_inputs(self.model, p, [trunk[s] for s in p.rows])
+            r = self.ablation.packed(layer, p, p.rows) if heads else None
+            hooks = [(hook_z_name(layer), ablate_heads_hook(keep, r))] if heads else []
             for s, state in zip(p.rows, blocks.unpack(p, self._run(layer, layer + 1, hidden, kwargs, hooks))):
                 out[s] = state
         return out
@@ -237,7 +248,9 @@ class Engine:
     def _hooks(self, layer: int, p: Pack, masked: list[tuple[int, Sequence[int]]]) -> list:
         if not masked:
             return []
-        return [(hook_z_name(layer), zero_heads_hook(blocks.keep_per_position(p, masked, self.model.n_heads)))]
+        keep = blocks.keep_per_position(p, masked, self.model.n_heads)
+        r = self.ablation.packed(layer, p, [sample_of(row) for row in p.rows])
+        return [(hook_z_name(layer), ablate_heads_hook(keep, r))]
 
     def _run(self, start: int, stop: int, hidden: Tensor, kwargs: dict, hooks: list) -> Tensor:
         hidden = blocks.run_blocks(self.model, start, stop, hidden, kwargs, hooks, self.attention)

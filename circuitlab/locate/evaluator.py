@@ -14,6 +14,7 @@ import torch
 
 from circuitlab.circuit import Sample
 from circuitlab.heads import HeadMask
+from circuitlab.locate.ablation import Ablation
 from circuitlab.locate.samples import encode_samples, loss_weights, set_loss
 from circuitlab.masking import masked_logits
 from circuitlab.protocol import DEFAULT_PROTOCOL, Protocol as ProtocolRules, get_protocol
@@ -49,11 +50,14 @@ class PlainEvaluator:
     """The paper's code: for each candidate set, one full forward of the model over all samples
     (the whole text prompt + target), log-probabilities at every position (as the cross-entropy
     of HF's `labels` loss in the paper's locating.py computes them), then the target tokens' NLL.
-    `protocol` sets the target (EOS appended or not) and how the samples' NLLs make the set's loss."""
+    `protocol` sets the target (EOS appended or not) and how the samples' NLLs make the set's loss;
+    `ablation` what a masked head's z becomes (default: zero)."""
 
     def __init__(self, model, samples: list[Sample], batch_size: int | None = None,
-                 on_rows: Callable[[int], None] | None = None, protocol: str | ProtocolRules = DEFAULT_PROTOCOL):
+                 on_rows: Callable[[int], None] | None = None, protocol: str | ProtocolRules = DEFAULT_PROTOCOL,
+                 ablation: Ablation | None = None):
         self.model = model
+        self.ablation = ablation or Ablation()
         self.encoded = encode_samples(model, samples, eos=get_protocol(protocol).locate_target_eos)
         self.n_tokens, _ = loss_weights(self.encoded, protocol)
         self.n_samples = len(samples)
@@ -76,8 +80,11 @@ class PlainEvaluator:
         per_sample = []
         for start in range(0, self.n_samples, self.batch_size):
             batch = self.encoded[start : start + self.batch_size]
-            ids, attn = pad_batch([list(e.ids) + [e.targets[-1]] for e in batch], self.model.tokenizer.pad_token_id)
-            logp = torch.log_softmax(masked_logits(self.model, ids, attn, mask).float(), dim=-1)
+            seqs = [list(e.ids) + [e.targets[-1]] for e in batch]
+            ids, attn = pad_batch(seqs, self.model.tokenizer.pad_token_id)
+            rows, lengths = range(start, start + len(batch)), [len(s) for s in seqs]
+            replacement = lambda layer: self.ablation.padded(layer, rows, lengths, ids.shape[1])  # noqa: E731
+            logp = torch.log_softmax(masked_logits(self.model, ids, attn, mask, replacement).float(), dim=-1)
             for row, e in enumerate(batch):
                 end = len(e.ids)  # the position of the last target token predicts nothing
                 target = torch.tensor(e.targets, device=logp.device)

@@ -15,26 +15,33 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
-from circuitlab.circuit import Circuit, ExcludedCircuit, LocateRun, ModelInfo, Sample, TaskInfo
+from circuitlab.circuit import Circuit, ExcludedCircuit, LocateRun, ModelInfo, Sample, TaskInfo, sample_dict
 from circuitlab.errors import CircuitlabError
+from circuitlab.locate.ablation import Ablation
 from circuitlab.locate.config import LocateConfig
 from circuitlab.locate.distributed import Shard
 from circuitlab.locate.engine import Engine
 from circuitlab.locate.evaluator import PlainEvaluator
 from circuitlab.locate.samples import samples_fingerprint
 from circuitlab.locate.steps import Checkpoint, Memo, Step, checkpoint_path, progress_bar
+from circuitlab.protocol import get_protocol
 from circuitlab.provenance import package_versions
 
 
 def settings_of(model, info: ModelInfo, task: TaskInfo, samples: list[Sample], config: LocateConfig, plan) -> dict:
     """Everything that decides a run's result (a checkpoint or a circuit file is reused only if equal),
     the device and precision included: float rounding differs between them. The protocol is named
-    only when it is not `paper`, so the circuits and checkpoints made before it existed still match."""
+    only when it is not `paper`, the ablation (with the mean's reference docs) only when it is not
+    `zero`, and a sample's corrupted prompt only when it has one, so the circuits and checkpoints made
+    before they existed still match."""
     weight = next(model.hf_model.parameters())
     device, dtype = weight.device.type, str(weight.dtype).removeprefix("torch.")
     protocol = {} if config.protocol == "paper" else {"protocol": config.protocol}
-    return {**protocol,
-        "model": asdict(info), "task": asdict(task), "samples": [asdict(s) for s in samples],
+    ablation = {} if config.ablation == "zero" else {"ablation": config.ablation}
+    if config.ablation == "mean":
+        ablation["reference"] = [sample_dict(s) for s in config.reference_docs]
+    return {**protocol, **ablation,
+        "model": asdict(info), "task": asdict(task), "samples": [sample_dict(s) for s in samples],
         "strategy": config.strategy, "n": plan.n, "seeds": list(config.seeds),
         "layers": [plan.layers[0], plan.layers[-1]], "prescreen": config.prescreen,
         "max_batch_tokens": config.max_batch_tokens, "attention": config.attention, "plain": config.plain,
@@ -66,6 +73,8 @@ def locate(
     strategy = config.method
     settings = settings_of(model, info, task, samples, config, plan)
     shard = Shard.current()  # several processes share the work when torchrun started them
+    eos = get_protocol(config.protocol).locate_target_eos
+    ablation = Ablation.build(model, config.ablation, samples, config.reference_docs, eos, shard)
     saved = Checkpoint(checkpoint, settings, writes=shard.is_main)
     start = time.perf_counter()
 
@@ -79,10 +88,11 @@ def locate(
     memo = Memo(saved.done, lambda done: saved.save(done, saved.elapsed + time.perf_counter() - start),
                 on_start, on_step)
     on_rows = lambda rows: bar.update(rows / len(samples))  # noqa: E731
-    ev = (PlainEvaluator(model, samples, config.plain_batch_size, on_rows=on_rows, protocol=config.protocol)
+    ev = (PlainEvaluator(model, samples, config.plain_batch_size, on_rows=on_rows, protocol=config.protocol,
+                         ablation=ablation)
           if config.plain
           else Engine(model, samples, config.max_batch_tokens, on_rows=on_rows, shard=shard, attention=config.attention,
-                      protocol=config.protocol))
+                      protocol=config.protocol, ablation=ablation))
     with bar:
         found = strategy.locate(ev, plan, memo)
     seconds = saved.elapsed + time.perf_counter() - start
@@ -100,6 +110,7 @@ def locate(
             processes=shard.world,
         ),
         timings={"locate_s": round(seconds, 3)}, versions=package_versions(), protocol=config.protocol,
+        ablation=config.ablation, reference=config.reference_docs,
     )
 
 

@@ -43,22 +43,25 @@ def locating_samples(
     """The paper's samples: of the first `max_docs` docs of `split` the model gets right, the `n`
     with the lowest target loss (scores cached per model, task and data). `docs`: those docs,
     already loaded. Under the official protocol the docs need not be right; the target loss is the
-    same (no EOS: the official sample selection tokenizes without it)."""
+    same (no EOS: the official sample selection tokenizes without it). A task scored by `exact_match`
+    (the arithmetic tasks) has one choice per doc, which ranking always "gets right": its samples are
+    the lowest-loss docs with no correctness filter, said so rather than left to that accident."""
     from circuitlab.scoring import cached_score_docs, select_samples
     from circuitlab.tasks import data_fingerprint, get_task, load_docs
 
     task = get_task(task) if isinstance(task, str) else task
     docs = docs if docs is not None else load_docs(task, split, data_dir, limit=max_docs)
-    correct_only = get_protocol(protocol).correctness_filter
+    correct_only = get_protocol(protocol).correctness_filter and "exact_match" not in task.metrics
     chosen = select_samples(docs, cached_score_docs(model, task, docs, progress=progress), n, correct_only)
     if not chosen:
         raise CircuitlabError(f"the model gets none of the {len(docs)} {task.name} {split} docs right")
-    samples = [Sample(d.prompt, d.target, d.index) for d in chosen]
+    samples = [Sample(d.prompt, d.target, d.index, d.corrupted) for d in chosen]
     return samples, TaskInfo(task.name, split, data_fingerprint(docs), len(docs))
 
 
 def read_samples_file(path: str | Path) -> list[Sample]:
-    """Rows `{"prompt": str, "target": str}` of a JSON Lines file, used as they are and in order."""
+    """Rows `{"prompt": str, "target": str}` of a JSON Lines file, used as they are and in order
+    (optional: "index", and "corrupted", the prompt whose run `--ablation corrupted` patches from)."""
     path = Path(path)
     if not path.is_file():
         raise CircuitlabError(f"samples file not found: {path}")
@@ -69,7 +72,10 @@ def read_samples_file(path: str | Path) -> list[Sample]:
         index = row.get("index")
         if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
             raise CircuitlabError(f"{where}: 'index' must be an integer")
-        samples.append(Sample(row["prompt"], row["target"], index))
+        corrupted = row.get("corrupted")
+        if corrupted is not None and not isinstance(corrupted, str):
+            raise CircuitlabError(f"{where}: 'corrupted' must be a string")
+        samples.append(Sample(row["prompt"], row["target"], index, corrupted))
     if not samples:
         raise CircuitlabError(f"samples file {path} has no rows")
     return samples
@@ -94,9 +100,13 @@ class Encoded:
     targets: tuple[int, ...]
 
 
-def encode_samples(model, samples: list[Sample] | list[Encoded], eos: bool = False) -> list[Encoded]:
+def encode_samples(model, samples: list[Sample] | list[Encoded], eos: bool = False,
+                   corrupted: bool = False) -> list[Encoded]:
     """Samples as token ids (already encoded ones, e.g. the random tokens of a benchmark, as they are).
-    `eos`: the tokenizer's EOS token ends every target (the official code's locating target)."""
+    `eos`: the tokenizer's EOS token ends every target (the official code's locating target).
+    `corrupted`: each sample's corrupted prompt in place of its prompt, followed by the same target
+    tokens; it must have the prompt's token length, so that position i of the corrupted run stands
+    for position i of the sample's own (what the `corrupted` ablation patches in)."""
     from circuitlab.scoring import Encoded as Pair, encode_pair, max_length, model_input
 
     if samples and all(isinstance(s, Encoded) for s in samples):
@@ -108,6 +118,13 @@ def encode_samples(model, samples: list[Sample] | list[Encoded], eos: bool = Fal
     out = []
     for i, s in enumerate(samples):
         enc = encode_pair(model.tokenizer, s.prompt, s.target)
+        if corrupted:
+            context = encode_pair(model.tokenizer, s.corrupted, s.target).context if s.corrupted else None
+            if context is None or len(context) != len(enc.context):
+                what = "has none" if context is None else f"is {len(context)} tokens, the prompt {len(enc.context)}"
+                raise CircuitlabError(f"sample {i} ({s.prompt[:40]!r}): its corrupted prompt {what}; the "
+                                      "corrupted ablation needs one of the prompt's token length")
+            enc = Pair(context, enc.continuation)
         if eos:
             enc = Pair(enc.context, enc.continuation + (eos_id,))
         ids = model_input(enc, limit)

@@ -88,8 +88,6 @@ def load_model(
     """Load `name` as a TransformerBridge (eager attention, raw HF weights) plus its tokenizer: on one
     `device`, or dispatched by `device_map` (accelerate's semantics; `max_memory` "0=20GiB,cpu=60GiB").
     `dtype` "auto" is bfloat16 on CUDA and float32 elsewhere."""
-    from transformer_lens.model_bridge import TransformerBridge
-
     src = resolve(name)
     if isinstance(dtype, torch.dtype):
         dtype = str(dtype).removeprefix("torch.")
@@ -98,6 +96,19 @@ def load_model(
     model, tok = load_hf(src, revision=revision, where=where)
     if not where.dispatched:
         model = model.to(where.device)
-    bridge = TransformerBridge.boot_transformers(src.bridge_name, hf_model=model, tokenizer=tok, dtype=where.dtype)
+    return bridge_hf(name, model, tok, where.dtype, revision)
+
+
+def bridge_hf(name: str, hf_model, tokenizer, dtype: torch.dtype | None = None,
+              revision: str | None = None) -> LoadedModel:
+    """A TransformerBridge over an HF model already in memory (placed where it should run): how
+    `load_model` finishes, and how a model whose weights were changed first (a fine-tuning checkpoint's
+    adapter merged in) becomes a `LoadedModel`. `name` resolves the bridge architecture and the hub id;
+    `dtype` defaults to the model's own."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    src = resolve(name)
+    dtype = dtype if dtype is not None else hf_model.dtype
+    bridge = TransformerBridge.boot_transformers(src.bridge_name, hf_model=hf_model, tokenizer=tokenizer, dtype=dtype)
     bridge.eval()
-    return LoadedModel(name=name, hf_id=src.hf_id, revision=revision, bridge=bridge, tokenizer=tok)
+    return LoadedModel(name=name, hf_id=src.hf_id, revision=revision, bridge=bridge, tokenizer=tokenizer)

@@ -37,6 +37,8 @@ def inputs(tmp_path_factory, tiny, tiny_gqa):
     (d / "array.json").write_text("[1, 2]")
     (d / "result.json").write_text(json.dumps({"method": "lora", "config": {}}))
     (d / "a_file").write_text("")
+    (d / "pairs_unequal.jsonl").write_text('{"clean": "12 + 5 =", "corrupted": "123 - 5 =", "answer": " 17"}\n')
+    (d / "pairs_no_answer.jsonl").write_text('{"clean": "12 + 5 =", "corrupted": "12 - 5 ="}\n')
     plain, _ = tiny_model("tiny-llama")
     for name, variant in (("adapter_hs", "hs"), ("adapter_v2", "mha")):
         hm = HeadMapModel.for_model(HeadMapConfig(variant=variant, heads={0: [1]}, r=2), plain.config)
@@ -171,6 +173,23 @@ CASES = [
      "has no 'test' split"),
     (["lm-eval-tasks", "--tasks", "sst2", "--data-dir", "{out}/missing", "--out", "{out}/t"], "data directory"),
     (["lm-eval-tasks", "--tasks", "capitals", "--out", "{in}/a_file/t"], "is a file, not a directory"),
+    # edges, pairs
+    (["edges", "--model", "tiny-llama", "--out", "{out}/e.json"], "give --task (its clean/corrupted pairs) or --pairs"),
+    (["edges", "--model", "tiny-llama", "--task", "capitals", "--split", "train", "--out", "{out}/e.json"],
+     "task capitals has no corrupted prompts"),
+    (["edges", "--model", "tiny-llama", "--pairs", "{in}/pairs_no_answer.jsonl", "--out", "{out}/e.json"],
+     "pairs_no_answer.jsonl line 1: needs a non-empty string 'answer'"),
+    (["edges", "--model", "tiny-llama", "--pairs", "{in}/missing.jsonl", "--out", "{out}/e.json"], "cannot read"),
+    (["edges", "--model", "tiny-llama", "--task", "add_sub", "--method", "eap", "--metric", "kl", "--out",
+      "{out}/e.json"], "--metric kl has zero gradient at the clean run"),
+    (["edges", "--model", "tiny-llama", "--task", "add_sub", "--top-n", "5", "--threshold", "0.1", "--out",
+      "{out}/e.json"], "--threshold and --top-n both choose the circuit"),
+    (["edges", "--model", "tiny-llama", "--pairs", "{in}/pairs_unequal.jsonl", "--out", "{out}/e.json"],
+     "pair 1: the clean prompt has 6 tokens, the corrupted one 7", AFTER_LOAD),
+    (["pairs", "--task", "capitals", "--split", "train", "--out", "{out}/p.jsonl"], "no corrupted prompts"),
+    (["track", "{in}/nowhere", "--out", "{out}/t"], "no config.json (not a `circuitlab finetune` run directory)"),
+    (["edges-convert", "{in}/missing.json", "--to", "mib", "--out", "{out}/m.json"], "not found"),
+    (["edges-convert", "{in}/tiny.json", "--to", "mib", "--out", "{out}/m.json"], "tiny.json"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ]
 

@@ -1,0 +1,100 @@
+"""Edge scores: EAP, EAP-IG and the exact reference, one signature and one registry.
+
+Every method returns, for one batch of pairs, the sum over its pairs of each edge's score, where an
+edge's score estimates how much of metric(clean) - metric(corrupted) runs through that edge: the drop in
+the metric when only that edge carries its writer's corrupted output instead of the clean one.
+
+- `eap`: the first-order estimate (a_clean[w] - a_corrupted[w]) . d metric / d(input of r), the
+  gradient taken at the clean run (Syed et al.): two forwards and one backward for all edges.
+- `eap-ig`: the same with the gradient averaged over `steps` input embeddings interpolated from the
+  corrupted to the clean one (k/m for k = 1..m, as the paper's code; Hanna et al.). By the path integral,
+  the scores of all edges leaving the input sum to metric(clean) - metric(corrupted) as m grows.
+- `exact`: one patched forward per edge (batched), metric(clean) - metric(edge patched): the reference
+  the estimates are tested against; practical on small models only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from circuitlab.edges.forward import frozen, new_acts, run, writer_outputs
+from circuitlab.edges.graph import Graph
+from circuitlab.edges.hooks import catch_gradients, embed_input, patch, record, split_graph
+from circuitlab.edges.metrics import Metric
+from circuitlab.edges.pairs import PairBatch
+
+Scores = Float[Tensor, "writer reader"]
+
+
+def integrated(model, batch: PairBatch, metric: Metric, clean_lp, steps: int) -> Scores:
+    """EAP-IG over the input embeddings with `steps` points; one step is EAP (the clean point)."""
+    g = Graph.of(model)
+    scores = torch.zeros(g.n_writers, g.n_readers, dtype=torch.float32, device=model.device)
+    with split_graph(model.bridge), frozen(model):
+        clean = writer_outputs(model, g, batch.clean, batch.attention_mask)
+        corrupted = writer_outputs(model, g, batch.corrupted, batch.attention_mask)
+        diff = clean - corrupted
+        e_clean, e_corr = clean[:, :, 0], corrupted[:, :, 0]
+        del clean, corrupted
+        for k in range(1, steps + 1):
+            emb = (e_corr + (k / steps) * (e_clean - e_corr)).requires_grad_(True)
+            hooks = [embed_input(emb), *catch_gradients(g, diff, scores, 1.0 / steps)]
+            logits = run(model, batch.clean, batch.attention_mask, hooks)
+            metric(logits, batch, clean_lp).sum().backward()
+    return scores
+
+
+def eap(model, batch, metric, clean_lp, steps: int) -> Scores:
+    return integrated(model, batch, metric, clean_lp, 1)
+
+
+@torch.no_grad()
+def exact(model, batch: PairBatch, metric: Metric, clean_lp, steps: int, edges_per_forward: int = 64,
+          only: list[tuple[int, int]] | None = None) -> Scores:
+    """Patch each edge alone (its reader gets corrupted[w] - clean[w] added), many edges per forward:
+    the batch is repeated once per edge, each copy with its own missing edge. `only`: just these
+    (writer, reader) edges; the others score 0."""
+    g = Graph.of(model)
+    scores = torch.zeros(g.n_writers, g.n_readers, dtype=torch.float32, device=model.device)
+    edges = g.edge_mask.nonzero().tolist() if only is None else [list(e) for e in only]
+    b = len(batch)
+    with split_graph(model.bridge):
+        corrupted = writer_outputs(model, g, batch.corrupted, batch.attention_mask)
+        base = metric(run(model, batch.clean, batch.attention_mask, []), batch, clean_lp).sum()
+        for start in range(0, len(edges), edges_per_forward):
+            chunk = edges[start: start + edges_per_forward]
+            e = len(chunk)
+            missing = torch.zeros(e, b, g.n_writers, g.n_readers, dtype=torch.bool, device=model.device)
+            for i, (w, r) in enumerate(chunk):
+                missing[i, :, w, r] = True
+            ids = batch.clean.repeat(e, 1)
+            current = new_acts(model, g, ids)
+            hooks = record(g, current) + patch(g, current, corrupted.repeat(e, 1, 1, 1), missing.flatten(0, 1))
+            logits = run(model, ids, batch.attention_mask.repeat(e, 1), hooks)
+            big = _repeated(batch, e)
+            values = metric(logits, big, None if clean_lp is None else clean_lp.repeat(e, 1)).view(e, b).sum(1)
+            for i, (w, r) in enumerate(chunk):
+                scores[w, r] = base - values[i]
+    return scores
+
+
+def _repeated(batch: PairBatch, e: int) -> PairBatch:
+    return PairBatch(*(None if t is None else t.repeat(e, 1) for t in (
+        batch.clean, batch.corrupted, batch.attention_mask, batch.answer_mask, batch.targets, batch.wrong_targets)))
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    fn: Callable[..., Scores]
+    uses_steps: bool = False
+
+
+METHODS = {m.name: m for m in (Method("eap", eap), Method("eap-ig", integrated, uses_steps=True),
+                               Method("exact", exact))}
+METHOD_NAMES = tuple(METHODS)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The study of issue 14 on smollm2-135m, add_sub (addition/subtraction within 100):
+# 1. a LoRA run (2 epochs of the 2,000 training rows, a checkpoint every 50 of its 250 steps) and the edge circuit
+#    (EAP-IG, 5 steps, 64 test pairs, top 5 %) at the base model and at each of its 5 checkpoints: do nodes stay while
+#    edges change? (`circuitlab track`: node/edge Jaccard, edges added/removed, change per layer, figures)
+# 2. CircuitLoRA against LoRA at the same parameter count (--match-lora-rank 32), critical layers from the circuit
+#    before and after that LoRA run (raw, the paper's rule), seeds 0 1 2 each; exact match on the 500 test rows.
+# Run from the repository root:   bash results/run_edges_study.sh [pilot|track|train|table]...
+# Every step is resumable (finished runs are skipped; a run directory resumes from its last checkpoint; track reuses
+# finished steps). Budget on this project's 2-core CPU: ~20 min a training run, ~6 min a checkpoint's circuit, so
+# about 3 CPU-hours in all.
+set -euo pipefail
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+RUNS=${RUNS:-runs/edges_study}
+read -r -a SEEDS <<< "${SEEDS:-0 1 2}"
+COMMON=(--model smollm2-135m --task add_sub --epochs 2 --batch-size 16 --micro-batch-size 8 --warmup-steps 100
+        --max-train 2000 --mixed-precision bf16)
+EDGES=(--method eap-ig --steps 5 --max-pairs 64 --batch-size 8 --curve 100,500,1000,3532,7065)
+
+pilot() { circuitlab finetune "${COMMON[@]}" --method lora --seed 0 --save-every 50 --out "$RUNS/lora-s0"; }
+track() { circuitlab track "$RUNS/lora-s0" "${EDGES[@]}" --out "$RUNS/lora-s0/track"; }
+train() {
+  local before="$RUNS/lora-s0/track/step-0.json" after="$RUNS/lora-s0/track/step-250.json"
+  for s in "${SEEDS[@]}"; do
+    [ "$s" = 0 ] || circuitlab finetune "${COMMON[@]}" --method lora --seed "$s" --out "$RUNS/lora-s$s"
+    circuitlab finetune "${COMMON[@]}" --method circuit-lora --circuit-before "$before" --circuit-after "$after" \
+      --match-lora-rank 32 --seed "$s" --out "$RUNS/circuit-lora-s$s"
+  done
+}
+table() { circuitlab table "$RUNS"/*/result.json --md results/edges_study_table.md --csv results/edges_study_table.csv; }
+steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(pilot track train table)
+for s in "${steps[@]}"; do "$s"; done
