@@ -239,17 +239,18 @@ def to_doc(row: dict, index: int):
 
 def pairs(task_name: str, split: str, seed: int | None = None, data_dir=None) -> list[dict]:
     """Rows `{"clean", "corrupted", "answer"}` (answer with its leading space) of any task whose docs
-    carry corrupted prompts; `seed` (arithmetic tasks only) draws other rows than the registered ones."""
+    carry corrupted prompts, plus `"corrupted_answer"` for the generated tasks (the logit-diff metric reads
+    it); `seed` (arithmetic tasks only) draws other rows than the registered ones."""
     from circuitlab.tasks import get_task, load_docs
 
+    if task_name in GENERATORS:
+        rows = split_rows(task_name, split, DEFAULT_SEED if seed is None else seed)
+        return [{"clean": r.prompt, "corrupted": r.corrupted, "answer": f" {r.answer}",
+                 "corrupted_answer": f" {r.corrupted_answer}"} for r in rows]
     if seed is not None:
-        if task_name not in GENERATORS:
-            raise CircuitlabError(f"a seed applies to the generated tasks only ({', '.join(NAMES)}), "
-                                  f"not {task_name!r}")
-        docs = [to_doc(asdict(r), i) for i, r in enumerate(split_rows(task_name, split, seed))]
-    else:
-        task = get_task(task_name)
-        docs = load_docs(task, split, data_dir)
+        raise CircuitlabError(f"a seed applies to the generated tasks only ({', '.join(NAMES)}), "
+                              f"not {task_name!r}")
+    docs = load_docs(get_task(task_name), split, data_dir)
     if any(d.corrupted is None for d in docs):
         raise CircuitlabError(f"task {task_name!r} has no corrupted prompts (the arithmetic tasks have: "
                               f"{', '.join(NAMES)})")

@@ -126,7 +126,11 @@ def test_corrupted_prompts_have_the_token_length_and_another_answer(tiny):
 def test_pairs_rows():
     rows = ar.pairs("mul_div", "test")
     docs = load_docs("mul_div", "test")
-    assert rows == [{"clean": d.prompt, "corrupted": d.corrupted, "answer": d.target} for d in docs]
+    assert [{k: r[k] for k in ("clean", "corrupted", "answer")} for r in rows] == \
+        [{"clean": d.prompt, "corrupted": d.corrupted, "answer": d.target} for d in docs]
+    for r in rows[:50]:  # the corrupted answer is the task's rule on the corrupted prompt (a op b =)
+        a, op, b = re.search(r"(\d+) ([*/]) (\d+) =$", r["corrupted"]).groups()
+        assert r["corrupted_answer"] == f" {int(a) * int(b) if op == '*' else int(a) // int(b)}"
     assert ar.pairs("mul_div", "test", seed=3) != rows
     with pytest.raises(ar.CircuitlabError, match="no corrupted prompts"):
         ar.pairs("capitals", "validation")

@@ -22,7 +22,9 @@ def add(sub) -> None:
 
 
 def run(args) -> None:
-    from circuitlab.edges.pairs import load_pairs, pairs_from_docs
+    from circuitlab.arithmetic import GENERATORS
+    from circuitlab.arithmetic import pairs as arithmetic_pairs
+    from circuitlab.edges.pairs import load_pairs, pairs_from_docs, pairs_from_rows
     from circuitlab.edges.run import EdgesConfig, edges_to
     from circuitlab.io import check_writable
     from circuitlab.models.config import ModelConfig
@@ -40,6 +42,9 @@ def run(args) -> None:
         task = get_task(args.task)
         docs = load_docs(task, args.split, args.data_dir, limit=args.max_pairs)
         pairs, name, fingerprint = pairs_from_docs(docs, task.name), task.name, data_fingerprint(docs)
+        if task.name in GENERATORS:  # the generated tasks also know each corrupted prompt's answer
+            pairs = pairs_from_rows([(f"{task.name} row {i}", row) for i, row in
+                                     enumerate(arithmetic_pairs(task.name, args.split)[: len(pairs)])])
     out = check_writable(args.out)
     model = where.load()
     circuit = edges_to(out, model, pairs, cfg, name, progress=not args.no_progress, data_fingerprint=fingerprint)
