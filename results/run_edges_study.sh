@@ -5,7 +5,8 @@
 #    edges change? (`circuitlab track`: node/edge Jaccard, edges added/removed, change per layer, figures)
 # 2. CircuitLoRA against LoRA at the same parameter count (--match-lora-rank 32), critical layers from the circuit
 #    before and after that LoRA run (raw, the paper's rule), seeds 0 1 2 each; exact match on the 500 test rows.
-# Run from the repository root:   bash results/run_edges_study.sh [pilot|track|train|table]...
+# 3. the faithfulness of the base model's circuits of several sizes (64 pairs, corrupted ablation).
+# Run from the repository root:   bash results/run_edges_study.sh [pilot|track|faith|train|summary]...
 # Every step is resumable (finished runs are skipped; a run directory resumes from its last checkpoint; track reuses
 # finished steps). Budget on this project's 2-core CPU: ~20 min a training run, ~6 min a checkpoint's circuit, so
 # about 3 CPU-hours in all.
@@ -15,10 +16,14 @@ RUNS=${RUNS:-runs/edges_study}
 read -r -a SEEDS <<< "${SEEDS:-0 1 2}"
 COMMON=(--model smollm2-135m --task add_sub --epochs 2 --batch-size 16 --micro-batch-size 8 --warmup-steps 100
         --max-train 2000 --mixed-precision bf16)
-EDGES=(--method eap-ig --steps 5 --max-pairs 64 --batch-size 8 --curve 100,500,1000,3532,7065)
+EDGES=(--method eap-ig --steps 5 --max-pairs 64 --batch-size 8)
 
 pilot() { circuitlab finetune "${COMMON[@]}" --method lora --seed 0 --save-every 50 --out "$RUNS/lora-s0"; }
 track() { circuitlab track "$RUNS/lora-s0" "${EDGES[@]}" --out "$RUNS/lora-s0/track"; }
+faith() {
+  [ -f "$RUNS/faithfulness.json" ] || circuitlab edges --model smollm2-135m --task add_sub "${EDGES[@]}" \
+    --curve 353,707,1766,3533,7065,14130,35326 --out "$RUNS/faithfulness.json"
+}
 train() {
   local before="$RUNS/lora-s0/track/step-0.json" after="$RUNS/lora-s0/track/step-250.json"
   for s in "${SEEDS[@]}"; do
@@ -27,6 +32,11 @@ train() {
       --match-lora-rank 32 --seed "$s" --out "$RUNS/circuit-lora-s$s"
   done
 }
-table() { circuitlab table "$RUNS"/*/result.json --md results/edges_study_table.md --csv results/edges_study_table.csv; }
-steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(pilot track train table)
+summary() {
+  python results/study_summary.py "$RUNS" --compare circuit-lora:lora --md results/edges_study.md \
+    --figures results/edges_study_figures
+  mkdir -p results/edges_study_figures
+  cp "$RUNS/lora-s0/track/track.json" "$RUNS"/lora-s0/track/track_*.png results/edges_study_figures/ 2>/dev/null || true
+}
+steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(pilot track faith train summary)
 for s in "${steps[@]}"; do "$s"; done

@@ -22,7 +22,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
 from circuitlab.edges.change import layer_change
 from circuitlab.edges.circuit import EdgeCircuit
 from circuitlab.edges.pairs import Pair
