@@ -43,9 +43,10 @@ def add_tasks(sub) -> None:
 
 
 def run_tasks(args) -> None:
+    from circuitlab.arithmetic import NAMES as GENERATED
     from circuitlab.tasks import TASK_NAMES, get_task
 
-    for name in TASK_NAMES:
+    for name in (*TASK_NAMES, *GENERATED):  # the paper's tasks and capitals, then the generated arithmetic ones
         t = get_task(name)
         print(f"{name:15s} eval split: {t.eval_split:10s} metrics: {', '.join(t.metrics)}")
 

@@ -57,6 +57,7 @@ def test_python_dash_m_is_the_same_command():
 
     ok = subprocess.run([sys.executable, "-m", "circuitlab", "tasks"], capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and "sst2" in ok.stdout and "capitals" in ok.stdout
+    assert "add_sub" in ok.stdout and "exact_match" in ok.stdout  # the generated arithmetic tasks too
     bad = subprocess.run([sys.executable, "-m", "circuitlab", "eval", "--task", "nope"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [bad.stderr.strip()]
