@@ -6,10 +6,9 @@
 #   bash results/run_study2.sh [circuits|base|train|table]...   (default: all, in that order)
 # Every step is resumable (run directories resume from their last checkpoint; finished runs are skipped), so it can be
 # stopped and started again across sessions. Training autocasts to bf16 (`--mixed-precision bf16`; the official code
-# trains with fp16 autocast and fp32 adapters): on this project's 2-core CPU (AMX) that is 1.35x fp32 (sst2, 6 steps:
-# 181 vs 132 tokens/s). Budget there: 2 epochs of 2,000 documents = 250 steps of 16 documents a run, about 10 min for
-# sst2 and boolq and 35 min for piqa, so about 11 CPU-hours for the 36 training runs; scoring runs at ~65 requests/s,
-# so locating's sample selection and the full-split evaluations add well under an hour. A GPU does it all in minutes.
+# trains with fp16 autocast and fp32 adapters), faster than fp32 on this project's 2-core CPU (AMX). Estimated budget
+# there: 2 epochs of 2,000 documents = 250 steps of 16 documents a run, roughly 10-20 min for sst2 and boolq and
+# 35-40 min for piqa, so 11-17 CPU-hours for the 36 training runs. A GPU does it all in minutes.
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 DATA=${DATA:-../shared/data}

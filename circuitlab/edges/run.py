@@ -68,13 +68,18 @@ def _partial(out: Path) -> tuple[Path, Path]:
     return out.with_name(out.name + ".partial.safetensors"), out.with_name(out.name + ".partial.json")
 
 
+def batches_of(model, pairs: list[Pair], cfg: EdgesConfig) -> list:
+    """The pairs as `PairBatch`es of `cfg.batch_size`, each pair checked (equal lengths) before any forward."""
+    return [encode_pairs(model.tokenizer, pairs[i: i + cfg.batch_size], offset=i)
+            for i in range(0, len(pairs), cfg.batch_size)]
+
+
 def attribute(model, pairs: list[Pair], cfg: EdgesConfig, out: Path | None = None, task: str = "pairs",
               progress: bool = True, data_fingerprint: str | None = None) -> EdgeScores:
     """Every edge's score averaged over `pairs`; with `out`, resumable through its partial files."""
     g = Graph.of(model)
     metric, method = METRICS[cfg.metric], METHODS[cfg.method]
-    batches = [encode_pairs(model.tokenizer, pairs[i: i + cfg.batch_size], offset=i)
-               for i in range(0, len(pairs), cfg.batch_size)]  # every pair checked before any forward
+    batches = batches_of(model, pairs, cfg)
     if metric.name == "logit-diff":
         from circuitlab.edges.metrics import first_difference
 
@@ -124,8 +129,7 @@ def edges_to(out: str | Path, model, pairs: list[Pair], cfg: EdgesConfig, task: 
 
 def curve_of(model, pairs: list[Pair], cfg: EdgesConfig, scores: EdgeScores) -> dict:
     metric = METRICS[cfg.metric]
-    batches = [encode_pairs(model.tokenizer, pairs[i: i + cfg.batch_size], offset=i).to(model.device)
-               for i in range(0, len(pairs), cfg.batch_size)]
+    batches = [b.to(model.device) for b in batches_of(model, pairs, cfg)]
     lps = [clean_answer_logprobs(model, b) if metric.needs_clean else None for b in batches]
     means = writer_means(model, batches) if cfg.ablation == "mean" else None
     curve = faithfulness_curve(model, batches, lps, scores.scores.to(model.device), list(cfg.curve), metric,
