@@ -17,8 +17,11 @@ CIRC=${CIRC:-$RUNS/circuits}
 TRAIN=${TRAIN:-2000}                # training documents (the first N of each train split)
 read -r -a TASKS <<< "${TASKS:-sst2 boolq piqa}"
 read -r -a SEEDS <<< "${SEEDS:-0 1 2}"
-COMMON=(--model smollm2-135m --data-dir "$DATA" --protocol paper --epochs 2 --batch-size 16 --micro-batch-size 8
+COMMON=(--model smollm2-135m --data-dir "$DATA" --protocol paper --epochs 2 --batch-size 16
         --warmup-steps 100 --max-train "$TRAIN" --mixed-precision bf16)
+# Micro-batches only split the 16-document step (the loss is a token mean over the whole step: tests/finetune). piqa's
+# lengths are long-tailed (up to 2,225 characters), so 8-document micro-batches would be half padding; it uses 2.
+micro() { [ "$1" = piqa ] && echo 2 || echo 8; }
 
 circuits() {  # rerun on the train splits (boolq's and hellaswag's are new): 64 samples of the first 2,000 docs
   for t in "${TASKS[@]}"; do
@@ -26,15 +29,23 @@ circuits() {  # rerun on the train splits (boolq's and hellaswag's are new): 64 
       --samples 64 --max-docs "$TRAIN" --out "$CIRC/$t.json"
   done
 }
-ft() { local t=$1 name=$2; shift 2; circuitlab finetune "${COMMON[@]}" --task "$t" "$@" --out "$RUNS/$t/$name"; }
+ft() {
+  local t=$1 name=$2; shift 2
+  circuitlab finetune "${COMMON[@]}" --micro-batch-size "$(micro "$t")" --task "$t" "$@" --out "$RUNS/$t/$name"
+}
 base() { for t in "${TASKS[@]}"; do ft "$t" base --method base; done; }
-train() {
-  for s in "${SEEDS[@]}"; do
+train() {  # circuit and random heads first (the paired comparison the study is for), a task's seeds together
+  for pair in "circuit random" "lora redundant"; do
     for t in "${TASKS[@]}"; do
-      ft "$t" "headmap-circuit-s$s" --method headmap-mha --circuit "$CIRC/$t.json" --seed "$s"
-      ft "$t" "headmap-random-s$s" --method headmap-mha --heads random --circuit "$CIRC/$t.json" --seed "$s"
-      ft "$t" "lora-s$s" --method lora --seed "$s"
-      ft "$t" "headmap-redundant-s$s" --method headmap-mha --heads redundant --circuit "$CIRC/$t.json" --seed "$s"
+      for s in "${SEEDS[@]}"; do
+        for m in $pair; do
+          case $m in
+            lora) ft "$t" "lora-s$s" --method lora --seed "$s" ;;
+            circuit) ft "$t" "headmap-circuit-s$s" --method headmap-mha --circuit "$CIRC/$t.json" --seed "$s" ;;
+            *) ft "$t" "headmap-$m-s$s" --method headmap-mha --heads "$m" --circuit "$CIRC/$t.json" --seed "$s" ;;
+          esac
+        done
+      done
     done
   done
 }

@@ -26,9 +26,11 @@ def choose_heads(circuit: Circuit, mode: str, n_per_layer: int | None, seed: int
 
 
 def heads_circuit(circuit: Circuit, heads: dict[int, list[int]], mode: str, seed: int) -> Circuit:
-    """The circuit file a run records: the heads it actually used, and where they came from."""
+    """The circuit file a run records: the heads it actually used, and where they came from. `n_per_layer`
+    is the most heads of any layer, as `edges.mib.head_circuit` records it (an edge circuit's layers differ)."""
     strategy = circuit.strategy if mode == "circuit" else mode
-    return Circuit(circuit.model, circuit.task, circuit.samples, strategy, len(next(iter(heads.values()))), heads,
+    n = max(len(hs) for hs in heads.values())
+    return Circuit(circuit.model, circuit.task, circuit.samples, strategy, n, heads,
                    seed=None if mode == "circuit" else seed)
 
 

@@ -116,7 +116,7 @@ def test_import_of_another_shape_is_one_clear_error(tmp_path):
 
 
 def test_head_circuit_lists_every_layer_and_feeds_headmap(tmp_path):
-    from circuitlab.finetune.heads import choose_heads
+    from circuitlab.finetune.heads import choose_heads, heads_circuit
     from circuitlab.headmap import HeadMapConfig
 
     c = random_circuit("tiny-llama-gqa", top_n=60)
@@ -127,6 +127,8 @@ def test_head_circuit_lists_every_layer_and_feeds_headmap(tmp_path):
     assert loaded.heads == hc.heads and loaded.model == c.scores.model
     heads = choose_heads(loaded, "circuit", None, 0)
     assert HeadMapConfig(variant="mha", heads=heads, r=2).heads == c.heads()
+    recorded = heads_circuit(loaded, heads, "circuit", 0)  # what a run's circuit.json says
+    assert recorded.heads == hc.heads and recorded.n_per_layer == max(len(hs) for hs in c.heads().values()) > 0
 
 
 def test_cli_converts_both_ways_and_to_heads(tmp_path, capsys):

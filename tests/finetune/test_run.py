@@ -10,6 +10,7 @@ from circuitlab.circuit import Circuit, ModelInfo, TaskInfo
 from circuitlab.errors import CircuitlabError
 from circuitlab.finetune import TrainConfig, choose_heads, train_and_eval
 from circuitlab.finetune.data import encode_docs, summed_loss
+from circuitlab.finetune.heads import heads_circuit
 from circuitlab.headmap import load_adapter
 from circuitlab.finetune import load_plain
 from circuitlab.models import load_hf, load_model
@@ -33,6 +34,8 @@ def test_random_and_redundant_heads(tmp_path):
     assert all(set(red[layer]) == {2, 3} for layer in range(4))  # the only non-circuit heads
     with pytest.raises(CircuitlabError, match="fewer than n=3"):
         choose_heads(circuit, "redundant", 3, 0)
+    uneven = {0: [], 1: [2, 3], 2: [1], 3: []}  # an edge circuit's heads: layer 0 may hold none
+    assert heads_circuit(circuit, uneven, "circuit", 0).n_per_layer == 2
 
 
 # -- training ---------------------------------------------------------------------------------------
