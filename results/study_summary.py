@@ -19,6 +19,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy.stats import binomtest
@@ -102,24 +103,27 @@ def paired(runs: list[dict], a: str, b: str, data_dir: str | None) -> list[str]:
     return lines
 
 
-def curves(runs: list[dict]) -> dict[str, go.Figure]:
-    tasks = sorted({r["task"] for r in runs if r["result"].get("train")})
+def curves(runs: list[dict], window: int = 10) -> dict[str, go.Figure]:
+    """Training loss per optimizer step as a running mean over `window` steps (one step's loss is 16 documents,
+    too noisy to tell methods apart by eye); one line per run, one colour per method."""
+    trained = [r for r in runs if (r["result"].get("train") or {}).get("loss_curve")]
+    tasks = sorted({r["task"] for r in trained})
     fig = make_subplots(rows=len(tasks), cols=1, subplot_titles=tasks, shared_xaxes=False)
-    labels = sorted({r["label"] for r in runs if r["result"].get("train")})
+    labels = sorted({r["label"] for r in trained})
     colors = dict(zip(labels, ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]))
+    shown: set[str] = set()
     for row, task in enumerate(tasks, 1):
-        for r in runs:
-            train = r["result"].get("train")
-            if r["task"] != task or not train:
-                continue
-            curve = train["loss_curve"]
-            fig.add_trace(go.Scatter(x=list(range(1, len(curve) + 1)), y=curve, mode="lines", opacity=0.7,
-                                     line={"color": colors[r["label"]], "width": 1},
-                                     name=f"{r['label']} s{r['seed']}", legendgroup=r["label"],
-                                     showlegend=row == 1), row=row, col=1)
+        for r in (r for r in trained if r["task"] == task):
+            curve = pd.Series(r["result"]["train"]["loss_curve"]).rolling(window, min_periods=1).mean()
+            fig.add_trace(go.Scatter(x=list(range(1, len(curve) + 1)), y=curve.tolist(), mode="lines", opacity=0.8,
+                                     line={"color": colors[r["label"]], "width": 1.2},
+                                     name=r["label"], legendgroup=r["label"], showlegend=r["label"] not in shown),
+                          row=row, col=1)
+            shown.add(r["label"])
         fig.update_yaxes(title_text="training loss", row=row, col=1)
         fig.update_xaxes(title_text="optimizer step", row=row, col=1)
-    fig.update_layout(height=320 * len(tasks), width=900, title="Training loss per step (each line one seed)")
+    fig.update_layout(height=320 * len(tasks), width=900,
+                      title=f"Training loss, running mean over {window} steps (one line per seed)")
     return {"training_curves": fig}
 
 
