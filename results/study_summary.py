@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import statistics
 from collections import defaultdict
@@ -55,6 +56,17 @@ def correct(run: dict, data_dir: str | None) -> list[bool]:
     train = load_docs(task, cfg.train_split, data_dir, limit=cfg.max_train) if cfg.method != "base" else []
     gold = [d.gold for d in _eval_docs(task, r["eval"]["split"], data_dir, cfg, train)]
     return [p == g for p, g in zip(r["eval"]["preds"], gold)]
+
+
+def paired_difference(a: list[bool], b: list[bool]) -> tuple[float, float]:
+    """Accuracy of A minus B in points, and the half-width of its 95 % interval (normal approximation for paired
+    proportions: only the documents the two disagree on carry information)."""
+    n = len(a)
+    only_a = sum(x and not y for x, y in zip(a, b))
+    only_b = sum(y and not x for x, y in zip(a, b))
+    diff = (only_a - only_b) / n
+    se = math.sqrt(max(only_a + only_b - n * diff * diff, 0.0)) / n
+    return 100 * diff, 100 * 1.96 * se
 
 
 def mcnemar(a: list[bool], b: list[bool]) -> tuple[int, int, float]:
@@ -99,6 +111,8 @@ def paired(runs: list[dict], a: str, b: str, data_dir: str | None) -> list[str]:
             wins = sum(d > 0 for d in diffs)
             lines.append(f"| {task} | pooled ({len(seeds)} seeds) | {100 * sum(pooled_a) / len(pooled_a):.2f} | "
                          f"{100 * sum(pooled_b) / len(pooled_b):.2f} | {oa} | {ob} | {p:.4f} |")
+            d, half = paired_difference(pooled_a, pooled_b)
+            lines.append(f"| {task} | {a} − {b}, pooled | {d:+.2f} points, 95 % CI ± {half:.2f} | | | | |")
             lines.append(f"| {task} | {a} better on | {wins} of {len(seeds)} seeds | | | | |")
     return lines
 
