@@ -19,9 +19,10 @@ read -r -a TASKS <<< "${TASKS:-sst2 boolq piqa}"
 read -r -a SEEDS <<< "${SEEDS:-0 1 2}"
 COMMON=(--model smollm2-135m --data-dir "$DATA" --protocol paper --epochs 2 --batch-size 16
         --warmup-steps 100 --max-train "$TRAIN" --mixed-precision bf16)
-# Micro-batches only split the 16-document step (the loss is a token mean over the whole step: tests/finetune). piqa's
-# lengths are long-tailed (up to 2,225 characters), so 8-document micro-batches would be half padding; it uses 2.
-micro() { [ "$1" = piqa ] && echo 2 || echo 8; }
+# Micro-batches only split the 16-document step (the loss is a token mean over the whole step: tests/finetune). The
+# multiple-choice prompts are long-tailed (piqa's up to 2,225 characters), so 8-document micro-batches would be about
+# half padding; they use 2.
+micro() { case $1 in sst2|boolq) echo 8 ;; *) echo 2 ;; esac; }
 
 circuits() {  # rerun on the train splits (boolq's and hellaswag's are new): 64 samples of the first 2,000 docs
   for t in "${TASKS[@]}"; do
