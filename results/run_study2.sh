@@ -6,9 +6,8 @@
 #   bash results/run_study2.sh [circuits|base|train|table]...   (default: all, in that order)
 # Every step is resumable (run directories resume from their last checkpoint; finished runs are skipped), so it can be
 # stopped and started again across sessions. Training autocasts to bf16 (`--mixed-precision bf16`; the official code
-# trains with fp16 autocast and fp32 adapters), faster than fp32 on this project's 2-core CPU (AMX). Estimated budget
-# there: 2 epochs of 2,000 documents = 250 steps of 16 documents a run, roughly 10-20 min for sst2 and boolq and
-# 35-40 min for piqa, so 11-17 CPU-hours for the 36 training runs. A GPU does it all in minutes.
+# trains with fp16 autocast and fp32 adapters), faster than fp32 on this project's 2-core CPU (AMX). 2 epochs of
+# 2,000 documents = 250 steps of 16 documents a run; the measured times per run are in results/README.md (Budget).
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 DATA=${DATA:-../shared/data}
@@ -20,8 +19,8 @@ read -r -a SEEDS <<< "${SEEDS:-0 1 2}"
 COMMON=(--model smollm2-135m --data-dir "$DATA" --protocol paper --epochs 2 --batch-size 16
         --warmup-steps 100 --max-train "$TRAIN" --mixed-precision bf16)
 # Micro-batches only split the 16-document step (the loss is a token mean over the whole step: tests/finetune). The
-# multiple-choice prompts are long-tailed (piqa's up to 2,225 characters), so 8-document micro-batches would be about
-# half padding; they use 2.
+# multiple-choice prompts are long-tailed (piqa's up to 2,225 characters) and a micro-batch pads to its longest
+# document, so they use 2.
 micro() { case $1 in sst2|boolq) echo 8 ;; *) echo 2 ;; esac; }
 
 circuits() {  # rerun on the train splits (boolq's and hellaswag's are new): 64 samples of the first 2,000 docs

@@ -58,12 +58,9 @@ def correct(run: dict, data_dir: str | None) -> list[bool]:
     return [p == g for p, g in zip(r["eval"]["preds"], gold)]
 
 
-def paired_difference(a: list[bool], b: list[bool]) -> tuple[float, float]:
-    """Accuracy of A minus B in points, and the half-width of its 95 % interval (normal approximation for paired
-    proportions: only the documents the two disagree on carry information)."""
-    n = len(a)
-    only_a = sum(x and not y for x, y in zip(a, b))
-    only_b = sum(y and not x for x, y in zip(a, b))
+def paired_difference(only_a: int, only_b: int, n: int) -> tuple[float, float]:
+    """Accuracy of A minus B in points over `n` paired documents, and the half-width of its 95 % interval (normal
+    approximation for paired proportions: only the documents the two disagree on carry information)."""
     diff = (only_a - only_b) / n
     se = math.sqrt(max(only_a + only_b - n * diff * diff, 0.0)) / n
     return 100 * diff, 100 * 1.96 * se
@@ -111,7 +108,7 @@ def paired(runs: list[dict], a: str, b: str, data_dir: str | None) -> list[str]:
             wins = sum(d > 0 for d in diffs)
             lines.append(f"| {task} | pooled ({len(seeds)} seeds) | {100 * sum(pooled_a) / len(pooled_a):.2f} | "
                          f"{100 * sum(pooled_b) / len(pooled_b):.2f} | {oa} | {ob} | {p:.4f} |")
-            d, half = paired_difference(pooled_a, pooled_b)
+            d, half = paired_difference(oa, ob, len(pooled_a))
             lines.append(f"| {task} | {a} − {b}, pooled | {d:+.2f} points, 95 % CI ± {half:.2f} | | | | |")
             lines.append(f"| {task} | {a} better on | {wins} of {len(seeds)} seeds | | | | |")
     return lines
