@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The study of issue 13 on smollm2-135m: can circuit heads be told from random and redundant heads?
-# sst2, boolq (train = questions only) and piqa; base, LoRA, and HeadMap-MHA on the located circuit, on random heads
-# and on redundant heads (outside the circuit); 3 seeds each; 2,000 training documents; the full evaluation split.
+# sst2 and boolq (train = questions only); base, LoRA, and HeadMap-MHA on the located circuit, on random heads and on
+# redundant heads (outside the circuit); 3 seeds each; 2,000 training documents; the full evaluation split.
+# `probe` asks first whether a multiple-choice task can be learned at all in these settings (LoRA, seed 0): piqa,
+# openbookqa and arc_easy could not (results/README.md), so no multiple-choice task is in TASKS.
 # Run from the repository root:
-#   bash results/run_study2.sh [circuits|base|train|table]...   (default: all, in that order)
+#   bash results/run_study2.sh [probe|circuits|base|train|collect|summary]...   (default: all but probe, in that order)
 # Every step is resumable (run directories resume from their last checkpoint; finished runs are skipped), so it can be
 # stopped and started again across sessions. Training autocasts to bf16 (`--mixed-precision bf16`; the official code
 # trains with fp16 autocast and fp32 adapters), faster than fp32 on this project's 2-core CPU (AMX). 2 epochs of
@@ -14,7 +16,8 @@ DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs/study2}           # run directories (ignored by git)
 CIRC=${CIRC:-$RUNS/circuits}
 TRAIN=${TRAIN:-2000}                # training documents (the first N of each train split)
-read -r -a TASKS <<< "${TASKS:-sst2 boolq piqa}"
+read -r -a TASKS <<< "${TASKS:-sst2 boolq}"
+MC=(piqa openbookqa arc_easy)      # the multiple-choice tasks probed
 read -r -a SEEDS <<< "${SEEDS:-0 1 2}"
 COMMON=(--model smollm2-135m --data-dir "$DATA" --protocol paper --epochs 2 --batch-size 16
         --warmup-steps 100 --max-train "$TRAIN" --mixed-precision bf16)
@@ -24,7 +27,8 @@ COMMON=(--model smollm2-135m --data-dir "$DATA" --protocol paper --epochs 2 --ba
 micro() { case $1 in sst2|boolq) echo 8 ;; *) echo 2 ;; esac; }
 
 circuits() {  # rerun on the train splits (boolq's and hellaswag's are new): 64 samples of the first 2,000 docs
-  for t in "${TASKS[@]}"; do
+  [ $# -eq 0 ] && set -- "${TASKS[@]}"
+  for t in "$@"; do
     [ -f "$CIRC/$t.json" ] || circuitlab locate --model smollm2-135m --task "$t" --data-dir "$DATA" --protocol paper \
       --samples 64 --max-docs "$TRAIN" --out "$CIRC/$t.json"
   done
@@ -34,6 +38,14 @@ ft() {
   circuitlab finetune "${COMMON[@]}" --micro-batch-size "$(micro "$t")" --task "$t" "$@" --out "$RUNS/$t/$name"
 }
 base() { for t in "${TASKS[@]}"; do ft "$t" base --method base; done; }
+probe() {  # can a multiple-choice task be learned in 250 steps? base and LoRA at seed 0; piqa also its circuit
+  circuits piqa
+  ft piqa headmap-circuit-s0 --method headmap-mha --circuit "$CIRC/piqa.json" --seed 0
+  for t in "${MC[@]}"; do  # piqa's base run is from before micro(): evaluation does not depend on it
+    [ -f "$RUNS/$t/base/result.json" ] || ft "$t" base --method base
+    ft "$t" lora-s0 --method lora --seed 0
+  done
+}
 train() {  # circuit and random heads first (the paired comparison the study is for), a task's seeds together
   for pair in "circuit random" "lora redundant"; do
     for t in "${TASKS[@]}"; do
@@ -49,6 +61,18 @@ train() {  # circuit and random heads first (the paired comparison the study is 
     done
   done
 }
-table() { circuitlab table "$RUNS"/*/*/result.json --md results/study2_table.md --csv results/study2_table.csv; }
-steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(circuits base train table)
+collect() {  # every run's result.json (config, curves, per-document predictions) and the circuits, kept in git
+  local out=results/study2_runs f d
+  for f in "$RUNS"/*/*/result.json; do
+    d=$out/${f#"$RUNS"/}; mkdir -p "$(dirname "$d")"; cp "$f" "$d"
+  done
+  mkdir -p "$out/circuits"; cp "$CIRC"/*.json "$out/circuits/"
+}
+summary() {  # the tables (results/study2.md) and the training curves, from the collected files
+  python results/study_summary.py results/study2_runs --data-dir "$DATA" --compare headmap-circuit:headmap-random \
+    --compare headmap-circuit:headmap-redundant --compare headmap-circuit:lora --md results/study2.md \
+    --figures results/study2_figures
+  rm -f results/study2_figures/training_curves.html  # the PNG is kept
+}
+steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(circuits base train collect summary)
 for s in "${steps[@]}"; do "$s"; done
