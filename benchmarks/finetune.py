@@ -1,4 +1,4 @@
-"""Benchmark: training tokens/s of the bridge loop (the reference) and the HF Trainer path, in one run.
+"""Benchmark: training tokens/s of the bridge loop (the tests' reference) and the HF Trainer path, in one run.
 
 The same documents (the first STEPS x BATCH of the task's train split), the same method, heads, seed and
 batch size; each path trains one epoch of STEPS optimizer steps on its own fresh copy of the model. The
@@ -19,15 +19,16 @@ from pathlib import Path
 
 import torch
 
-from circuitlab.finetune import TrainConfig, build_adapters, load_plain
+from circuitlab.finetune import TrainConfig
+from circuitlab.models import load_plain
 from circuitlab.finetune.data import encode_docs
-from circuitlab.finetune.loop import train as bridge_train
 from circuitlab.finetune.trainer import train as trainer_train
 from circuitlab.finetune.wrap import wrap
-from circuitlab.heads import random_heads
+from circuitlab.circuits.heads import random_heads
 from circuitlab.models import load_model
-from circuitlab.provenance import package_versions
+from circuitlab.core.provenance import package_versions
 from circuitlab.tasks import load_docs
+from tests.finetune import reference  # the bridge loop (run from the repository root)
 
 
 def main() -> None:
@@ -56,9 +57,9 @@ def main() -> None:
         bridged = load_model(args.model, device=args.device, dtype="float32")
         tokens = sum(len(s) for s in encode_docs(bridged.tokenizer, docs, cfg.max_len))
         heads = random_heads(cfg.seed, range(bridged.n_layers), bridged.n_heads, args.heads_per_layer).as_dict()
-        adapters = build_adapters(bridged, cfg, heads if cfg.variant else None)
+        adapters = reference.build_adapters(bridged, cfg, heads if cfg.variant else None)
         start = time.perf_counter()
-        old = bridge_train(bridged, cfg, adapters, docs, Path(tmp) / "bridge", progress=False)
+        old = reference.train(bridged, cfg, adapters, docs)
         out["bridge"] = {"seconds": time.perf_counter() - start, "loss_curve": old["loss_curve"]}
         print(f"bridge loop: {out['bridge']['seconds']:.1f} s", flush=True)
         del bridged, adapters

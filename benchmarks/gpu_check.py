@@ -1,8 +1,8 @@
 """Check an exported HeadMap adapter on a GPU against the CPU fp32 reference.
 
 Loads the adapter's base model twice as a plain Hugging Face model (no TransformerLens): in fp32 on
-the CPU, and in bf16 on the GPU(s) with `device_map="auto"`. Attaches the adapter to both with
-`circuitlab.headmap.attach`, scores the same documents, and compares accuracy and logits. On a machine
+the CPU, and in bf16 on the GPU(s) with `device_map="auto"`. Loads the adapter onto both with
+`circuitlab.headmap.load`, scores the same documents, and compares accuracy and logits. On a machine
 without CUDA it says so and exits with status 0.
 
     python benchmarks/gpu_check.py --adapter exported/DIR --task sst2 --data-dir ../shared/data --limit 200
@@ -22,7 +22,7 @@ import torch
 
 @dataclass
 class Plain:
-    """The few attributes circuitlab.scoring reads from a model, for a plain HF model."""
+    """The few attributes circuitlab.evaluate.scoring reads from a model, for a plain HF model."""
 
     name: str
     hf_model: object
@@ -38,7 +38,7 @@ class Plain:
 
 
 def run(model: Plain, docs, probe_ids) -> dict:
-    from circuitlab.scoring import score_docs
+    from circuitlab.evaluate.scoring import score_docs
 
     start = time.perf_counter()
     scores = score_docs(model, docs, batch_size=16, progress=False)
@@ -71,21 +71,22 @@ def main(argv=None) -> int:
     if args.random_adapter:
         args.adapter = random_adapter(args.random_adapter)
 
-    from circuitlab.errors import CircuitlabError
+    from circuitlab.core.errors import CircuitlabError
     from circuitlab.evaluate import compute_metrics
-    from circuitlab.headmap import attach, read_adapter_config
-    from circuitlab.headmap.conversion import load_plain
+    from circuitlab.headmap import load, read_config
+    from circuitlab.models import load_plain
     from circuitlab.tasks import get_task, load_docs
 
     try:
-        config = read_adapter_config(args.adapter)
-        name = args.model or config["base_model"]["name"]
+        config = read_config(args.adapter)
+        name = args.model or (config.base_model or {}).get("name")
         task = get_task(args.task)
         docs = load_docs(task, args.split or task.eval_split, args.data_dir, limit=args.limit)
-        cpu_model, tok = load_plain(name, "float32", "cpu")
+        plain = load_plain(name, "cpu", "float32")
+        tok = plain.tokenizer
         gpu_model, _ = load_plain_dispatched(name)
-        attach(cpu_model, args.adapter)
-        attach(gpu_model, args.adapter)  # checks the bf16 weights against the adapter's base model too
+        cpu_model = load(plain.hf_model, args.adapter)
+        gpu_model = load(gpu_model, args.adapter)  # checks the bf16 weights against the adapter's base model too
     except CircuitlabError as e:
         print(f"gpu_check: error: {e}", file=sys.stderr)
         return 2
@@ -116,33 +117,40 @@ def random_adapter(name: str) -> str:
     """A HeadMap-MHA adapter on heads 0 and 1 of every layer of `name`, all weights random, in a temp dir."""
     import tempfile
 
-    from circuitlab.headmap import HeadMapConfig, HeadMapModel, base_info, save_adapter
-    from circuitlab.headmap.conversion import load_plain
+    from peft import get_peft_model
 
-    model, _ = load_plain(name, "float32", "cpu")
-    hm = HeadMapModel.for_model(HeadMapConfig(variant="mha", heads={la: [0, 1] for la in range(model.config.num_hidden_layers)},
-                                              r=8), model.config)
+    from circuitlab.headmap import HeadMapConfig, base_info, maps, register
+    from circuitlab.models import load_plain
+
+    model = load_plain(name, "cpu", "float32").hf_model
+    register()
+    config = HeadMapConfig(variant="mha", heads={la: [0, 1] for la in range(model.config.num_hidden_layers)}, r=8,
+                           base_model=base_info(model, name))
+    pm = get_peft_model(model, config)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for p in hm.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.02)
-    return str(save_adapter(hm, tempfile.mkdtemp(prefix="circuitlab-adapter-"), base_info(model, name),
-                            extra={"method": "headmap-mha"}))
+        for m in maps(pm).values():
+            for p in m.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    directory = tempfile.mkdtemp(prefix="circuitlab-adapter-")
+    pm.save_pretrained(directory)
+    return directory
 
 
 def load_plain_dispatched(name: str):
     """The base model in bf16, dispatched over every visible GPU by accelerate."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from circuitlab import models
-    from circuitlab.headmap.conversion import load_plain
+    from circuitlab.core.io import cache_dir
+    from circuitlab.models import load_hf, load_plain, resolve
 
-    src = models.resolve(name)
+    src = resolve(name)
     if src.kind == "tiny":
-        return load_plain(name, "bfloat16", "cuda")
+        plain = load_plain(name, "cuda", "bfloat16")
+        return plain.hf_model, plain.tokenizer
     if src.kind == "embedded":
-        models.load_hf(name)  # makes sure the safetensors cache exists
-        path = str(models.cache_dir() / "smollm2-135m")
+        load_hf(name)  # makes sure the safetensors cache exists
+        path = str(cache_dir() / "smollm2-135m")
     else:
         path = src.hf_id
     tok = AutoTokenizer.from_pretrained(path)

@@ -20,7 +20,7 @@ import torch
 
 from circuitlab.locate import LocateConfig, locate, locating_samples, parse_layers
 from circuitlab.models import load_model
-from circuitlab.provenance import package_versions
+from circuitlab.core.provenance import package_versions
 
 
 def timed(fn):

@@ -84,7 +84,7 @@ def pad_only_tokenizer():
 
 
 def samples(n: int, vocab: int, seed: int = 0):
-    from circuitlab.locate.samples import Encoded
+    from circuitlab.locate.encoding import Encoded
 
     spec = json.loads(LENGTHS.read_text())
     rng = random.Random(seed)
@@ -184,9 +184,9 @@ def peak_memory_gib(device: str) -> float:
 
 def main(argv=None) -> dict:
     from circuitlab.locate import Engine, LocateConfig, Memo, PlainEvaluator
-    from circuitlab.locate.distributed import Shard
+    from circuitlab.core.processes import Shard
     from circuitlab.locate.strategies import layer_conditioned
-    from circuitlab.provenance import package_versions
+    from circuitlab.core.provenance import package_versions
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--shape", choices=tuple(SHAPES), default="cpu-small")

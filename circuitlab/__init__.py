@@ -1,59 +1,30 @@
-"""circuitlab: locate knowledge circuits in language models and enhance them with HeadMap."""
+"""circuitlab: locate knowledge circuits in language models and enhance them with HeadMap.
+
+Every job is one call, and nothing heavy is imported before one is used:
+
+    import circuitlab as cl
+    circuit = cl.locate_task("smollm2-135m", "capitals", sampling=cl.SampleConfig(n=16))
+    edges = cl.edges_task("smollm2-135m", "add_sub", max_pairs=8, out="edges/add_sub.json")
+    result = finetune("smollm2-135m", cl.TrainConfig(task="sst2", method="headmap-mha"), "runs/x")  # circuitlab.finetune
+    cl.evaluate_task("smollm2-135m", "arc_easy", cl.EvalConfig(limit=200))
+    cl.reproduce("smollm2-135m", "sst2,boolq", "../shared/data", "figures/x")
+    cl.track("runs/x", "runs/x/track")
+"""
+
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.core.lazy import exports
 
 __version__ = "0.1.0"
 
-import importlib
-import importlib.abc
-import importlib.util
-import sys
-
-from circuitlab.errors import CircuitlabError
-
-__all__ = ["CircuitlabError", "__version__"]
-
-
-class _RegisterWithPeft(importlib.abc.MetaPathFinder):
-    """Registers HeadMap with PEFT right after PEFT is imported.
-
-    `import circuitlab` must make `peft.PeftModel.from_pretrained` understand a HeadMap adapter
-    directory, but importing peft takes seconds and most of circuitlab (the CLI's start) never needs
-    it. So this finder waits for `import peft`: it hands back the spec the other finders make, with
-    a loader that, once it has run peft, imports `circuitlab.headmap` (whose import registers the
-    method) and takes this finder off `sys.meta_path`. A mere lookup (`importlib.util.find_spec`,
-    as libraries probe for peft) gets the same spec, never runs the loader, and changes nothing.
-    """
-
-    _looking = False  # re-entry guard: our own lookup below walks sys.meta_path, this finder included
-
-    def find_spec(self, name, path=None, target=None):
-        if name != "peft" or self._looking:
-            return None
-        self._looking = True
-        try:
-            spec = importlib.util.find_spec(name)
-        finally:
-            self._looking = False
-        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def exec_then_register(module):
-            exec_module(module)
-            if self in sys.meta_path:
-                sys.meta_path.remove(self)
-            _register_headmap()
-
-        spec.loader.exec_module = exec_then_register
-        return spec
+__getattr__, _names = exports(__name__, {
+    "load_model": "models.loaded", "ModelConfig": "models.config", "Circuit": "circuits.circuit",
+    "locate_task": "locate.job", "LocateConfig": "locate.config", "SampleConfig": "locate.samples",
+    "edges_task": "edges.job", "EdgesConfig": "edges.config", "EdgeCircuit": "edges.circuit",
+    "TrainConfig": "finetune.config", "RunOptions": "finetune.config",
+    "evaluate_task": "evaluate.job", "EvalConfig": "evaluate.config",
+    "reproduce": "studies.jobs", "ReproduceConfig": "studies.config", "track": "studies.jobs",
+})
 
 
-def _register_headmap() -> None:
-    # A partly imported circuitlab.headmap is the one importing peft right now; it registers at its end.
-    if "circuitlab.headmap" not in sys.modules:
-        importlib.import_module("circuitlab.headmap")
-
-
-if "peft" in sys.modules:
-    _register_headmap()
-elif not any(isinstance(f, _RegisterWithPeft) for f in sys.meta_path):
-    sys.meta_path.insert(0, _RegisterWithPeft())
+def __dir__() -> list[str]:
+    return sorted({*_names(), "CircuitlabError", "__version__"})

@@ -8,7 +8,7 @@ import json
 from scipy.stats import binomtest
 
 from circuitlab.finetune import TrainConfig
-from circuitlab.finetune.run import _eval_docs
+from circuitlab.finetune.splits import eval_docs
 from circuitlab.tasks import get_task, load_docs
 
 p = argparse.ArgumentParser()
@@ -22,7 +22,7 @@ if ra["eval"]["data_fingerprint"] != rb["eval"]["data_fingerprint"]:
 cfg = TrainConfig.from_dict(ra["config"])
 task = get_task(cfg.task)
 train = load_docs(task, cfg.train_split, args.data_dir, limit=cfg.max_train) if cfg.method != "base" else []
-gold = [d.gold for d in _eval_docs(task, ra["eval"]["split"], args.data_dir, cfg, train)]
+gold = [d.gold for d in eval_docs(task, ra["eval"]["split"], args.data_dir, cfg, train)]
 right_a = [p == g for p, g in zip(ra["eval"]["preds"], gold)]
 right_b = [p == g for p, g in zip(rb["eval"]["preds"], gold)]
 only_a = sum(x and not y for x, y in zip(right_a, right_b))

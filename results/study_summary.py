@@ -26,8 +26,8 @@ from plotly.subplots import make_subplots
 from scipy.stats import binomtest
 
 from circuitlab.finetune import TrainConfig
-from circuitlab.finetune.run import _eval_docs
-from circuitlab.io import write_text_atomic
+from circuitlab.finetune.splits import eval_docs
+from circuitlab.core.io import write_text_atomic
 from circuitlab.report.write import write_figures
 from circuitlab.tasks import get_task, load_docs
 
@@ -54,7 +54,7 @@ def correct(run: dict, data_dir: str | None) -> list[bool]:
     cfg = TrainConfig.from_dict(r["config"])
     task = get_task(cfg.task)
     train = load_docs(task, cfg.train_split, data_dir, limit=cfg.max_train) if cfg.method != "base" else []
-    gold = [d.gold for d in _eval_docs(task, r["eval"]["split"], data_dir, cfg, train)]
+    gold = [d.gold for d in eval_docs(task, r["eval"]["split"], data_dir, cfg, train)]
     return [p == g for p, g in zip(r["eval"]["preds"], gold)]
 
 

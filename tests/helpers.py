@@ -7,7 +7,7 @@ import socket
 
 import torch
 
-from circuitlab.circuit import Sample
+from circuitlab.circuits.circuit import Sample
 
 # Different lengths (padding inside a batch) and multi-token targets.
 SAMPLES = [
@@ -53,6 +53,14 @@ def one_line_error(capsys, argv, match: str) -> str:
     assert match in lines[0], lines[0]
     assert "Traceback" not in err
     return lines[0]
+
+
+def partial_steps(out) -> dict:
+    """The finished steps an interrupted `locate_to(out)` left in its partial state."""
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(f"{out}.partial") / "state.json").read_text())["state"]["done"]
 
 
 def free_port() -> int:

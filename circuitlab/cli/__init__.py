@@ -1,23 +1,23 @@
 """The `circuitlab` command: a thin layer over the Python API.
 
-Each command module has `add(subparsers)` (its options, mostly read from the config dataclasses)
-and `run(args)` (the API calls). Every bad input is found before any slow work where it can be, and
-reaches the user as one line on stderr with exit code 2: argparse's usage errors, `ConfigError`
-(which names the flag) and `CircuitlabError`.
+Each command has an `add` function (its options, mostly read from the light config dataclasses, so building
+the parser imports no torch) and a `run` function: parse -> config -> one library call -> print. Every bad
+input is found before any slow work where it can be, and reaches the user as one line on stderr with exit
+code 2: argparse's usage errors, `ConfigError` (which names the flag) and `CircuitlabError`. The library is
+imported inside `run`, once the options are known to be good: that is what keeps start-up fast.
 """
 
 from __future__ import annotations
 
 import sys
 
-from circuitlab.cli import edges, edges_convert, evaluate, finetune, lmeval, locate, official, pairs, report, track
-from circuitlab.cli.launch import refuse_several
+from circuitlab.cli import edges, evaluate, finetune, interchange, locate, report, studies
 from circuitlab.cli.options import Parser
-from circuitlab.errors import CircuitlabError, ConfigError
+from circuitlab.core.errors import CircuitlabError, ConfigError
+from circuitlab.core.processes import launched_world
 
-COMMANDS = {**locate.COMMANDS, **evaluate.COMMANDS, **report.COMMANDS, **finetune.COMMANDS, **lmeval.COMMANDS,
-            **official.COMMANDS, **pairs.COMMANDS, **edges.COMMANDS,
-            **edges_convert.COMMANDS, **track.COMMANDS}
+COMMANDS = {**locate.COMMANDS, **evaluate.COMMANDS, **report.COMMANDS, **studies.COMMANDS, **finetune.COMMANDS,
+            **edges.COMMANDS, **interchange.COMMANDS}
 SHARED = ("locate", "reproduce", "finetune")  # the commands that share their work between torchrun's processes
 
 
@@ -43,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
-        if args.command not in SHARED:
-            refuse_several(args.command)
+        if args.command not in SHARED and launched_world() > 1:
+            raise CircuitlabError(f"circuitlab {args.command} runs in one process; start it without torchrun "
+                                  "(locate, reproduce and finetune share their work between processes)")
         COMMANDS[args.command][1](args)
     except ConfigError as e:
         _close_progress_bars()

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 import typing
 from typing import Any
 
-from circuitlab.errors import CircuitlabError
-from circuitlab.settings import choices_of
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.core.settings import choices_of
+from circuitlab.models.config import ModelConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -111,7 +113,19 @@ def add_data_options(p: argparse.ArgumentParser, task_required: bool = True) -> 
     add_data_dir_option(p)
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    from circuitlab.models.config import ModelConfig
+MODEL_FIELDS = ["model", "device", "dtype", "device_map", "max_memory"]
 
-    add_settings(p, ModelConfig)
+
+def add_model_options(p: argparse.ArgumentParser, processes: bool = False, names: list[str] | None = None) -> None:
+    """ModelConfig's options; `processes` for the commands that share their work between torchrun's processes."""
+    add_settings(p, ModelConfig, (names or MODEL_FIELDS) + (["processes"] if processes else []))
+
+
+def given(args: argparse.Namespace, *names: str) -> bool:
+    """Whether any of these options was given (their parser defaults are None)."""
+    return any(getattr(args, n, None) is not None for n in names)
+
+
+def note(line: str) -> None:
+    """What a job tells the user on the way (stderr, so stdout holds only results)."""
+    print(line, file=sys.stderr)

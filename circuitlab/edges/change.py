@@ -14,7 +14,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuitlab.edges.circuit import EdgeCircuit
-from circuitlab.errors import CircuitlabError
+from circuitlab.core.errors import CircuitlabError
 
 def check_same_shape(before: EdgeCircuit, after: EdgeCircuit) -> None:
     """Both circuits of one model's shape (their weights differ: the after-circuit is of the pilot model)."""

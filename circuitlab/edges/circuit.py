@@ -20,10 +20,10 @@ from jaxtyping import Bool, Float
 from safetensors.torch import load_file, save
 from torch import Tensor
 
-from circuitlab.circuit import ModelInfo
+from circuitlab.circuits.circuit import ModelInfo
 from circuitlab.edges.graph import Graph
-from circuitlab.errors import CircuitlabError
-from circuitlab.io import read_json_object, write_bytes_atomic, write_json_atomic
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.core.io import read_json_object, write_bytes_atomic, write_json_atomic
 
 SCHEMA = "circuitlab.edges/1"
 
@@ -99,6 +99,7 @@ class EdgeCircuit:
     keep: Bool[Tensor, "writer reader"]
     rule: dict = field(default_factory=dict)  # {"top_n": n} or {"threshold": t}
     curve: dict | None = None  # the faithfulness curve (circuitlab.edges.evaluate.FaithfulnessCurve), if measured
+    made_from: dict | None = None  # the identity it was made with (`circuitlab.edges.run.edges_identity`)
 
     @classmethod
     def select(cls, scores: EdgeScores, top_n: int | None = None, threshold: float | None = None) -> "EdgeCircuit":
@@ -144,7 +145,7 @@ class EdgeCircuit:
             "schema": SCHEMA, "model": asdict(s.model), **meta, "rule": self.rule,
             "n_edges_total": g.n_edges, "n_edges": len(kept), "nodes": sorted(self.nodes()),
             "edges": [{"edge": g.edge_name(w, r), "score": float(s.scores[w, r])} for w, r in kept],
-            "faithfulness": self.curve,
+            "faithfulness": self.curve, "made_from": self.made_from,
         }
         tensors = {"scores": s.scores.detach().float().cpu().contiguous(),
                    "keep": self.keep.to(torch.uint8).cpu().contiguous()}
@@ -173,5 +174,5 @@ class EdgeCircuit:
         if tuple(t["scores"].shape) != (g.n_writers, g.n_readers):
             raise CircuitlabError(f"{beside}: scores of shape {tuple(t['scores'].shape)}, the model's graph is "
                                   f"{g.n_writers} x {g.n_readers}")
-        return cls(scores, keep, doc.get("rule", {}), doc.get("faithfulness"))
+        return cls(scores, keep, doc.get("rule", {}), doc.get("faithfulness"), doc.get("made_from"))
 

@@ -22,11 +22,8 @@ from circuitlab.edges.circuit import select
 from circuitlab.edges.forward import new_acts, run, writer_outputs
 from circuitlab.edges.graph import Graph
 from circuitlab.edges.hooks import patch, record, split_graph
-from circuitlab.edges.metrics import Metric
-from circuitlab.edges.pairs import PairBatch
-
-ABLATIONS = ("corrupted", "zero", "mean")
-
+from circuitlab.edges.config import Metric
+from circuitlab.edges.batches import PairBatch
 
 @torch.no_grad()
 def writer_means(model, batches: list[PairBatch]) -> Float[Tensor, "writer d_model"]:

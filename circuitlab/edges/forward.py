@@ -12,7 +12,7 @@ from torch import Tensor
 from circuitlab.edges.graph import Graph
 from circuitlab.edges.hooks import Acts, record
 from circuitlab.edges.metrics import answer_logprobs
-from circuitlab.edges.pairs import PairBatch
+from circuitlab.edges.batches import PairBatch
 
 
 def run(model, ids: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],

@@ -1,4 +1,4 @@
-"""Edge scores: EAP, EAP-IG and the exact reference, one signature and one registry.
+"""Edge scores: EAP, EAP-IG and the exact reference, one signature (their registry: `config.METHODS`).
 
 Every method returns, for one batch of pairs, the sum over its pairs of each edge's score, where an
 edge's score estimates how much of metric(clean) - metric(corrupted) runs through that edge: the drop in
@@ -15,9 +15,6 @@ the metric when only that edge carries its writer's corrupted output instead of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import torch
 from jaxtyping import Float
 from torch import Tensor
@@ -25,8 +22,8 @@ from torch import Tensor
 from circuitlab.edges.forward import frozen, new_acts, run, writer_outputs
 from circuitlab.edges.graph import Graph
 from circuitlab.edges.hooks import catch_gradients, embed_input, patch, record, split_graph
-from circuitlab.edges.metrics import Metric
-from circuitlab.edges.pairs import PairBatch
+from circuitlab.edges.config import Metric
+from circuitlab.edges.batches import PairBatch
 
 Scores = Float[Tensor, "writer reader"]
 
@@ -86,15 +83,3 @@ def exact(model, batch: PairBatch, metric: Metric, clean_lp, steps: int, edges_p
 def _repeated(batch: PairBatch, e: int) -> PairBatch:
     return PairBatch(*(None if t is None else t.repeat(e, 1) for t in (
         batch.clean, batch.corrupted, batch.attention_mask, batch.answer_mask, batch.targets, batch.wrong_targets)))
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    fn: Callable[..., Scores]
-    uses_steps: bool = False
-
-
-METHODS = {m.name: m for m in (Method("eap", eap), Method("eap-ig", integrated, uses_steps=True),
-                               Method("exact", exact))}
-METHOD_NAMES = tuple(METHODS)

@@ -6,24 +6,17 @@
 - `kl`: KL(clean || current) summed over the answer positions. Its gradient at the clean point is zero,
   so plain EAP (the gradient there) cannot use it; EAP-IG's interpolated points can.
 
-The attribution target is the mean over pairs.
+The attribution target is the mean over pairs. The registry of metrics is `circuitlab.edges.config.METRICS`.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuitlab.edges.pairs import PairBatch
-from circuitlab.errors import CircuitlabError
-
-MetricFn = Callable[[Float[Tensor, "batch pos vocab"], PairBatch, "Float[Tensor, 'n vocab'] | None"],
-                    Float[Tensor, " batch"]]
-
+from circuitlab.edges.batches import PairBatch
+from circuitlab.core.errors import CircuitlabError
 
 def answer_logprobs(logits: Float[Tensor, "batch pos vocab"], batch: PairBatch) -> Float[Tensor, "n vocab"]:
     """Log-probabilities at the answer positions, in float32 (pair-major order)."""
@@ -64,22 +57,3 @@ def logit_diff(logits, batch: PairBatch, clean=None) -> Float[Tensor, " batch"]:
 def kl(logits, batch: PairBatch, clean: Float[Tensor, "n vocab"] | None) -> Float[Tensor, " batch"]:
     lp = answer_logprobs(logits, batch)
     return per_pair((clean.exp() * (clean - lp)).sum(-1), batch)
-
-
-@dataclass(frozen=True)
-class Metric:
-    name: str
-    fn: MetricFn
-    needs_clean: bool = False  # reads the clean run's answer log-probabilities
-    flat_at_clean: bool = False  # zero gradient at the clean point: useless with plain EAP
-
-    def __call__(self, logits, batch: PairBatch, clean=None) -> Float[Tensor, " batch"]:
-        return self.fn(logits, batch, clean)
-
-
-METRICS = {m.name: m for m in (
-    Metric("logprob", logprob),
-    Metric("logit-diff", logit_diff),
-    Metric("kl", kl, needs_clean=True, flat_at_clean=True),
-)}
-METRIC_NAMES = tuple(METRICS)

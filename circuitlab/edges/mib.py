@@ -27,11 +27,11 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from circuitlab.circuit import Circuit, ModelInfo, TaskInfo
+from circuitlab.circuits.circuit import Circuit, ModelInfo, TaskInfo
 from circuitlab.edges.circuit import EdgeCircuit, EdgeScores
 from circuitlab.edges.graph import QKV, Graph
-from circuitlab.errors import CircuitlabError
-from circuitlab.io import read_json_object, write_json_atomic
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.core.io import check_writable, read_json_object, write_json_atomic
 
 MIB_SCHEMA = "circuitlab.edges.mib/1"  # of the `circuitlab` block inside a MIB file we write
 
@@ -199,6 +199,29 @@ def model_of(path: str | Path) -> ModelInfo:
         return ModelInfo(**info)
     except TypeError:
         raise CircuitlabError(f"{path} names no model (expected a circuitlab circuit file)") from None
+
+
+# -- converting files ---------------------------------------------------------------------------------------
+
+TARGETS = ("mib", "edges", "heads")
+
+
+def convert(source: str | Path, to: str, out: str | Path, model_of_file: str | Path | None = None) -> EdgeCircuit:
+    """`circuitlab edges-convert`: a circuitlab edge circuit or a MIB graph JSON (told apart by content) written as
+    MIB graph JSON (`mib`), a circuitlab edge circuit (`edges`: OUT.json + OUT.safetensors) or a head circuit for
+    `finetune --circuit` (`heads`). `model_of_file` names the model of a MIB file not written by circuitlab.
+    Everything is read and checked before anything is written."""
+    if to not in TARGETS:
+        raise CircuitlabError(f"--to must be one of {', '.join(TARGETS)}; got {to!r}")
+    out = check_writable(out)
+    circuit = load_any(source, model_of(model_of_file) if model_of_file else None)
+    if to == "mib":
+        save_mib(circuit, out)
+    elif to == "edges":
+        circuit.save(out)
+    else:
+        head_circuit(circuit).save(out)
+    return circuit
 
 
 # -- a head circuit for HeadMap ------------------------------------------------------------------------------

@@ -6,20 +6,19 @@ tokens (teacher forcing), so a metric can read the answer's log-probability even
 into several digit tokens, as it does in SmolLM2's tokenizer. `corrupted_answer` (optional) is what the
 corrupted prompt should give; the logit-difference metric needs it.
 
-Files are JSON Lines: `{"clean": ..., "corrupted": ..., "answer": ...[, "corrupted_answer": ...]}`.
+Files are JSON Lines: `{"clean": ..., "corrupted": ..., "answer": ...[, "corrupted_answer": ...]}`. As token ids in
+batches: `circuitlab.edges.batches`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass
 
-import torch
-from jaxtyping import Bool, Int
-from torch import Tensor
-
-from circuitlab.errors import CircuitlabError
-from circuitlab.io import read_jsonl
-from circuitlab.scoring import encode_pair, pad_batch
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.core.io import read_jsonl
+from circuitlab.tasks import GENERATED, data_fingerprint, get_task, load_docs, pairs as task_pairs
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,11 @@ def load_pairs(path) -> list[Pair]:
     return pairs_from_rows(read_jsonl(path))
 
 
+def pairs_digest(pairs: list[Pair]) -> str:
+    """A short hash of exactly these pairs, in order."""
+    return hashlib.sha256(json.dumps([asdict(p) for p in pairs]).encode()).hexdigest()[:16]
+
+
 def pairs_from_docs(docs, task: str) -> list[Pair]:
     """A task's documents as pairs: the prompt, its corrupted prompt and the gold continuation."""
     if not docs or any(d.corrupted is None for d in docs):
@@ -58,55 +62,20 @@ def pairs_from_docs(docs, task: str) -> list[Pair]:
     return [Pair(d.prompt, d.corrupted, d.target) for d in docs]
 
 
-@dataclass
-class PairBatch:
-    """Pairs as token ids, right-padded: `clean` and `corrupted` differ only in their prompts.
-    `answer_mask[b, p]` marks the positions whose next token is an answer token (what the metrics read);
-    `targets[b, p]` is that next token there."""
-
-    clean: Int[Tensor, "batch pos"]
-    corrupted: Int[Tensor, "batch pos"]
-    attention_mask: Int[Tensor, "batch pos"]
-    answer_mask: Bool[Tensor, "batch pos"]
-    targets: Int[Tensor, "batch pos"]
-    wrong_targets: Int[Tensor, "batch pos"] | None = None  # the corrupted answer's tokens, where given
-
-    def __len__(self) -> int:
-        return self.clean.shape[0]
-
-    def to(self, device) -> "PairBatch":
-        return PairBatch(*(None if t is None else t.to(device) for t in (
-            self.clean, self.corrupted, self.attention_mask, self.answer_mask, self.targets, self.wrong_targets)))
-
-
-def encode_pairs(tokenizer, pairs: list[Pair], offset: int = 0) -> PairBatch:
-    """Token ids of every pair; a corrupted prompt whose token count differs from its clean prompt's is
-    refused with the pair's number (`offset` + its index, counted from 1)."""
-    clean, corrupted, answers, wrongs = [], [], [], []
-    for i, p in enumerate(pairs):
-        enc = encode_pair(tokenizer, p.clean, p.answer)
-        bad = encode_pair(tokenizer, p.corrupted, p.answer)
-        if len(bad.context) != len(enc.context):
-            raise CircuitlabError(f"pair {offset + i + 1}: the clean prompt has {len(enc.context)} tokens, the "
-                                  f"corrupted one {len(bad.context)}; they must be equally long")
-        seq = list(enc.context + enc.continuation)
-        clean.append(seq)
-        corrupted.append(list(bad.context + enc.continuation))
-        answers.append((len(enc.context), enc.continuation))
-        if p.corrupted_answer is not None:
-            wrongs.append(encode_pair(tokenizer, p.clean, p.corrupted_answer).continuation)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids, mask = pad_batch(clean, pad)
-    bad_ids, _ = pad_batch(corrupted, pad)
-    answer_mask = torch.zeros_like(ids, dtype=torch.bool)
-    targets = torch.zeros_like(ids)
-    for b, (n, cont) in enumerate(answers):
-        answer_mask[b, n - 1: n - 1 + len(cont)] = True
-        targets[b, n - 1: n - 1 + len(cont)] = torch.tensor(cont)
-    wrong = None
-    if len(wrongs) == len(pairs):
-        wrong = targets.clone()  # past the corrupted answer's end: no difference to read
-        for b, ((n, cont), w) in enumerate(zip(answers, wrongs)):
-            k = min(len(w), len(cont))
-            wrong[b, n - 1: n - 1 + k] = torch.tensor(w[:k])
-    return PairBatch(ids, bad_ids, mask, answer_mask, targets, wrong)
+def read_pairs(task: str | None = None, pairs_file=None, split: str = "test", max_pairs: int | None = None,
+               data_dir=None) -> tuple[list[Pair], str, str | None]:
+    """The pairs of a job, from one of two places: a task's own (its docs' clean and corrupted prompts; the
+    generated tasks also give each corrupted prompt's answer) or a JSON Lines file. Returns (the pairs, what
+    they are called, the data fingerprint of the task's docs or None)."""
+    if (task is None) == (pairs_file is None):
+        raise CircuitlabError("give --task (its clean/corrupted pairs) or --pairs FILE.jsonl")
+    if max_pairs is not None and max_pairs < 1:
+        raise CircuitlabError(f"--max-pairs must be a positive integer, got {max_pairs}")
+    if pairs_file is not None:
+        return load_pairs(pairs_file)[:max_pairs], str(pairs_file), None
+    t = get_task(task)
+    docs = load_docs(t, split, data_dir, limit=max_pairs)
+    pairs = pairs_from_docs(docs, t.name)
+    if t.name in GENERATED:  # their rows also know each corrupted prompt's answer
+        pairs = pairs_from_rows([(f"{t.name} row {i}", row) for i, row in enumerate(task_pairs(t.name, split)[: len(pairs)])])
+    return pairs, t.name, data_fingerprint(docs)

@@ -1,17 +1,15 @@
-"""Fine-tuning: HeadMap, the PEFT baselines (LoRA, DoRA) and their combinations, as in the paper.
+"""Fine-tuning: HeadMap, the PEFT baselines (LoRA, DoRA), their combinations and CircuitLoRA, as in the papers.
 
-`config` (the table of methods, TrainConfig, RunOptions), `heads` (which heads HeadMap maps), `plain` (the
-plain HF model it trains, no bridge), `wrap` (the method as one PEFT adapter), `data` (texts, held-out
-split, order, loss), `trainer` (the HF Trainer with circuitlab's order and learning rates), `run`
-(`train_and_eval`: one resumable run directory). `adapters` + `loop` + `checkpoint`: the earlier training
-path over a TransformerBridge, kept as the reference the Trainer path is tested and benchmarked against.
+`config` (the one table of methods, TrainConfig, RunOptions), `heads` (which heads HeadMap maps), `wrap` (the
+method as one PEFT adapter), `data` (texts, held-out split, order, padding), `trainer` (the HF Trainer with
+circuitlab's order and learning rates), `circuit_lora` (ranks from edge circuits), `results` (what a run
+records), `job` (`finetune`: one resumable run directory).
 """
 
-from circuitlab.finetune.adapters import Adapters, build_adapters
-from circuitlab.finetune.config import HEAD_MODES, METHODS, RunOptions, TrainConfig
-from circuitlab.finetune.heads import choose_heads
-from circuitlab.finetune.plain import PlainModel, load_plain
-from circuitlab.finetune.run import EvalRecord, RunResult, TrainRecord, train_and_eval
+from circuitlab.core.lazy import exports
 
-__all__ = ["HEAD_MODES", "METHODS", "Adapters", "EvalRecord", "PlainModel", "RunOptions", "RunResult", "TrainConfig",
-           "TrainRecord", "build_adapters", "choose_heads", "load_plain", "train_and_eval"]
+__getattr__, __dir__ = exports(__name__, {
+    "HEAD_MODES": "config", "METHODS": "config", "RunOptions": "config", "TrainConfig": "config",
+    "choose_heads": "heads", "EvalRecord": "results", "RunResult": "results", "TrainRecord": "results",
+    "finetune": "job",
+})

@@ -30,7 +30,7 @@ import torch
 
 from circuitlab.edges.change import check_same_shape, layer_change
 from circuitlab.edges.circuit import EdgeCircuit
-from circuitlab.errors import CircuitlabError, ConfigError
+from circuitlab.core.errors import CircuitlabError, ConfigError
 from circuitlab.finetune.config import PEFT_TARGETS, TrainConfig
 
 DEFAULT_CRITICAL, DEFAULT_RANK_CRITICAL, DEFAULT_RANK_OTHER, DEFAULT_ALPHA_RATIO = 5, 64, 16, 2.0

@@ -9,21 +9,35 @@ from __future__ import annotations
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import NamedTuple
 
-from circuitlab.errors import ConfigError
-from circuitlab.models.device import DEFAULT_DTYPE, DTYPES
+from circuitlab.core.errors import ConfigError
+from circuitlab.models.device import DEFAULT_DTYPE, DTYPES, cuda_available
 from circuitlab.models.names import EMBEDDED
-from circuitlab.protocol import DEFAULT_PROTOCOL, PROTOCOL_NAMES, Protocol, get_protocol
-from circuitlab.settings import check_settings, setting
+from circuitlab.core.protocol import DEFAULT_PROTOCOL, PROTOCOL_NAMES, Protocol, get_protocol
+from circuitlab.core.settings import check_settings, setting
 
 
 class Method(NamedTuple):
+    """A fine-tuning method and everything the rest of circuitlab asks of it (never its name)."""
+
     variant: str | None  # HeadMap variant: "mha" (Eq. 8) or "hs" (Eq. 7)
     tuner: str | None  # PEFT tuner: "lora" or "dora"
     label: str  # its row name in the Table-1-style table
+    trains: bool = True  # False: the base model, evaluated zero-shot
+    edge_ranks: bool = False  # CircuitLoRA: LoRA's rank per layer from two edge circuits (`circuit_lora`)
+
+    @property
+    def uses_heads(self) -> bool:
+        """Whether it maps a circuit's heads (HeadMap, alone or with LoRA/DoRA)."""
+        return self.variant is not None
+
+    @property
+    def mergeable(self) -> bool:
+        """Whether its adapter folds into the model's weights (HeadMap-HS adds after the MLP: it cannot)."""
+        return self.variant != "hs"
 
 
 METHODS: dict[str, Method] = {
-    "base": Method(None, None, "Base (zero-shot)"),
+    "base": Method(None, None, "Base (zero-shot)", trains=False),
     "headmap-mha": Method("mha", None, "HeadMap-MHA"),
     "headmap-hs": Method("hs", None, "HeadMap-HS"),
     "lora": Method(None, "lora", "LoRA"),
@@ -32,7 +46,7 @@ METHODS: dict[str, Method] = {
     "headmap-hs+lora": Method("hs", "lora", "HeadMap-HS + LoRA (V,U,D)"),
     "headmap-mha+dora": Method("mha", "dora", "HeadMap-MHA + DoRA (V,U,D)"),
     "headmap-hs+dora": Method("hs", "dora", "HeadMap-HS + DoRA (V,U,D)"),
-    "circuit-lora": Method(None, "lora", "CircuitLoRA"),  # `circuit_lora`: ranks by layer from edge circuits
+    "circuit-lora": Method(None, "lora", "CircuitLoRA", edge_ranks=True),
 }
 # TrainConfig's fields that only CircuitLoRA reads.
 CIRCUIT_LORA_FIELDS = ("circuit_before", "circuit_after", "critical_layers", "rank_critical", "rank_other",
@@ -112,7 +126,7 @@ class TrainConfig:
             raise ConfigError("eval_every", f"needs held-out data, which protocol {self.protocol} has not")
 
     def _check_circuit_lora(self) -> None:
-        if self.method != "circuit-lora":
+        if not self.spec.edge_ranks:
             given = [n for n in CIRCUIT_LORA_FIELDS if getattr(self, n) not in (None, False)]
             if given:
                 raise ConfigError(given[0], "is for --method circuit-lora only")
@@ -133,12 +147,17 @@ class TrainConfig:
         return (self.eval_every or self.rules.eval_every) if self.rules.held_out else None
 
     @property
+    def spec(self) -> Method:
+        """The method's entry in the table: what it does."""
+        return METHODS[self.method]
+
+    @property
     def variant(self) -> str | None:
-        return METHODS[self.method].variant
+        return self.spec.variant
 
     @property
     def tuner(self) -> str | None:
-        return METHODS[self.method].tuner
+        return self.spec.tuner
 
     @property
     def headmap_lr(self) -> float:
@@ -180,9 +199,7 @@ class RunOptions:
 def check_run(cfg: TrainConfig, opts: RunOptions, device) -> None:
     """What needs the options and the device together, checked before anything is loaded or written.
     `device`: where the model trains (None: dispatched over devices, CUDA ones if there are any)."""
-    import torch
-
-    cuda = torch.cuda.is_available() if device is None else torch.device(device).type == "cuda"
+    cuda = cuda_available() if device is None else str(device).startswith("cuda")
     if cfg.mixed_precision == "fp16" and not cuda:  # torch autocasts the CPU to bf16 (fast where it has AMX)
         raise ConfigError("mixed_precision", f"fp16 needs a CUDA device; the model is on {device} (bf16 runs there)")
     every = cfg.eval_steps

@@ -1,19 +1,14 @@
-"""Training data: each document's text as token ids, the held-out split, the order of every epoch, the loss,
-and the same order and padding as the `Dataset`/`Sampler`/collator the HF `Trainer` reads."""
+"""Training data: each document's text as token ids, the order of every epoch, the loss, and the same order and
+padding as the `Dataset`/`Sampler`/collator the HF `Trainer` reads. (Which docs: `circuitlab.finetune.splits`.)"""
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 from torch import Tensor
 
-from circuitlab.scoring import pad_batch
-from circuitlab.tasks import Doc, load_docs
+from circuitlab.evaluate.scoring import pad_batch
+from circuitlab.tasks import Doc
 
-HELD_OUT_FRACTION = 0.1  # the official code's `train_test_split(test_size=0.1, seed=...)`
-VALIDATION_HELD_OUT = ("arc_easy", "arc_challenge", "openbookqa")  # have validation and test docs
 
 
 def encode_docs(tokenizer, docs: list[Doc], max_len: int, eos: bool = False) -> list[list[int]]:
@@ -27,27 +22,6 @@ def encode_docs(tokenizer, docs: list[Doc], max_len: int, eos: bool = False) -> 
             ids.append(tokenizer.eos_token_id)
         out.append(ids)
     return out
-
-
-def held_out_split(n: int, seed: int, fraction: float = HELD_OUT_FRACTION) -> tuple[list[int], list[int]]:
-    """(train indices, held-out indices) of n docs, as `datasets.Dataset.train_test_split(test_size=fraction,
-    seed=seed)` draws them (the official code's split): one numpy permutation, its first ceil(fraction * n)
-    held out (the float product, as `datasets` computes it), the rest trained on."""
-    n_test = math.ceil(fraction * n)
-    perm = np.random.default_rng(seed).permutation(n).tolist()
-    return perm[n_test:], perm[:n_test]
-
-
-def held_out_docs(task, docs: list[Doc], cfg, data_dir=None) -> tuple[list[Doc], list[Doc]]:
-    """(docs to train on, held-out docs) under `cfg`'s protocol: all docs and none without held-out data;
-    else the validation split for the tasks that evaluate on test (ARC-e, ARC-c, OBQA), or 10 % of the
-    docs by `held_out_split` with the run's seed, training on the other 90 % (in their original order)."""
-    if not docs or not cfg.rules.held_out:
-        return docs, []
-    if task.name in VALIDATION_HELD_OUT and cfg.train_split != "validation":
-        return docs, load_docs(task, "validation", data_dir)
-    train, held = held_out_split(len(docs), cfg.seed)
-    return [docs[i] for i in sorted(train)], [docs[i] for i in sorted(held)]
 
 
 def n_targets(seqs: list[list[int]]) -> int:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from circuitlab.circuit import Circuit, ModelInfo, TaskInfo
-from circuitlab.errors import CircuitlabError
-from circuitlab.heads import HeadMask, random_heads
+from circuitlab.circuits.circuit import Circuit, ModelInfo, TaskInfo
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.circuits.heads import HeadMask, random_heads
 
 
 def choose_heads(circuit: Circuit, mode: str, n_per_layer: int | None, seed: int) -> dict[int, list[int]]:

@@ -23,11 +23,11 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from circuitlab.errors import ConfigError
+from circuitlab.core.errors import ConfigError
 from circuitlab.finetune.config import RunOptions, TrainConfig, check_run
 from circuitlab.finetune.data import EpochOrderSampler, PadCollator, TokenDataset
 from circuitlab.finetune.wrap import param_groups
-from circuitlab.processes import launched_world
+from circuitlab.core.processes import launched_world
 
 
 class CircuitlabTrainer(Trainer):

@@ -2,8 +2,8 @@
 (HeadMap, and LoRA/DoRA beside it through its `lora` field) or a `LoraConfig` (LoRA/DoRA alone).
 
 One adapter per run, so `save_pretrained` writes every trained tensor into one PEFT directory, which
-`PeftModel.from_pretrained` (after `import circuitlab`) loads; and one learning rate per part, as the
-paper trains its combinations (`param_groups`: HeadMap's maps by name, the rest LoRA/DoRA's).
+`PeftModel.from_pretrained` loads (after `circuitlab.headmap.register()`); and one learning rate per part, as
+the paper trains its combinations (`param_groups`: HeadMap's maps by name, the rest LoRA/DoRA's).
 """
 
 from __future__ import annotations
@@ -12,10 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, get_peft_model
 
 from circuitlab.finetune.config import PEFT_TARGETS, PEFT_TARGETS_WITH_HEADMAP, TrainConfig
-from circuitlab.headmap import HeadMapConfig, HeadMapLinear, HeadMapModel, base_info, save_adapter
-from circuitlab.models.llama import decoder_layers
+from circuitlab.headmap.adapter import base_info
+from circuitlab.headmap.config import HeadMapConfig
+from circuitlab.headmap.tuner import register
+from circuitlab.models.identity import count_params
 
 HEADMAP_PARAM = ".headmap_map."  # in the names of HeadMap's parameters inside a PEFT model
 
@@ -30,8 +33,6 @@ def lora_kwargs(cfg: TrainConfig) -> dict:
 
 def peft_config(cfg: TrainConfig, heads: dict[int, list[int]] | None):
     """The PEFT config of `cfg.method`; Down's initialisation follows the protocol (`down_init_a`)."""
-    from peft import LoraConfig
-
     if cfg.variant is not None:
         return HeadMapConfig(variant=cfg.variant, heads=heads, r=cfg.rank, scaling=cfg.scaling, init_seed=cfg.seed,
                              init_a=cfg.rules.down_init_a, task_type="CAUSAL_LM",
@@ -45,10 +46,6 @@ def param_groups(peft_model, cfg: TrainConfig) -> list[dict]:
     headmap = [p for n, p in named if HEADMAP_PARAM in n]
     peft = [p for n, p in named if HEADMAP_PARAM not in n]
     return [g for g in ({"params": headmap, "lr": cfg.headmap_lr}, {"params": peft, "lr": cfg.peft_lr}) if g["params"]]
-
-
-def count_params(params) -> int:
-    return sum(p.numel() for p in {id(p): p for p in params}.values())
 
 
 @dataclass
@@ -67,40 +64,22 @@ class Wrapped:
         """The paper's "# Params (%)": trainable / base parameters x 100."""
         return 100.0 * self.n_trainable / self.base_params
 
-    def headmap(self) -> HeadMapModel | None:
-        """HeadMap's trained maps as circuitlab's own adapter object (None for LoRA/DoRA alone)."""
+    def save(self, directory: Path, base: dict | None = None) -> None:
+        """The PEFT adapter directory (adapter_config.json + adapter_model.safetensors); a HeadMap adapter's
+        config records `base`, the model it was trained on, so it is never loaded onto other weights."""
         config = self.peft_model.peft_config["default"]
-        if not isinstance(config, HeadMapConfig):
-            return None
-        base = self.peft_model.get_base_model()
-        plain = HeadMapConfig(variant=config.variant, heads=config.heads, r=config.r, scaling=config.scaling,
-                              init_seed=config.init_seed, init_a=config.init_a)
-        hm = HeadMapModel.for_model(plain, base.config)
-        layers = decoder_layers(base)
-        for layer in config.heads:
-            module = layers[layer].self_attn.o_proj
-            while not isinstance(module, HeadMapLinear):  # LoRA on o_proj would sit inside, never outside
-                module = module.base_layer
-            hm.layers[str(layer)].load_state_dict(module.headmap_map["default"].state_dict())
-        return hm
-
-    def save(self, directory: Path, base: dict, extra: dict) -> None:
-        """The PEFT adapter (adapter_config.json + adapter_model.safetensors) and, for HeadMap, circuitlab's
-        adapter files beside it (headmap_config.json + adapter.safetensors, which export and merge read)."""
+        if isinstance(config, HeadMapConfig):
+            config.base_model = base
         self.peft_model.save_pretrained(str(directory))
-        hm = self.headmap()
-        if hm is not None:
-            save_adapter(hm, directory, base, extra=extra)
 
 
 def wrap(model, cfg: TrainConfig, heads: dict[int, list[int]] | None, config=None) -> Wrapped:
     """`get_peft_model` on `model.hf_model` (in place: PEFT injects its layers into it). LoRA's A matrices are
     drawn from `cfg.seed` (HeadMap's tuner seeds its own maps and LoRA part from `init_seed`). `config`: a PEFT
     config made elsewhere (CircuitLoRA's, which needs the circuits), instead of `peft_config(cfg, heads)`."""
-    from peft import get_peft_model
-
     hf = model.hf_model
     base_params = count_params(hf.parameters())
+    register()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         pm = get_peft_model(hf, config if config is not None else peft_config(cfg, heads))

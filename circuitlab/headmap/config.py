@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from peft import PeftConfig
 from peft.utils import PeftType
 
-from circuitlab.errors import CircuitlabError
+from circuitlab.core.errors import CircuitlabError
 from circuitlab.models.identity import ModelDims
 
 VARIANTS = ("mha", "hs")
@@ -67,6 +67,9 @@ class HeadMapConfig(PeftConfig):
     target_modules: the modules HeadMap wraps; derived from `heads` when the adapter is injected
         (any given value is replaced), and saved only so that adapter_config.json says what was wrapped.
     modules_to_save: as in LoraConfig: further modules trained in full and saved with the adapter.
+    base_model: the model the adapter was trained on (name, hub id, dimensions, weight fingerprint and a
+        probe of sampled weights: `circuitlab.headmap.adapter.base_info`), so that loading it onto other
+        weights is refused; None for an adapter made outside circuitlab.
     """
 
     variant: str = field(default="mha", metadata={"help": "'mha' (Eq. 8, mergeable) or 'hs' (Eq. 7)"})
@@ -78,6 +81,7 @@ class HeadMapConfig(PeftConfig):
     lora: dict | None = field(default=None, metadata={"help": "LoraConfig keyword arguments, trained alongside"})
     target_modules: list[str] | None = field(default=None, metadata={"help": "filled in from `heads`"})
     modules_to_save: list[str] | None = field(default=None, metadata={"help": "as in LoraConfig"})
+    base_model: dict | None = field(default=None, metadata={"help": "the model it was trained on"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -101,7 +105,7 @@ class HeadMapConfig(PeftConfig):
 
     @classmethod
     def from_circuit(cls, circuit, variant: str = "mha", r: int = 32, **kwargs) -> HeadMapConfig:
-        """The config for a circuit's heads: a `circuitlab.circuit.Circuit`, a `HeadMask`, or a
+        """The config for a circuit's heads: a `circuitlab.circuits.circuit.Circuit`, a `HeadMask`, or a
         {layer: heads} mapping. A causal LM task type is the default (PEFT then wraps the model in
         `PeftModelForCausalLM`, which also generates)."""
         heads = getattr(circuit, "heads", circuit)
@@ -112,8 +116,8 @@ class HeadMapConfig(PeftConfig):
 
     @classmethod
     def from_dict(cls, d: dict) -> HeadMapConfig:
-        """From a config dict in either spelling: PEFT's (`to_dict()`, adapter_config.json) or
-        circuitlab's adapter files (`rank`, `seed`); other keys (file format, base model) are ignored."""
+        """From a config dict in either spelling: PEFT's (`to_dict()`, adapter_config.json) or circuitlab's
+        earlier adapter files (`rank`, `seed`; headmap_config.json); other keys (file format) are ignored."""
         try:
             missing = [key for key in ("variant", "heads") if key not in d]
             if missing:

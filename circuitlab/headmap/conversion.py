@@ -1,12 +1,12 @@
-"""Take a trained HeadMap adapter out of circuitlab: export, merge into o_proj, or write as a PEFT LoRA
-(as PEFT's own `tuners/lora` conversions).
+"""Take a trained HeadMap adapter out of circuitlab: export it, merge it into o_proj, or write it as a stock
+PEFT LoRA (as PEFT's own `tuners/lora` conversions).
 
 The MHA variant (Eq. 8) is linear in z before the residual add, so it folds into W_O:
 
     W_O z + s * (U (D z_sel + b_D) + b_U) = (W_O + s * U D P) z + s * (U b_D + b_U)
 
-where P picks the selected heads' columns. `merge_headmap` does exactly that (the constant goes into
-an o_proj bias), and `peft_lora_state` writes the same map as a standard PEFT LoRA on o_proj:
+where P picks the selected heads' columns. `merge` does exactly that through PEFT's `merge_and_unload` (the
+constant goes into an o_proj bias), and `save_lora` writes the same map as a standard PEFT LoRA on o_proj:
 lora_A = D spread over the selected heads' input columns (zeros elsewhere), lora_B = U with bias
 U b_D + b_U (PEFT's `lora_bias`), scaling alpha / r = s. The hidden-state variant (Eq. 7) adds its
 output after the MLP, which no weight of the model sees, so it cannot be merged.
@@ -20,37 +20,22 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from circuitlab.errors import CircuitlabError
-from circuitlab.headmap.files import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    check_base,
-    load_adapter,
-    read_adapter_config,
-)
-from circuitlab.headmap.layer import (
-    HS_CANNOT_MERGE,
-    HeadMapLinear,
-    give_attention_biases,
-)
-from circuitlab.headmap.model import ATTACHED, HeadMapModel
-from circuitlab.io import copy_atomic, read_json_object, write_dir_atomic
-from circuitlab.models.device import DEFAULT_DEVICE, DEFAULT_DTYPE
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.core.io import check_writable, copy_atomic, read_json_object, write_dir_atomic
+from circuitlab.headmap.adapter import PEFT_CONFIG, PEFT_WEIGHTS, is_adapter_dir, load, read_config
+from circuitlab.headmap.layer import HS_CANNOT_MERGE, HeadMapLayer
+from circuitlab.headmap.tuner import maps
 from circuitlab.models.llama import decoder_layers
-
-__all__ = ["HS_CANNOT_MERGE", "adapter_dir", "export", "load_plain", "merge", "merge_headmap", "save_peft_lora"]
-
-
-# -- export ----------------------------------------------------------------------------------------
+from circuitlab.models.plain import load_plain
 
 
 def adapter_dir(source: str | Path) -> Path:
     """An adapter directory: `source` itself, or `source/adapter` for a finetune run directory."""
     source = Path(source)
-    if (source / CONFIG_FILE).is_file():
-        return source
-    if (source / "adapter" / CONFIG_FILE).is_file():
-        return source / "adapter"
+    for directory in (source, source / "adapter"):
+        if is_adapter_dir(directory):
+            read_config(directory)  # a HeadMap adapter, or one line saying what it is instead
+            return directory
     result = source / "result.json"
     if result.is_file():
         method = read_json_object(result, "run result").get("method")
@@ -59,119 +44,87 @@ def adapter_dir(source: str | Path) -> Path:
     raise CircuitlabError(f"{source} is neither a finetune run directory with an adapter nor an adapter directory")
 
 
-def export(run: str | Path, out: str | Path, peft: bool = False, model_name: str | None = None) -> list[Path]:
-    """Write the circuit JSON, the adapter (safetensors) and its config JSON to `out`;
-    with `peft`, also a PEFT LoRA adapter on o_proj (adapter_config.json + adapter_model.safetensors)."""
+def base_model(source: Path, model_name: str | None) -> tuple:
+    """The adapter's base model as a plain HF model (and its tokenizer): `model_name`, else the one it names."""
+    config = read_config(source)
+    name = model_name or (config.base_model or {}).get("name")
+    if name is None:
+        raise CircuitlabError(f"{source} names no base model: give --model")
+    plain = load_plain(name)
+    return plain.hf_model, plain.tokenizer
+
+
+def export(run: str | Path, out: str | Path, lora: bool = False, model_name: str | None = None) -> list[Path]:
+    """The adapter in PEFT's format and its circuit JSON into `out`; with `lora`, also the MHA variant as a
+    stock PEFT LoRA on o_proj in `out/lora`. Everything is read and checked before anything is written."""
+    out = check_writable(out, "dir")
     src = adapter_dir(run)
-    config = read_adapter_config(src)
-    if "+" in str(config.get("method", "")):
-        raise CircuitlabError(f"{run} is a combination run ({config['method']}): its LoRA/DoRA layers live inside "
-                              "the model and are not part of a HeadMap adapter; export headmap-mha or headmap-hs runs")
-    if peft and config["variant"] != "mha":
+    config = read_config(src)
+    if lora and config.variant != "mha":
         raise CircuitlabError(HS_CANNOT_MERGE)
-    hm, config = load_adapter(src)  # also proves the files are sound before anything is written
-    out = Path(out)
     if out.resolve() == src.resolve():
         raise CircuitlabError("--out must differ from the run's adapter directory")
-    model = None
-    if peft:  # checked before anything is written
-        model, _ = load_plain(model_name or config["base_model"]["name"])
-        check_base(config["base_model"], model)
-    written = [copy_atomic(src / name, out / name) for name in (CONFIG_FILE, WEIGHTS_FILE)]
+    hf, _ = base_model(src, model_name)
+    peft_model = load(hf, src)
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:  # PEFT writes in place; each file then moves in whole
+        peft_model.save_pretrained(tmp)
+        written += [copy_atomic(Path(tmp) / name, out / name) for name in (PEFT_CONFIG, PEFT_WEIGHTS)]
+        if lora:
+            save_lora(peft_model, Path(tmp) / "lora", config.base_model and config.base_model.get("hf_id"))
+            written += [copy_atomic(Path(tmp) / "lora" / name, out / "lora" / name) for name in (PEFT_CONFIG, PEFT_WEIGHTS)]
     circuit = src.parent / "circuit.json"
     if circuit.is_file():
         written.append(copy_atomic(circuit, out / "circuit.json"))
-    if model is not None:
-        written += save_peft_lora(model, hm, out, config["base_model"].get("hf_id"))
     return written
 
 
-# -- merge -----------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def merge_headmap(model, hm: HeadMapModel):
-    """Fold an MHA-variant adapter into the o_proj weights (and bias) of a plain HF model, in place:
-    HeadMap's PEFT layers are attached holding `hm`'s maps, merged as `merge_and_unload` merges them,
-    and taken off again."""
-    if hm.config.variant != "mha":
-        raise CircuitlabError(HS_CANNOT_MERGE)
-    give_attention_biases(model)
-    hm.attach_hf(model)
-    try:
-        for module in model.modules():
-            if isinstance(module, HeadMapLinear):
-                module.merge(adapter_names=[ATTACHED])
-    finally:
-        hm.detach_hf()
-    return model
-
-
 def merge(source: str | Path, out: str | Path, model_name: str | None = None, check: bool = True) -> Path:
-    """Load the adapter's base model, merge the adapter, save a stock HF model (+ tokenizer) to `out`."""
+    """Load the adapter's base model, merge the MHA adapter into o_proj, save a stock HF model (+ tokenizer)."""
+    out = check_writable(out, "dir")
     src = adapter_dir(source)
-    config = read_adapter_config(src)
-    if config["variant"] != "mha":
+    if read_config(src).variant != "mha":
         raise CircuitlabError(HS_CANNOT_MERGE)
-    hm, config = load_adapter(src)
-    model, tok = load_plain(model_name or config["base_model"]["name"])
-    if check:
-        check_base(config["base_model"], model)
-    merge_headmap(model, hm)
-    return write_dir_atomic(out, lambda tmp: [obj.save_pretrained(tmp) for obj in (tok, model)])
+    hf, tok = base_model(src, model_name)
+    merged = load(hf, src, check=check).merge_and_unload()
+    return write_dir_atomic(out, lambda tmp: [obj.save_pretrained(tmp) for obj in (tok, merged)])
 
 
 # -- PEFT LoRA on o_proj ---------------------------------------------------------------------------
 
 
-def peft_lora_config(hm: HeadMapModel, base_id: str | None = None):
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=hm.config.r, lora_alpha=hm.config.scaling * hm.config.r, lora_dropout=0.0, lora_bias=True,
-        target_modules=["o_proj"], layers_to_transform=sorted(int(k) for k in hm.layers),
-        base_model_name_or_path=base_id, task_type="CAUSAL_LM",
-    )
+@torch.no_grad()
+def lora_state(layer: HeadMapLayer, n_inputs: int) -> dict[str, Tensor]:
+    """One layer's map as lora_A [r, n_inputs], lora_B [d_model, r] and lora_B's bias [d_model]."""
+    A = torch.zeros(layer.down.out_features, n_inputs, dtype=torch.float32)
+    A[:, layer.columns()] = layer.down.weight.float().cpu()
+    bias = layer.up.weight.double() @ layer.down.bias.double() + layer.up.bias.double()
+    return {"A": A, "B": layer.up.weight.float().cpu().clone(), "bias": bias.float().cpu()}
 
 
 @torch.no_grad()
-def peft_lora_state(hm: HeadMapModel, n_inputs: int) -> dict[int, dict[str, Tensor]]:
-    """Per layer: lora_A weight [r, n_inputs], lora_B weight [d_model, r] and bias [d_model]."""
-    out = {}
-    for key, layer in hm.layers.items():
-        A = torch.zeros(layer.down.out_features, n_inputs, dtype=torch.float32)
-        A[:, layer.columns()] = layer.down.weight.float()
-        bias = layer.up.weight.double() @ layer.down.bias.double() + layer.up.bias.double()
-        out[int(key)] = {"A": A, "B": layer.up.weight.float().clone(), "bias": bias.float()}
-    return out
+def save_lora(peft_model, out: Path, base_id: str | None = None) -> Path:
+    """Write a HeadMap-MHA PEFT model's maps as a PEFT LoRA on o_proj that `PeftModel.from_pretrained` loads
+    onto the base model; the base model is unwrapped again afterwards."""
+    from peft import LoraConfig, get_peft_model
 
-
-def save_peft_lora(model, hm: HeadMapModel, out: Path, base_id: str | None = None) -> list[Path]:
-    """Write the adapter as a PEFT LoRA that `PeftModel.from_pretrained(model, out)` loads."""
-    from peft import get_peft_model
-
-    n_inputs = hm.dims.n_heads * hm.dims.d_head
-    peft_model = get_peft_model(model, peft_lora_config(hm, base_id))
-    layers = decoder_layers(peft_model.base_model.model)
-    for layer, t in peft_lora_state(hm, n_inputs).items():
+    config = peft_model.peft_config["default"]
+    if config.variant != "mha":
+        raise CircuitlabError(HS_CANNOT_MERGE)
+    trained = maps(peft_model)
+    base = peft_model.unload()  # the plain model, HeadMap's layers taken out (their weights are in `trained`)
+    lora = LoraConfig(r=config.r, lora_alpha=config.scaling * config.r, lora_dropout=0.0, lora_bias=True,
+                      target_modules=["o_proj"], layers_to_transform=sorted(trained),
+                      base_model_name_or_path=base_id, task_type="CAUSAL_LM")
+    as_lora = get_peft_model(base, lora)
+    layers = decoder_layers(as_lora.base_model.model)
+    n_inputs = layers[0].self_attn.o_proj.in_features
+    for layer, m in trained.items():
+        t = lora_state(m, n_inputs)
         o = layers[layer].self_attn.o_proj
         o.lora_A["default"].weight.copy_(t["A"])
         o.lora_B["default"].weight.copy_(t["B"])
         o.lora_B["default"].bias.copy_(t["bias"])
-    names = ("adapter_config.json", "adapter_model.safetensors")
-    with tempfile.TemporaryDirectory() as tmp:  # PEFT writes in place; each file then moves in whole
-        peft_model.save_pretrained(tmp)
-        written = [copy_atomic(Path(tmp) / name, out / name) for name in names]
-    peft_model.unload()  # leave `model` as it was
-    return written
-
-
-# -- plain base models (no bridge) -----------------------------------------------------------------
-
-
-def load_plain(name: str, dtype: str | torch.dtype = DEFAULT_DTYPE, device: str = DEFAULT_DEVICE):
-    """(AutoModelForCausalLM, tokenizer) for a circuitlab model name, without a TransformerBridge."""
-    from circuitlab.models import load_hf
-
-    model, tok = load_hf(name, dtype)
-    return model.to(device), tok
+    as_lora.save_pretrained(str(out))
+    as_lora.unload()
+    return out

@@ -1,7 +1,6 @@
 """The one implementation of HeadMap's map, `s * Up(Down(z_sel))`, and the PEFT layers that place it.
 
-- `HeadMapLayer`: the map of one layer (Down, Up, which heads, s). Every wiring calls it: the PEFT
-  layers below, and the TransformerLens bridge hooks of `circuitlab.headmap.model`.
+- `HeadMapLayer`: the map of one layer (Down, Up, which heads, s), held by the PEFT layers below.
 - `HeadMapLinear` (a PEFT tuner layer) wraps a decoder layer's `self_attn.o_proj`. Its input is z,
   the heads' outputs side by side ([.., head * d_head]), so it computes the map from its own input.
   Variant "mha" (Eq. 8) adds the map to its own output, which is the attention block's output; that
@@ -25,14 +24,14 @@ from jaxtyping import Float
 from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import Tensor, nn
 
-from circuitlab.errors import CircuitlabError
+from circuitlab.core.errors import CircuitlabError
 from circuitlab.models.identity import ModelDims
 from circuitlab.models.llama import decoder_layers
 
 HS_CANNOT_MERGE = (
     "the hidden-state variant (headmap-hs, Eq. 7) adds its output to the residual stream after the MLP, "
     "where no weight of the model can absorb it, so it cannot be merged or written as a LoRA; "
-    "keep it as an adapter (peft.PeftModel.from_pretrained, or circuitlab.headmap.attach(model, DIR)) instead"
+    "keep it as an adapter (peft.PeftModel.from_pretrained, or circuitlab.headmap.load(model, DIR)) instead"
 )
 
 
@@ -92,8 +91,8 @@ class HeadMapLayer(nn.Module):
 
 def build_maps(heads: dict[int, list[int]], dims: ModelDims, rank: int, scaling: float, seed: int,
                init_a: float = math.sqrt(5)) -> dict[int, HeadMapLayer]:
-    """One map per layer, initialised from `seed` alone (layers in increasing order), so the same
-    config gives the same adapter through PEFT and through circuitlab's own `HeadMapModel`."""
+    """One map per layer, initialised from `seed` alone (layers in increasing order), so the same config
+    always gives the same adapter."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return {layer: HeadMapLayer(hs, dims.d_head, dims.d_model, rank, scaling, init_a)

@@ -26,16 +26,15 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuitlab.circuit import Sample
-from circuitlab.errors import ConfigError
-from circuitlab.locate.distributed import Shard
+from circuitlab.circuits.circuit import Sample
+from circuitlab.core.errors import ConfigError
+from circuitlab.locate.config import ABLATIONS
+from circuitlab.core.processes import Shard
 from circuitlab.locate.packing import Pack
-from circuitlab.locate.samples import Encoded, encode_samples
-from circuitlab.masking import Replacement, hook_z_name
-from circuitlab.scoring import pad_batch
+from circuitlab.locate.encoding import Encoded, encode_samples
+from circuitlab.locate.masking import Replacement, hook_z_name
+from circuitlab.evaluate.scoring import pad_batch
 
-ABLATIONS = ("zero", "mean", "corrupted")
-REFERENCE_DOCS = 64  # mean: reference docs by default
 Z_BATCH = 8  # sequences per unmasked forward of the reference docs and corrupted prompts
 
 
@@ -138,45 +137,3 @@ def mean_z(model, encoded: list[Encoded]) -> list[Float[Tensor, "head d_head"]]:
             part = z.float().sum(0)
             sums[layer] = part if sums[layer] is None else sums[layer] + part
     return [s / count for s in sums]
-
-
-# -- the CLI's reference docs for `mean`
-
-
-def reference_pool(task, split: str, data_dir, n_samples: int, n_docs: int) -> list:
-    """The docs `reference_samples` takes from: the first n_samples + n_docs of `split`, of which
-    at least n_docs are not samples. Loaded (and refused, in one line) before any model loads."""
-    from circuitlab.tasks import load_docs
-
-    docs = load_docs(task, split, data_dir, limit=n_samples + n_docs)
-    if len(docs) < n_samples + n_docs:
-        raise ConfigError("ablation_docs", f"{n_docs} is too many: the mean ablation's reference docs are docs of "
-                                           f"{split} that are not among the {n_samples} samples, and {split} has "
-                                           f"{len(docs)} docs")
-    return docs
-
-
-def reference_samples(pool: list, samples: Sequence[Sample], n_docs: int) -> list[Sample]:
-    """The first n_docs docs of `pool` that are not among `samples` (by index), as samples (prompt
-    and gold target: the text the mean is taken over)."""
-    taken = {s.index for s in samples}
-    return [Sample(d.prompt, d.target, d.index) for d in pool if d.index not in taken][:n_docs]
-
-
-def check_ablation_input(config, rows: Sequence, task, sampling, data_dir) -> list | None:
-    """The CLI's checks of an ablation against its data, before any model loads (`rows`: the task's
-    docs, or the samples of a samples file; `task`: None with a samples file). Returns the mean's
-    reference pool (`reference_pool`), else None."""
-    if config.ablation == "corrupted":
-        missing = sum(not getattr(r, "corrupted", None) for r in rows)
-        if missing:
-            where = f"task {task.name}" if task is not None else "the samples file"
-            raise ConfigError("ablation", f"corrupted needs clean/corrupted pairs, but {where} has no corrupted "
-                                          f"prompt for {missing} of its {len(rows)} rows (tasks with pairs: the "
-                                          'arithmetic ones, e.g. add_sub; custom rows: a "corrupted" key)')
-    if config.ablation == "mean":
-        if task is None:
-            raise ConfigError("ablation", "mean takes its reference docs from --task's split; a samples file has "
-                                          "none (use --task)")
-        return reference_pool(task, sampling.split, data_dir, sampling.n, config.ablation_docs)
-    return None

@@ -88,9 +88,6 @@ def target_positions(p: Pack, n_targets: Sequence[int],
     return torch.tensor(lines, device=device), torch.tensor(cols, device=device)
 
 
-ATTENTION = ("eager", "sdpa")
-
-
 def run_blocks(model, start: int, stop: int, hidden: Tensor, kwargs: dict, hooks: list,
                attention: str = "eager") -> Tensor:
     """Blocks start..stop-1 of the bridge (their hooks fire), as HF's own loop calls them. With

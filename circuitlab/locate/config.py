@@ -9,16 +9,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from circuitlab.circuit import Circuit, Sample
-from circuitlab.errors import ConfigError
-from circuitlab.heads import HeadMask
-from circuitlab.locate.ablation import ABLATIONS, REFERENCE_DOCS
-from circuitlab.locate.blocks import ATTENTION
-from circuitlab.locate.engine import MAX_BATCH_TOKENS
+from circuitlab.circuits.circuit import Circuit, Sample
+from circuitlab.core.errors import ConfigError
+from circuitlab.circuits.heads import HeadMask
+from circuitlab.locate.plan import Plan
 from circuitlab.locate.strategies import STRATEGY_NAMES, Strategy, get_strategy
 from circuitlab.models.identity import ModelDims, ModelIdentity
-from circuitlab.protocol import DEFAULT_PROTOCOL, PROTOCOL_NAMES
-from circuitlab.settings import check_int_or_auto, check_settings, int_list, int_or_auto, setting
+from circuitlab.core.protocol import DEFAULT_PROTOCOL, PROTOCOL_NAMES
+from circuitlab.core.settings import check_int_or_auto, check_settings, int_list, int_or_auto, setting
+
+MAX_BATCH_TOKENS = 4096  # padded tokens per forward, where "auto" cannot ask the device
+ATTENTION = ("eager", "sdpa")  # how the engine computes attention
+ABLATIONS = ("zero", "mean", "corrupted")  # what a masked head's z becomes (`circuitlab.locate.ablation`)
+REFERENCE_DOCS = 64  # mean: reference docs by default
 
 
 def parse_layers(text: str) -> tuple[int, int]:
@@ -39,7 +42,7 @@ def default_heads_per_layer(n_heads: int) -> int:
 
 @dataclass
 class LocateConfig:
-    strategy: str = setting("layer-conditioned", "which heads to select (see README)", choices=lambda: STRATEGY_NAMES)
+    strategy: str = setting("layer-conditioned", "which heads to select (docs/locating.md)", choices=lambda: STRATEGY_NAMES)
     n_per_layer: int | None = setting(None, "n heads per layer (default: 8 for 32-head models, else round(H/4))",
                                       minimum=1)
     seeds: tuple[int, ...] = setting((0,), "random/redundant: one selection per seed, e.g. 0,1,2 (the first "
@@ -58,7 +61,7 @@ class LocateConfig:
                                            "loop over samples)", minimum=1)
     protocol: str = setting(DEFAULT_PROTOCOL, "paper: Eq. 5's loss on correctly predicted samples; official: the "
                                               "official code's (EOS-ended target, token-mean loss, no correctness "
-                                              "filter; see README)", choices=PROTOCOL_NAMES)
+                                              "filter; docs/protocols.md)", choices=PROTOCOL_NAMES)
     ablation: str = setting("zero", "what a masked head's z becomes: zero (the paper's), mean (its mean over "
                                     "--ablation-docs docs of --split that are not samples) or corrupted (its z in "
                                     "the run of the sample's corrupted prompt; tasks with clean/corrupted pairs)",
@@ -102,7 +105,7 @@ class LocateConfig:
     def method(self) -> Strategy:
         return get_strategy(self.strategy)
 
-    def plan(self, dims: ModelDims, model: ModelIdentity | None = None) -> "Plan":
+    def plan(self, dims: ModelDims, model: ModelIdentity | None = None) -> Plan:
         """Check the fields against a model's dimensions and resolve the defaults that depend on
         them; the circuit of `redundant` is checked against `model` (its weights too, where the
         identity has a fingerprint)."""
@@ -125,15 +128,3 @@ class LocateConfig:
                                                  f"{H - len(exclude.at(short[0]))} heads outside the circuit")
         screen = self.prescreen if self.prescreen is not None and self.prescreen < H else None
         return Plan(list(range(first, last + 1)), H, n, screen, self.seeds, exclude)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """A `LocateConfig` resolved against a model: what the strategies read."""
-
-    layers: list[int]
-    n_heads: int
-    n: int
-    prescreen: int | None  # K < n_heads, or None: every head evaluated exactly
-    seeds: tuple[int, ...]
-    exclude: HeadMask  # heads never drawn (redundant)

@@ -22,20 +22,20 @@ from typing import Callable, Sequence, TypeVar
 import torch
 from torch import Tensor
 
-from circuitlab.circuit import Sample
-from circuitlab.errors import CircuitlabError, ConfigError
-from circuitlab.heads import HeadMask
+from circuitlab.circuits.circuit import Sample
+from circuitlab.core.errors import CircuitlabError, ConfigError
+from circuitlab.circuits.heads import HeadMask
 from circuitlab.locate import blocks
 from circuitlab.locate.ablation import Ablation
+from circuitlab.locate.config import ATTENTION, MAX_BATCH_TOKENS
 from circuitlab.locate.evaluator import check_request
-from circuitlab.locate.distributed import Shard, merged, share
+from circuitlab.core.processes import Shard, merged, share
 from circuitlab.locate.flops import FlopCount
 from circuitlab.locate.packing import Pack, pack
-from circuitlab.locate.samples import encode_samples, loss_weights, set_loss
-from circuitlab.masking import ablate_heads_hook, hook_z_name, keep_matrix
-from circuitlab.protocol import DEFAULT_PROTOCOL, Protocol, get_protocol
+from circuitlab.locate.encoding import encode_samples, loss_weights, set_loss
+from circuitlab.locate.masking import ablate_heads_hook, hook_z_name, keep_matrix
+from circuitlab.core.protocol import DEFAULT_PROTOCOL, Protocol, get_protocol
 
-MAX_BATCH_TOKENS = 4096  # padded tokens per forward, where "auto" cannot ask the device
 T = TypeVar("T")
 
 
@@ -87,7 +87,7 @@ class Engine:
         self.flops = FlopCount(model)
         self._trunk: Trunk | None = None
         self._llama = getattr(model.config, "model_type", None) == "llama"
-        if attention not in blocks.ATTENTION or (attention == "sdpa" and not self._llama):
+        if attention not in ATTENTION or (attention == "sdpa" and not self._llama):
             raise ConfigError("attention", f"must be eager, or sdpa for a Llama model; got {attention!r}")
         self.attention = attention
 

@@ -1,42 +1,24 @@
-"""The one question every strategy asks, and the paper's way of answering it.
+"""The paper's way of answering the one question every strategy asks (`strategies.base.Evaluator`).
 
-The question: the loss of the samples with a set of heads masked, where the set is "the heads
-already fixed in layers < l, plus one candidate head in layer l". `PlainEvaluator` answers it as
-the paper's code does (one full forward per candidate set) and is the reference the engine
-(`circuitlab.locate.engine.Engine`, same interface, same numbers) is tested against.
+The question: the loss of the samples with a set of heads masked, where the set is "the heads already fixed in
+layers < l, plus one candidate head in layer l". `PlainEvaluator` answers it as the paper's code does (one full
+forward per candidate set) and is the reference the engine (`circuitlab.locate.engine.Engine`, same interface,
+same numbers) is tested against.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 import torch
 
-from circuitlab.circuit import Sample
-from circuitlab.heads import HeadMask
+from circuitlab.circuits.circuit import Sample
+from circuitlab.circuits.heads import HeadMask
 from circuitlab.locate.ablation import Ablation
-from circuitlab.locate.samples import encode_samples, loss_weights, set_loss
-from circuitlab.masking import masked_logits
-from circuitlab.protocol import DEFAULT_PROTOCOL, Protocol as ProtocolRules, get_protocol
-from circuitlab.scoring import pad_batch
-
-
-class Evaluator(Protocol):
-    model: object  # circuitlab.models.LoadedModel
-    n_samples: int
-
-    def losses(self, layer: int, base: HeadMask, heads: Sequence[int | None]) -> list[float]:
-        """For each h: the loss with `base` (heads of layers < `layer`) plus head h of `layer`
-        masked; h = None masks `base` alone. `layer` may be n_layers (then heads = [None])."""
-        ...
-
-    def curve(self, sel: HeadMask, layers: Sequence[int]) -> list[float]:
-        """For each k in `layers`: the loss with the heads of `sel` in layers up to k masked."""
-        ...
-
-    def attribution(self, layer: int, base: HeadMask) -> tuple[float, list[float]]:
-        """(loss with `base` masked, an estimate of each head of `layer`'s `losses` entry)."""
-        ...
+from circuitlab.locate.encoding import encode_samples, loss_weights, set_loss
+from circuitlab.locate.masking import masked_logits
+from circuitlab.core.protocol import DEFAULT_PROTOCOL, Protocol as ProtocolRules, get_protocol
+from circuitlab.evaluate.scoring import pad_batch
 
 
 def check_request(n_layers: int, layer: int, base: HeadMask, heads: Sequence[int | None]) -> None:

@@ -1,26 +1,22 @@
-"""The steps of a locating run: typed keys, the memo that replays finished steps, the checkpoint
-file behind it, and the progress units each step is worth.
+"""The steps of a locating run: typed keys, the memo that replays finished steps, and the progress units
+each step is worth.
 
-A run is a sequence of steps (a layer's scores, a loss curve, the baseline). After every finished
-step the memo saves all finished steps' results to the checkpoint; a rerun with the same settings
-replays them instead of computing them, so an interrupted run resumes with the same result.
+A run is a sequence of steps (a layer's scores, a loss curve, the baseline). After every finished step the
+memo hands all finished steps' results to `save` (the run's partial state, `circuitlab.core.artefact`); a
+rerun with the same settings replays them instead of computing them, so an interrupted run resumes with the
+same result.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from tqdm.auto import tqdm
 
-from circuitlab.errors import CircuitlabError
-from circuitlab.io import read_json, write_json_atomic
 
 if TYPE_CHECKING:
-    from circuitlab.locate.config import Plan
+    from circuitlab.locate.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -77,42 +73,6 @@ class Memo:
         self.save(self.done)
         self.on_step(step)
         return self.done[key]
-
-
-def checkpoint_path(out: str | Path) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + ".partial.json")
-
-
-class Checkpoint:
-    """`<out>.partial.json`: the settings and every finished step, rewritten atomically after each.
-    Every process of a multi-process run reads it; only the one that `writes` writes it."""
-
-    def __init__(self, path: str | Path | None, settings: dict, writes: bool = True):
-        self.path = None if path is None else Path(path)
-        self.writes = writes
-        self.settings = json.loads(json.dumps(settings))
-        self.done, self.elapsed = self._load()
-
-    def _load(self) -> tuple[dict, float]:
-        if self.path is None or not self.path.exists():
-            return {}, 0.0
-        try:
-            saved = read_json(self.path, "checkpoint")
-        except CircuitlabError as e:
-            print(f"circuitlab: ignoring unreadable checkpoint ({e}); starting over", file=sys.stderr)
-            return {}, 0.0
-        if not isinstance(saved, dict) or saved.get("config") != self.settings:
-            if self.writes:
-                print(f"circuitlab: checkpoint {self.path} was made with other settings; starting over", file=sys.stderr)
-            return {}, 0.0
-        if self.writes:
-            print(f"circuitlab: resuming from {self.path} ({len(saved.get('done', {}))} steps done)", file=sys.stderr)
-        return dict(saved.get("done", {})), float(saved.get("elapsed_s", 0.0))
-
-    def save(self, done: dict, elapsed: float) -> None:
-        if self.path is not None and self.writes:
-            write_json_atomic(self.path, {"config": self.settings, "done": done, "elapsed_s": elapsed})
 
 
 def progress_bar(total: float, title: str, enabled: bool) -> tqdm:

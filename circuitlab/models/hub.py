@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from functools import lru_cache
 
-from circuitlab.errors import CircuitlabError
+from circuitlab.core.errors import CircuitlabError
 
 TIMEOUT_S = 3.0
 TRUE = {"1", "ON", "YES", "TRUE"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from circuitlab.errors import CircuitlabError
+from circuitlab.core.errors import CircuitlabError
 
 
 def decoder_layers(hf_model) -> nn.ModuleList:

@@ -4,62 +4,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
+from transformer_lens.model_bridge import TransformerBridge
 
+from circuitlab.models.config import ModelConfig
 from circuitlab.models.device import DEFAULT_DEVICE
-from circuitlab.models.placement import input_device, placement
-from circuitlab.models.identity import ModelDims, ModelIdentity, weight_fingerprint
 from circuitlab.models.names import resolve
-from circuitlab.models.sources import load_hf
-
-
-class HFModelView:
-    """What circuitlab asks of any model it runs, read off its Hugging Face model (`self.hf_model`):
-    dimensions, where inputs go, and which weights these are. A bridged `LoadedModel` and the plain
-    model `circuitlab finetune` trains both answer through it."""
-
-    hf_model: object
-
-    @property
-    def config(self):
-        return self.hf_model.config
-
-    @cached_property
-    def dims(self) -> ModelDims:
-        return ModelDims.of_config(self.config)
-
-    @property
-    def n_layers(self) -> int:
-        return self.dims.n_layers
-
-    @property
-    def n_heads(self) -> int:
-        return self.dims.n_heads
-
-    @property
-    def n_kv_heads(self) -> int:
-        return self.dims.n_kv_heads
-
-    @property
-    def d_head(self) -> int:
-        return self.dims.d_head
-
-    @property
-    def d_model(self) -> int:
-        return self.dims.d_model
-
-    @property
-    def device(self) -> torch.device:
-        """Where input ids go (a dispatched model's first device)."""
-        return input_device(self.hf_model)
-
-    def fingerprint(self) -> str:
-        return weight_fingerprint(self.hf_model)
-
-    def identity(self) -> ModelIdentity:
-        return ModelIdentity(self.name, self.dims, self.fingerprint())
+from circuitlab.models.placement import placement
+from circuitlab.models.sources import load_hf, torch_dtype
+from circuitlab.models.view import HFModelView
 
 
 @dataclass(eq=False)
@@ -75,6 +29,16 @@ class LoadedModel(HFModelView):
     @property
     def hf_model(self):
         return self.bridge.original_model
+
+
+def as_bridged(model: "LoadedModel | ModelConfig | str", command: str = "this command") -> LoadedModel:
+    """`model` itself when loaded, else loaded as its `ModelConfig` says (a name: on the CPU, dtype auto), in
+    this process's part of the machine when torchrun started several (`ModelConfig.start`)."""
+    if isinstance(model, LoadedModel):
+        return model
+    _, config = (model if isinstance(model, ModelConfig) else ModelConfig(model=model)).start(command)
+    return load_model(config.model, config.device, config.dtype, device_map=config.device_map,
+                      max_memory=config.max_memory)
 
 
 def load_model(
@@ -96,7 +60,7 @@ def load_model(
     model, tok = load_hf(src, revision=revision, where=where)
     if not where.dispatched:
         model = model.to(where.device)
-    return bridge_hf(name, model, tok, where.dtype, revision)
+    return bridge_hf(name, model, tok, torch_dtype(where.dtype), revision)
 
 
 def bridge_hf(name: str, hf_model, tokenizer, dtype: torch.dtype | None = None,
@@ -105,8 +69,6 @@ def bridge_hf(name: str, hf_model, tokenizer, dtype: torch.dtype | None = None,
     `load_model` finishes, and how a model whose weights were changed first (a fine-tuning checkpoint's
     adapter merged in) becomes a `LoadedModel`. `name` resolves the bridge architecture and the hub id;
     `dtype` defaults to the model's own."""
-    from transformer_lens.model_bridge import TransformerBridge
-
     src = resolve(name)
     dtype = dtype if dtype is not None else hf_model.dtype
     bridge = TransformerBridge.boot_transformers(src.bridge_name, hf_model=hf_model, tokenizer=tokenizer, dtype=dtype)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from circuitlab.errors import CircuitlabError
+from circuitlab.core.errors import CircuitlabError
 
 EMBEDDED = "smollm2-135m"
 SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -18,6 +18,7 @@ HUB_ALIASES = {
     "llama3-8b": "meta-llama/Meta-Llama-3-8B",
 }
 # Small random Llama models for fast tests: seeded, so every load gives the same weights.
+TINY_SHAPE = dict(hidden_size=64, intermediate_size=128, max_position_embeddings=1024)
 TINY_CONFIGS = {
     "tiny-llama": dict(num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4),
     "tiny-llama-gqa": dict(num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=2),

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
 
-import torch
-
-from circuitlab.errors import ConfigError
-from circuitlab.models.device import check_device, default_dtype, resolve_dtype
+from circuitlab.core.errors import ConfigError
+from circuitlab.models.device import check_device, check_dtype, cuda_available, default_dtype
 
 DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)?\s*$", re.IGNORECASE)
@@ -27,10 +23,10 @@ SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KIB|MIB|GIB|TIB)?\s*$",
 
 @dataclass(frozen=True)
 class Placement:
-    device: torch.device | None  # one device, or None when dispatched
+    device: str | None  # one device, or None when dispatched
     device_map: str | dict | None
     max_memory: dict | None
-    dtype: torch.dtype
+    dtype: str  # "float32", "float16" or "bfloat16"
 
     @property
     def dispatched(self) -> bool:
@@ -44,15 +40,15 @@ def placement(device: str | None, dtype: str | None, device_map: str | None = No
         raise ConfigError("max_memory", "bounds a device map; give --device-map auto|balanced|sequential too")
     if device_map is None:
         dev = check_device(device or "cpu")
-        return Placement(dev, None, None, resolve_dtype(default_dtype(dev) if dtype in (None, "auto") else dtype))
+        return Placement(dev, None, None, check_dtype(default_dtype(dev) if dtype in (None, "auto") else dtype))
     if device not in (None, "cpu"):
         raise ConfigError("device", "and --device-map both place the model; give one of them")
     dmap = parse_device_map(device_map)
     memory = parse_max_memory(max_memory) if max_memory is not None else None
     targets = set(memory or {}) | (set(dmap.values()) if isinstance(dmap, dict) else set())
     on_cuda = any(isinstance(t, int) or str(t).startswith("cuda") for t in targets) or (
-        isinstance(dmap, str) and torch.cuda.is_available())
-    resolved = resolve_dtype(("bfloat16" if on_cuda else "float32") if dtype in (None, "auto") else dtype)
+        isinstance(dmap, str) and cuda_available())
+    resolved = check_dtype(("bfloat16" if on_cuda else "float32") if dtype in (None, "auto") else dtype)
     return Placement(None, dmap, memory, resolved)
 
 
@@ -92,38 +88,3 @@ def _target(value, field: str):
     except ConfigError as e:
         raise ConfigError(field, f"names {value!r}: {e.problem}") from None
     return value
-
-
-@lru_cache(maxsize=1)
-def offload_folder() -> str:
-    """Where weights a device map sends to "disk" are kept, for this process."""
-    return tempfile.mkdtemp(prefix="circuitlab-offload-")
-
-
-def dispatch(model, where: Placement):
-    """A model built in memory (the tiny test models) dispatched as `from_pretrained` would do it."""
-    from accelerate import dispatch_model, infer_auto_device_map
-    from accelerate.utils import get_balanced_memory
-
-    dmap = where.device_map
-    if isinstance(dmap, str):
-        no_split = getattr(model, "_no_split_modules", None)
-        memory = where.max_memory
-        if dmap != "sequential":
-            memory = get_balanced_memory(model, max_memory=memory, no_split_module_classes=no_split,
-                                         low_zero=dmap == "balanced_low_0")
-        dmap = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split)
-    return dispatch_model(model, device_map=dmap, offload_dir=offload_folder())
-
-
-def input_device(hf_model) -> torch.device:
-    """Where a model's input ids go: the device its embedding computes on."""
-    dmap = getattr(hf_model, "hf_device_map", None)
-    if dmap:
-        for name in ("model.embed_tokens", "model", ""):
-            if name in dmap:
-                target = dmap[name]
-                return torch.device(f"cuda:{target}" if isinstance(target, int) else
-                                    "cpu" if target == "disk" else target)
-    weight = hf_model.get_input_embeddings().weight
-    return weight.device if weight.device.type != "meta" else torch.device("cpu")

@@ -8,25 +8,24 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import torch
 
-from circuitlab.errors import CircuitlabError
-from circuitlab.io import write_dir_atomic
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.core.io import cache_dir, write_dir_atomic
 from circuitlab.models import hub
-from circuitlab.models.device import DEFAULT_DTYPE, resolve_dtype
-from circuitlab.models.placement import Placement, dispatch, offload_folder
-from circuitlab.models.names import TINY_CONFIGS, ModelSource, resolve
+from circuitlab.models.device import DEFAULT_DTYPE, check_dtype
+from circuitlab.models.names import TINY_CONFIGS, TINY_SHAPE, ModelSource, resolve
+from circuitlab.models.placement import Placement
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("CIRCUITLAB_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "circuitlab"
-    )
-    return Path(root)
+def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    return dtype if isinstance(dtype, torch.dtype) else getattr(torch, check_dtype(dtype))
 
 
 def load_hf(name: str | ModelSource, dtype: str | torch.dtype = DEFAULT_DTYPE, revision: str | None = None,
@@ -34,7 +33,7 @@ def load_hf(name: str | ModelSource, dtype: str | torch.dtype = DEFAULT_DTYPE, r
     """(AutoModelForCausalLM in eval mode, eager attention; its tokenizer, with a pad token): on the CPU,
     or dispatched over the devices of `where.device_map` (then `where.dtype` is the precision)."""
     src = resolve(name) if isinstance(name, str) else name
-    dtype = where.dtype if where is not None else resolve_dtype(dtype)
+    dtype = torch_dtype(where.dtype if where is not None else dtype)
     dispatch_kw = {}
     if where is not None and where.dispatched:
         dispatch_kw = {"device_map": where.device_map, "max_memory": where.max_memory,
@@ -108,6 +107,28 @@ def embedded_tokenizer():
     return AutoTokenizer.from_pretrained(cached)
 
 
+@lru_cache(maxsize=1)
+def offload_folder() -> str:
+    """Where weights a device map sends to "disk" are kept, for this process."""
+    return tempfile.mkdtemp(prefix="circuitlab-offload-")
+
+
+def dispatch(model, where: Placement):
+    """A model built in memory (the tiny test models) dispatched as `from_pretrained` would do it."""
+    from accelerate import dispatch_model, infer_auto_device_map
+    from accelerate.utils import get_balanced_memory
+
+    dmap = where.device_map
+    if isinstance(dmap, str):
+        no_split = getattr(model, "_no_split_modules", None)
+        memory = where.max_memory
+        if dmap != "sequential":
+            memory = get_balanced_memory(model, max_memory=memory, no_split_module_classes=no_split,
+                                         low_zero=dmap == "balanced_low_0")
+        dmap = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split)
+    return dispatch_model(model, device_map=dmap, offload_dir=offload_folder())
+
+
 # -- tiny random models ----------------------------------------------------------------------------
 
 
@@ -115,9 +136,8 @@ def tiny_config(name: str, vocab_size: int = 49152, bos: int | None = 1, eos: in
     from transformers import LlamaConfig
 
     return LlamaConfig(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, max_position_embeddings=1024,
-        bos_token_id=bos, eos_token_id=eos, tie_word_embeddings=True, attn_implementation="eager",
-        **TINY_CONFIGS[name],
+        vocab_size=vocab_size, bos_token_id=bos, eos_token_id=eos, tie_word_embeddings=True,
+        attn_implementation="eager", **TINY_SHAPE, **TINY_CONFIGS[name],
     )
 
 

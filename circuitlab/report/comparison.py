@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from circuitlab.circuit import Circuit
-from circuitlab.errors import CircuitlabError
-from circuitlab.io import write_text_atomic
+from circuitlab.circuits.circuit import Circuit
+from circuitlab.circuits.heads import jaccard
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.core.io import write_text_atomic
 from circuitlab.models.identity import check_same_model
 from circuitlab.report.style import circuit_labels
 
@@ -43,10 +44,9 @@ def overlap_rate(a: Circuit, b: Circuit) -> float:
     return len(A & B) / len(A) if A else float("nan")
 
 
-def jaccard(a: Circuit, b: Circuit) -> float:
-    """|A ∩ B| / |A ∪ B| (NaN when both are empty)."""
-    A, B = head_set(a), head_set(b)
-    return len(A & B) / len(A | B) if A | B else float("nan")
+def circuit_jaccard(a: Circuit, b: Circuit) -> float:
+    """The Jaccard similarity of two circuits' heads (`circuits.heads.jaccard`)."""
+    return jaccard(head_set(a), head_set(b))
 
 
 def pairwise(circuits: list[Circuit], metric, labels: list[str] | None = None) -> pd.DataFrame:
@@ -104,7 +104,7 @@ def compare(circuits: list[Circuit], labels: list[str] | None = None) -> Compari
     return Comparison(
         labels=labels,
         overlap=pairwise(circuits, overlap_rate, labels),
-        jaccard=pairwise(circuits, jaccard, labels),
+        jaccard=pairwise(circuits, circuit_jaccard, labels),
         shared=pairwise(circuits, shared_heads, labels),
         frequency=frequency,
         distribution=frequency_distribution(frequency, len(circuits)),

@@ -7,8 +7,8 @@ import statistics
 
 import plotly.graph_objects as go
 
-from circuitlab.circuit import Circuit
-from circuitlab.errors import CircuitlabError
+from circuitlab.circuits.circuit import Circuit
+from circuitlab.core.errors import CircuitlabError
 from circuitlab.report.style import (
     CURVE_COLORS, CURVE_DASHES, LOSS, as_list, circuit_labels, curve_color, panel_title, subplots,
 )

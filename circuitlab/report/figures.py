@@ -13,9 +13,11 @@ from typing import Callable
 
 import plotly.graph_objects as go
 
-from circuitlab.circuit import Circuit
+from circuitlab.circuits.circuit import Circuit
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.core.io import check_writable
 from circuitlab.report import comparison_figures as cf
-from circuitlab.report.comparison import compare
+from circuitlab.report.comparison import check_one_model, compare
 from circuitlab.report.curves import all_docs_curves, loss_curves
 from circuitlab.report.heatmaps import circuit_patterns, score_heatmaps
 from circuitlab.report.overview import TABLES, overview
@@ -80,3 +82,15 @@ def write_report_figures(circuits: list[Circuit], out_dir: str | Path, kinds: tu
     if "comparison" in kinds and _comparable(circuits):
         written += compare(circuits).save_csv(Path(out_dir) / "tables")
     return written
+
+
+def circuit_files_figures(paths: list[str | Path], out_dir: str | Path, kinds: tuple[str, ...] = KINDS,
+                          png: bool = True, cdn: bool = False) -> tuple[list[Circuit], list[Path]]:
+    """`circuitlab plot` and `compare`: the circuit files read and checked to be of one model, the output
+    checked, then `write_report_figures`. Returns (the circuits, the files written)."""
+    circuits = [Circuit.load(p) for p in paths]
+    if "comparison" in kinds and len(circuits) < 2:
+        raise CircuitlabError("compare needs at least two circuit files")
+    check_one_model(circuits)
+    check_writable(out_dir, "dir")
+    return circuits, write_report_figures(circuits, out_dir, kinds, png=png, cdn=cdn)

@@ -7,8 +7,8 @@ import math
 
 import plotly.graph_objects as go
 
-from circuitlab.circuit import Circuit
-from circuitlab.errors import CircuitlabError
+from circuitlab.circuits.circuit import Circuit
+from circuitlab.core.errors import CircuitlabError
 from circuitlab.report.style import (
     HEAD_AXIS, LAYER_AXIS, LOSS, as_list, circuit_labels, finite, panel_title, subplots, subtitle, ticks,
 )

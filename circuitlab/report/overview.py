@@ -5,8 +5,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from circuitlab.circuit import Circuit
-from circuitlab.errors import CircuitlabError
+from circuitlab.circuits.circuit import Circuit
+from circuitlab.core.errors import CircuitlabError
 from circuitlab.report.curves import add_curves
 from circuitlab.report.style import HEAD_AXIS, LAYER_AXIS, LOSS, as_list, circuit_labels, finite, panel_title, ticks
 

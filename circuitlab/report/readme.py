@@ -6,8 +6,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from circuitlab.circuit import Circuit
-from circuitlab.io import write_text_atomic
+from circuitlab.circuits.circuit import Circuit
+from circuitlab.core.io import write_text_atomic
 from circuitlab.report.comparison import compare
 from circuitlab.report.curves import strategy_curve
 from circuitlab.report.figures import FIGURES, figure1_circuits, file_stem

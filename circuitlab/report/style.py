@@ -11,8 +11,8 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from circuitlab.circuit import Circuit
-from circuitlab.errors import CircuitlabError
+from circuitlab.circuits.circuit import Circuit
+from circuitlab.core.errors import CircuitlabError
 
 LOSS = "mean target loss (nats/token)"
 LAYER_AXIS = "layer (0 = first)"

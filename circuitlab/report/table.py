@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from circuitlab.errors import CircuitlabError
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.core.io import check_writable, write_text_atomic
 from circuitlab.finetune.config import HEAD_MODES, METHODS
-from circuitlab.finetune.run import RunResult
+from circuitlab.finetune.results import RunResult
 
 
 def method_label(result: RunResult) -> str:
@@ -52,3 +53,15 @@ def results_table(paths: list[str | Path], metric: str = "acc"):
     table["Avg."] = table[tasks].mean(axis=1)
     table["Train (min, total)"] = df.groupby("Method")["minutes"].sum().loc[order]
     return table.round(2)
+
+
+def write_table(paths: list[str | Path], metric: str = "acc", md: str | Path | None = None,
+                csv: str | Path | None = None) -> tuple[object, list[Path]]:
+    """`results_table`, and written as markdown and/or CSV where asked (outputs checked first)."""
+    for path in (md, csv):
+        if path:
+            check_writable(path)
+    table = results_table(paths, metric)
+    written = [write_text_atomic(md, table.to_markdown() + "\n")] if md else []
+    written += [write_text_atomic(csv, table.to_csv())] if csv else []
+    return table, written

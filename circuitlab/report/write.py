@@ -7,7 +7,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from circuitlab.io import write_bytes_atomic, write_text_atomic
+from circuitlab.core.io import write_bytes_atomic, write_text_atomic
 
 
 def png_available() -> bool:

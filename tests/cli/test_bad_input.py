@@ -5,8 +5,10 @@ import json
 
 import pytest
 
-from circuitlab.circuit import Circuit, ModelInfo, TaskInfo
-from circuitlab.headmap import HeadMapConfig, HeadMapModel, base_info, save_adapter
+from circuitlab.circuits.circuit import Circuit, ModelInfo, TaskInfo
+from peft import get_peft_model
+
+from circuitlab.headmap import HeadMapConfig, base_info, register
 from circuitlab.models import tiny_model
 from tests.helpers import one_line_error
 
@@ -40,11 +42,13 @@ def inputs(tmp_path_factory, tiny, tiny_gqa):
     (d / "pairs_unequal.jsonl").write_text('{"clean": "12 + 5 =", "corrupted": "123 - 5 =", "answer": " 17"}\n')
     (d / "pairs_no_answer.jsonl").write_text('{"clean": "12 + 5 =", "corrupted": "12 - 5 ="}\n')
     plain, _ = tiny_model("tiny-llama")
+    register()
     for name, variant in (("adapter_hs", "hs"), ("adapter_v2", "mha")):
-        hm = HeadMapModel.for_model(HeadMapConfig(variant=variant, heads={0: [1]}, r=2), plain.config)
-        save_adapter(hm, d / name, base_info(plain, "tiny-llama"), extra={"method": f"headmap-{variant}"})
-    config = json.loads((d / "adapter_v2" / "headmap_config.json").read_text())
-    (d / "adapter_v2" / "headmap_config.json").write_text(json.dumps({**config, "format_version": 2}))
+        config = HeadMapConfig(variant=variant, heads={0: [1]}, r=2, base_model=base_info(plain, "tiny-llama"))
+        get_peft_model(tiny_model("tiny-llama")[0], config).save_pretrained(d / name)
+    (d / "adapter_v2" / "adapter_config.json").unlink()  # circuitlab's earlier format, of a newer version
+    (d / "adapter_v2" / "headmap_config.json").write_text(json.dumps({"format": "circuitlab-headmap",
+                                                                       "format_version": 2}))
     (d / "adapter_bad").mkdir()
     (d / "adapter_bad" / "headmap_config.json").write_text('{"format": "circuitlab-headmap", "variant"')
     return d
@@ -223,7 +227,7 @@ def test_there_are_at_least_forty_and_every_command_has_some():
 
 def test_an_error_while_a_progress_bar_is_open_is_the_last_line(tmp_path, capsys, monkeypatch):
     """The engine fails mid-layer, with the locating bar open: the error is what the user sees last."""
-    from circuitlab.errors import CircuitlabError
+    from circuitlab.core.errors import CircuitlabError
     from circuitlab.locate.engine import Engine
     from tests.helpers import run_cli
 

@@ -28,6 +28,6 @@ def test_cli_finetune_writes_result(tmp_path, capsys):
     assert main(args) == 0
     r = json.loads((out / "result.json").read_text())
     assert r["method"] == "headmap-hs" and r["eval"]["n_docs"] == 4 and set(r["eval"]["metrics"]) >= {"acc", "acc_norm"}
-    assert (out / "adapter" / "adapter.safetensors").is_file() and (out / "circuit.json").is_file()
-    assert HeadMapConfig.from_dict(json.loads((out / "adapter" / "headmap_config.json").read_text())).variant == "hs"
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() and (out / "circuit.json").is_file()
+    assert HeadMapConfig.from_dict(json.loads((out / "adapter" / "adapter_config.json").read_text())).variant == "hs"
     assert "trainable" in capsys.readouterr().out

@@ -4,9 +4,8 @@ import json
 
 import pytest
 
-from circuitlab.circuit import Circuit
+from circuitlab.circuits.circuit import Circuit
 from circuitlab.cli import main
-from circuitlab.locate import checkpoint_path
 from tests.helpers import one_line_error
 
 
@@ -33,7 +32,7 @@ def test_locate_writes_a_circuit(tmp_path, samples_file, capsys):
     assert [s.target for s in c.samples] == [" Lima", " cold"]  # as given, in order
     assert c.task.name == "capitals" and c.task.data_fingerprint
     assert len(c.loss_curve) == 3 and c.baseline_loss > 0 and "locate_s" in c.timings and c.versions["torch"]
-    assert not checkpoint_path(out).exists()
+    assert not out.with_name(out.name + ".partial").exists()
     assert "wrote" in capsys.readouterr().out
 
 
@@ -49,7 +48,7 @@ def test_locate_selects_samples_from_the_training_split(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, match", [
-    (["--max-docs", "5"], "--max-docs select samples from a task's docs"),
+    (["--max-docs", "5"], "--max-docs, --split and --data-dir select samples from a task's docs"),
     (["--model", "no-such-model"], "unknown model"),
     (["--heads-per-layer", "9"], "out of range"),
     (["--layers", "2-7"], "out of range"),

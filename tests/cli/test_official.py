@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from circuitlab.circuit import Circuit, ModelInfo, TaskInfo
+from circuitlab.circuits.circuit import Circuit, ModelInfo, TaskInfo
 from tests.helpers import one_line_error, run_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")

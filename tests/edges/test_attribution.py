@@ -10,9 +10,9 @@ import torch
 
 from circuitlab.edges.evaluate import circuit_metric
 from circuitlab.edges.graph import Graph
-from circuitlab.edges.methods import METHODS
-from circuitlab.edges.metrics import METRICS
-from circuitlab.edges.pairs import Pair, encode_pairs
+from circuitlab.edges.config import METHODS, METRICS
+from circuitlab.edges.batches import encode_pairs
+from circuitlab.edges.pairs import Pair
 from circuitlab.models import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")

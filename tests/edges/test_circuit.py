@@ -3,12 +3,14 @@
 import pytest
 import torch
 
-from circuitlab.circuit import ModelInfo
-from circuitlab.edges import run as edges_run
+from circuitlab.circuits.circuit import ModelInfo
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.edges import methods as edges_methods
 from circuitlab.edges.circuit import EdgeCircuit, EdgeScores, prune, select
 from circuitlab.edges.graph import Graph
 from circuitlab.edges.pairs import Pair
-from circuitlab.edges.run import EdgesConfig, attribute, edges_to
+from circuitlab.edges.config import EdgesConfig
+from circuitlab.edges.run import attribute, edges_to
 from circuitlab.models import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -82,20 +84,23 @@ def test_an_interrupted_run_resumes_to_the_same_scores(tmp_path, monkeypatch):
     cfg = EdgesConfig(method="eap-ig", steps=2, batch_size=2, top_n=50)
     whole = attribute(m, PAIRS, cfg, progress=False)
     calls = {"n": 0}
-    real = edges_run.METHODS["eap-ig"]
+    real = edges_methods.integrated
 
     def fail_on_third(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real.fn(*args, **kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setitem(edges_run.METHODS, "eap-ig", real.__class__(real.name, fail_on_third, real.uses_steps))
+    monkeypatch.setattr(edges_methods, "integrated", fail_on_third)  # what the registry's "eap-ig" names
     with pytest.raises(KeyboardInterrupt):
         edges_to(tmp_path / "e.json", m, PAIRS, cfg, progress=False)
-    assert (tmp_path / "e.json.partial.json").is_file() and not (tmp_path / "e.json").exists()
-    monkeypatch.setitem(edges_run.METHODS, "eap-ig", real)
+    assert (tmp_path / "e.json.partial" / "state.json").is_file() and not (tmp_path / "e.json").exists()
+    with pytest.raises(CircuitlabError, match="unfinished edge circuit with other settings .differs in: steps"):
+        edges_to(tmp_path / "e.json", m, PAIRS, EdgesConfig(**{**cfg.__dict__, "steps": 3}), progress=False)
+    monkeypatch.setattr(edges_methods, "integrated", real)
     resumed = edges_to(tmp_path / "e.json", m, PAIRS, cfg, progress=False)
     assert torch.allclose(resumed.scores.scores, whole.scores, atol=1e-7)
-    assert not (tmp_path / "e.json.partial.json").exists()
+    assert not (tmp_path / "e.json.partial").exists()
+    assert edges_to(tmp_path / "e.json", m, PAIRS, cfg, progress=False).made_from == resumed.made_from  # reused
     assert torch.equal(resumed.keep, EdgeCircuit.select(whole, top_n=50).keep)

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from circuitlab.circuit import Circuit, ModelInfo
+from circuitlab.circuits.circuit import Circuit, ModelInfo
 from circuitlab.edges.circuit import EdgeCircuit, EdgeScores
 from circuitlab.edges.graph import Graph
 from circuitlab.edges.mib import from_mib, head_circuit, load_any, save_mib, to_mib
-from circuitlab.errors import CircuitlabError
+from circuitlab.core.errors import CircuitlabError
 from circuitlab.models.identity import ModelDims
 from circuitlab.models.sources import tiny_config
 from tests.helpers import one_line_error, run_cli

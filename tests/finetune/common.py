@@ -1,6 +1,6 @@
 """What the fine-tuning tests share: a hand-made circuit and a small config."""
 
-from circuitlab.circuit import Circuit, ModelInfo, TaskInfo
+from circuitlab.circuits.circuit import Circuit, ModelInfo, TaskInfo
 from circuitlab.finetune import TrainConfig
 
 HEADS = {0: [0, 2], 1: [1, 3], 3: [0, 1]}

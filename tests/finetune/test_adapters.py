@@ -1,17 +1,15 @@
-"""What each method adds to the model: parameter counts from the config's dimensions, PEFT layers
-inside the bridge's wrappers, one learning rate per part."""
+"""What each method adds to the model: parameter counts from the config's dimensions (the training path, `wrap`,
+and the reference loop's bridge wiring alike), PEFT layers on the right modules, one learning rate per part."""
 
 import pytest
 import torch
 
-from circuitlab.finetune import build_adapters
-from circuitlab.models import load_model
+from circuitlab.finetune.wrap import param_groups, wrap
+from circuitlab.models import load_model, load_plain
+from tests.finetune import reference
 from tests.finetune.common import HEADS, cfg
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-# -- PEFT baselines and combinations ---------------------------------------------------------------
 
 
 def lora_count(model, names, r, dora=False) -> int:
@@ -34,24 +32,29 @@ VUD = ("v_proj", "up_proj", "down_proj")
 @pytest.mark.parametrize("name", ["tiny-llama", "tiny-llama-gqa"])
 @pytest.mark.parametrize("method", ["lora", "dora", "headmap-mha", "headmap-hs+lora", "headmap-mha+dora"])
 def test_methods_build_with_expected_parameter_counts(name, method):
-    model = load_model(name)
-    base = sum(p.numel() for p in model.hf_model.parameters())
     c = cfg(model=name, method=method, rank=8)
-    adapters = build_adapters(model, c, HEADS if c.variant else None)
-    want = headmap_count(model, HEADS, 8) if c.variant else 0
+    heads = HEADS if c.variant else None
+    plain = load_plain(name)
+    base = sum(p.numel() for p in plain.hf_model.parameters())
+    want = headmap_count(plain, HEADS, 8) if c.variant else 0
     if c.tuner:
-        want += lora_count(model, VUD if c.variant else ALL, 8, dora=c.tuner == "dora")
-    assert adapters.n_trainable == want
-    assert adapters.base_params == base
-    assert adapters.share == pytest.approx(100 * want / base)
-    trainable = [n for n, p in model.hf_model.named_parameters() if p.requires_grad]
-    assert all("lora_" in n for n in trainable) and len(trainable) == len(adapters.peft_params)
-    if c.tuner:  # PEFT wrapped the real Linear layers inside the bridge's wrappers, and only the targets
-        wrapped = {n.split("._original_component")[-2].rsplit(".", 1)[-1]
-                   for n, _ in model.hf_model.named_modules() if n.endswith("lora_A")}
-        assert wrapped == set(VUD if c.variant else ALL)
-    groups = adapters.param_groups(c)
+        want += lora_count(plain, VUD if c.variant else ALL, 8, dora=c.tuner == "dora")
+    wrapped = wrap(plain, c, heads)
+    assert wrapped.n_trainable == want and wrapped.base_params == base
+    assert wrapped.share == pytest.approx(100 * want / base)
+    if c.tuner:  # PEFT wrapped exactly the target Linear layers
+        wrapped_names = {next(part for part in reversed(n.split(".")) if part in ALL)
+                         for n, _ in wrapped.peft_model.named_modules() if n.endswith("lora_A")}
+        assert wrapped_names == set(VUD if c.variant else ALL)
+    groups = param_groups(wrapped.peft_model, c)
     assert [g["lr"] for g in groups] == ([c.headmap_lr] if c.variant else []) + ([c.peft_lr] if c.tuner else [])
+    bridged = load_model(name)  # the reference loop's wiring over the bridge trains the same parameters
+    ref = reference.build_adapters(bridged, c, heads)
+    assert ref.n_trainable == want and ref.base_params == base
+    if c.tuner:  # inside the bridge's wrappers, on the real Linear layers
+        inner = {n.split("._original_component")[-2].rsplit(".", 1)[-1]
+                 for n, _ in bridged.hf_model.named_modules() if n.endswith("lora_A")}
+        assert inner == set(VUD if c.variant else ALL)
 
 
 def test_peft_layers_change_the_bridge_output_once_trained():
@@ -59,7 +62,7 @@ def test_peft_layers_change_the_bridge_output_once_trained():
     ids = torch.tensor([[3, 7, 11, 13, 17]])
     with torch.no_grad():
         before = model.hf_model(ids).logits
-    adapters = build_adapters(model, cfg(method="lora"), None)
+    adapters = reference.build_adapters(model, cfg(method="lora"), None)
     with torch.no_grad():
         assert torch.equal(model.hf_model(ids).logits, before)  # LoRA B starts at zero
         for n, p in model.hf_model.named_parameters():

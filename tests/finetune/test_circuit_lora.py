@@ -7,10 +7,10 @@ import re
 import pytest
 import torch
 
-from circuitlab.circuit import ModelInfo
+from circuitlab.circuits.circuit import ModelInfo
 from circuitlab.edges.circuit import EdgeCircuit, EdgeScores
 from circuitlab.edges.graph import Graph
-from circuitlab.errors import CircuitlabError, ConfigError
+from circuitlab.core.errors import CircuitlabError, ConfigError
 from circuitlab.edges.change import layer_change
 from circuitlab.finetune.circuit_lora import (CircuitChange, check_patterns, critical_layers, layer_key, layer_ranks, lora_config, lora_param_count, matched_ranks,
                                               target_names)

@@ -11,10 +11,12 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from circuitlab.errors import ConfigError
-from circuitlab.finetune import RunOptions, TrainConfig, load_plain, train_and_eval
-from circuitlab.finetune.data import encode_docs, held_out_split
-from circuitlab.finetune.run import prepare
+from circuitlab.core.errors import ConfigError
+from circuitlab.finetune import RunOptions, TrainConfig, finetune
+from circuitlab.models import load_plain
+from circuitlab.finetune.data import encode_docs
+from circuitlab.finetune.splits import held_out_split
+from circuitlab.finetune.job import prepare
 from circuitlab.finetune.trainer import train
 from circuitlab.finetune.wrap import wrap
 from circuitlab.headmap import HeadMapLinear
@@ -73,7 +75,7 @@ def test_official_training_texts_end_in_eos(tmp_path, monkeypatch):
     monkeypatch.setattr(data.PadCollator, "__call__", lambda self, items: seen.extend(items) or call(self, items))
     plain = load_plain("tiny-llama")
     tok = plain.tokenizer
-    train_and_eval(plain, official(method="lora", max_train=10, epochs=1, eval_every=1), tmp_path / "run",
+    finetune(plain, official(method="lora", max_train=10, epochs=1, eval_every=1), tmp_path / "run",
                    progress=False)
     docs = {tuple(tok(d.prompt + d.target).input_ids): d for d in load_docs("capitals", "train", limit=10)}
     assert len(seen) >= 10
@@ -143,7 +145,7 @@ def test_gradients_are_clipped_at_1_under_official_only(tmp_path, protocol):
 def test_the_checkpoint_with_the_lowest_held_out_loss_is_restored(tmp_path):
     c = official(method="headmap-mha", heads="random", heads_per_layer=2, max_train=20, epochs=3, lr=0.3,
                  batch_size=2, eval_every=2, warmup_steps=0)
-    r = train_and_eval(load_plain("tiny-llama"), c, tmp_path / "run", progress=False, options=RunOptions(save_every=2))
+    r = finetune(load_plain("tiny-llama"), c, tmp_path / "run", progress=False, options=RunOptions(save_every=2))
     curve = r.train.eval_curve
     assert [e["step"] for e in curve] == [*range(2, r.train.steps, 2), r.train.steps]  # and at the end
     best = min(curve, key=lambda e: e["loss"])["step"]
@@ -160,7 +162,7 @@ def test_the_checkpoint_with_the_lowest_held_out_loss_is_restored(tmp_path):
 
 
 def test_results_record_their_protocol_and_bad_settings_are_refused(tmp_path):
-    r = train_and_eval(load_plain("tiny-llama"), cfg(method="base", max_train=None), tmp_path / "base", progress=False)
+    r = finetune(load_plain("tiny-llama"), cfg(method="base", max_train=None), tmp_path / "base", progress=False)
     saved = json.loads((tmp_path / "base" / "result.json").read_text())
     assert r.protocol == saved["protocol"] == saved["config"]["protocol"] == "paper"
     with pytest.raises(ConfigError, match="protocol"):

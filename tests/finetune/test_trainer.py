@@ -1,5 +1,5 @@
-"""The HF Trainer path against the bridge loop it replaced and against the loss computed by hand; its
-checkpoints as PEFT adapter directories; no TransformerLens on it."""
+"""The HF Trainer path against the bridge loop it replaced (`tests.finetune.reference`) and against the loss
+computed by hand; its checkpoints as PEFT adapter directories; no TransformerLens on it."""
 
 import json
 import os
@@ -12,15 +12,17 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from circuitlab.circuit import Circuit
-from circuitlab.finetune import RunOptions, build_adapters, load_plain, train_and_eval
+from circuitlab.circuits.circuit import Circuit
+from circuitlab.finetune import RunOptions, finetune
+from circuitlab.models import load_plain
 from circuitlab.finetune.data import encode_docs, epoch_order, n_targets, summed_loss
 from circuitlab.finetune.heads import choose_heads
-from circuitlab.finetune.loop import train as bridge_train
 from circuitlab.finetune.trainer import train as trainer_train
 from circuitlab.finetune.wrap import wrap
+from circuitlab.headmap import register
 from circuitlab.models import load_hf, load_model
 from circuitlab.tasks import load_docs
+from tests.finetune import reference
 from tests.finetune.common import cfg, tiny_circuit
 from tests.helpers import free_port
 
@@ -37,7 +39,7 @@ def test_trainer_and_bridge_loop_give_the_same_loss_trajectory(tmp_path, method,
             epochs=2, warmup_steps=2, lr=1e-2, lr_peft=3e-3)
     heads = choose_heads(Circuit.load(c.circuit), "circuit", None, 0) if c.variant else None
     docs = load_docs("capitals", "train", limit=10)
-    old = bridge_train(bridged, c, build_adapters(bridged, c, heads), docs, tmp_path / "old", progress=False)
+    old = reference.train(bridged, c, reference.build_adapters(bridged, c, heads), docs)
     plain = load_plain("tiny-llama")
     wrapped = wrap(plain, c, heads)
     new = trainer_train(plain, wrapped, c, encode_docs(plain.tokenizer, docs, c.max_len), [], tmp_path / "new",
@@ -66,7 +68,7 @@ def test_the_loss_is_the_whole_batch_token_mean(tmp_path):
 def test_save_every_keeps_peft_adapter_checkpoints(tmp_path):
     model = load_model("tiny-llama")
     c = cfg(method="headmap-mha+lora", heads="random", heads_per_layer=1, max_train=8, epochs=2)
-    r = train_and_eval(model, c, tmp_path / "run", progress=False, options=RunOptions(save_every=1))
+    r = finetune(model, c, tmp_path / "run", progress=False, options=RunOptions(save_every=1))
     ckpts = sorted((tmp_path / "run" / "checkpoint").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     assert [p.name for p in ckpts] == [f"checkpoint-{i}" for i in range(1, r.train.steps + 1)]
     first, last = (load_file(str(p / "adapter_model.safetensors")) for p in (ckpts[0], ckpts[-1]))
@@ -75,13 +77,14 @@ def test_save_every_keeps_peft_adapter_checkpoints(tmp_path):
     assert all(torch.equal(final[k], last[k]) for k in final)
     config = json.loads((ckpts[0] / "adapter_config.json").read_text())
     assert config["peft_type"] == "HEADMAP" and config["lora"]["target_modules"] == ["v_proj", "up_proj", "down_proj"]
+    register()
     loaded = PeftModel.from_pretrained(load_hf("tiny-llama")[0], ckpts[0])  # another tool reads them so
     assert type(loaded.base_model).__name__ == "HeadMapTuner"
 
 
 def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
     c = cfg(method="headmap-hs+lora", heads="random", heads_per_layer=1, max_train=8, epochs=1)
-    curves = [train_and_eval(load_plain("tiny-llama"), c, tmp_path / str(gc), progress=False,
+    curves = [finetune(load_plain("tiny-llama"), c, tmp_path / str(gc), progress=False,
                              options=RunOptions(gradient_checkpointing=gc)).train.loss_curve for gc in (False, True)]
     assert max(abs(a - b) for a, b in zip(*curves)) < 1e-5
 

@@ -1,38 +1,44 @@
-"""HeadMap's math against a hand-written forward pass of Eq. 7 and Eq. 8, on random tiny models."""
+"""HeadMap's math against a hand-written forward pass of Eq. 7 and Eq. 8, on random tiny models: the three ways of
+running an adapter (PEFT's layers on the plain HF model, a TransformerBridge over that model, the MHA variant
+merged into o_proj) all equal it."""
 
 import math
 
 import pytest
 import torch
+from peft import get_peft_model
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from circuitlab.errors import CircuitlabError
-from circuitlab.headmap import HeadMapConfig, HeadMapLayer, HeadMapModel
-from circuitlab.models import load_model, tiny_model
-from tests.helpers import IDS, randomize
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.headmap import HeadMapConfig, HeadMapLayer, maps, register
+from circuitlab.models import bridge_hf, tiny_model
+from circuitlab.models.identity import count_params
+from tests.helpers import IDS
 
 HEADS = {0: [1, 3], 2: [0], 3: [2, 3]}
-
+NAMES = ["tiny-llama", "tiny-llama-gqa"]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+register()
 
 
-@pytest.fixture(scope="module", params=["tiny-llama", "tiny-llama-gqa"])
-def models(request):
-    """The bridge, and a separately built plain HF copy with the same (seeded) weights."""
-    bridged = load_model(request.param)
-    plain, _ = tiny_model(request.param)
-    return bridged, plain
+def randomized(name: str, variant: str, seed: int = 1):
+    """A fresh plain model with a HeadMap adapter whose maps are random (Up not zero: it changes the output)."""
+    pm = get_peft_model(tiny_model(name)[0], HeadMapConfig(variant=variant, heads=HEADS, r=4, scaling=0.7,
+                                                           init_seed=seed))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in maps(pm).values():
+            for p in m.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    return pm.eval()
 
 
-def randomized(variant: str, hf_config, seed: int = 1) -> HeadMapModel:
-    """An adapter whose Up is not zero, so it changes the output."""
-    hm = HeadMapModel.for_model(HeadMapConfig(variant=variant, heads=HEADS, r=4, scaling=0.7, init_seed=seed), hf_config)
-    return randomize(hm, seed, 0.5)
-
-
-def direct_forward(hf, ids, hm: HeadMapModel | None = None):
-    """A Llama forward written out by hand, adding Up(Down(z_sel)) where Eq. 7 or Eq. 8 says."""
+def direct_forward(hf, ids, pm=None):
+    """A Llama forward written out by hand, adding s Up(Down(z_sel)) where Eq. 7 or Eq. 8 says (the maps and
+    their config read from the PEFT model `pm`)."""
+    config = pm.peft_config["default"] if pm is not None else None
+    trained = maps(pm) if pm is not None else {}
     c = hf.config
     H, KV = c.num_attention_heads, c.num_key_value_heads
     d = c.hidden_size // H
@@ -52,99 +58,85 @@ def direct_forward(hf, ids, hm: HeadMapModel | None = None):
         z = (pattern @ v).transpose(1, 2)  # [B, T, H, d]: h^{l,1..H}
         a = z.reshape(B, T, H * d) @ attn.o_proj.weight.T
         extra = 0
-        if hm is not None and str(layer) in hm.layers:
-            m = hm.layers[str(layer)]
-            z_sel = torch.cat([z[:, :, s] for s in hm.config.heads[layer]], dim=-1)  # [h^{l,s1},...,h^{l,sn}]
-            extra = hm.config.scaling * ((z_sel @ m.down.weight.T + m.down.bias) @ m.up.weight.T + m.up.bias)
-        if hm is not None and hm.config.variant == "mha":
+        if layer in trained:
+            m = trained[layer]
+            z_sel = torch.cat([z[:, :, s] for s in config.heads[layer]], dim=-1)  # [h^{l,s1},...,h^{l,sn}]
+            extra = config.scaling * ((z_sel @ m.down.weight.T + m.down.bias) @ m.up.weight.T + m.up.bias)
+        if config is not None and config.variant == "mha":
             a = a + extra  # Eq. 8: inside A^l, so the MLP reads it
         x = x + a
         x = x + block.mlp(block.post_attention_layernorm(x))
-        if hm is not None and hm.config.variant == "hs":
+        if config is not None and config.variant == "hs":
             x = x + extra  # Eq. 7: X^l = X^{l-1} + A^l + M^l + Up(Down(.))
     return hf.lm_head(hf.model.norm(x))
 
 
-def test_direct_forward_matches_the_model(models):
-    _, plain = models
+@pytest.mark.parametrize("name", NAMES)
+def test_direct_forward_matches_the_model(name):
+    plain, _ = tiny_model(name)
     with torch.no_grad():
         torch.testing.assert_close(direct_forward(plain, IDS), plain(IDS).logits, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("variant", ["mha", "hs"])
-def test_bridge_wiring_equals_the_equation(models, variant):
-    bridged, plain = models
-    hm = randomized(variant, plain.config)
+def test_peft_layers_and_the_bridge_over_them_equal_the_equation(name, variant):
+    pm = randomized(name, variant)
+    plain, tok = tiny_model(name)
     with torch.no_grad():
-        want = direct_forward(plain, IDS, hm)
+        want = direct_forward(plain, IDS, pm)
         base = plain(IDS).logits
-        with hm.on_bridge(bridged.bridge):
-            got = bridged.hf_model(IDS).logits
+        got = pm(input_ids=IDS).logits
+        bridged = bridge_hf(name, pm.get_base_model(), tok)  # the bridge wraps HeadMap's layers and runs them
+        seen = []
+        with bridged.bridge.hooks(fwd_hooks=[(f"blocks.0.attn.hook_z", lambda z, hook: seen.append(z) or z)]):
+            through_bridge = bridged.hf_model(IDS).logits
     assert (want - base).abs().max() > 1e-2  # the adapter matters, so the comparison means something
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(through_bridge, want, atol=1e-4, rtol=1e-4)
+    assert seen and seen[0].shape[-2] == plain.config.num_attention_heads  # the bridge's hook points still fire
 
 
-@pytest.mark.parametrize("variant", ["mha", "hs"])
-def test_hf_wiring_equals_the_equation_and_detaches(models, variant):
-    _, plain = models
-    hm = randomized(variant, plain.config)
+@pytest.mark.parametrize("name", NAMES)
+def test_the_mha_variant_merged_into_o_proj_equals_the_equation(name):
+    pm = randomized(name, "mha")
+    plain, _ = tiny_model(name)
     with torch.no_grad():
-        base = plain(IDS).logits
-        want = direct_forward(plain, IDS, hm)
-        hm.attach_hf(plain)
-        try:
-            got = plain(IDS).logits
-        finally:
-            hm.detach_hf()
-        after = plain(IDS).logits
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
-    assert torch.equal(after, base)
+        want = direct_forward(plain, IDS, pm)
+        merged = pm.merge_and_unload()
+        torch.testing.assert_close(merged(IDS).logits, want, atol=1e-4, rtol=1e-4)
 
 
-def test_variants_differ(models):
+def test_variants_differ():
     """MHA's output goes through the MLP, HS's does not: same weights, different logits."""
-    _, plain = models
+    plain, _ = tiny_model("tiny-llama")
     with torch.no_grad():
-        mha = direct_forward(plain, IDS, randomized("mha", plain.config))
-        hs = direct_forward(plain, IDS, randomized("hs", plain.config))
+        mha = direct_forward(plain, IDS, randomized("tiny-llama", "mha"))
+        hs = direct_forward(plain, IDS, randomized("tiny-llama", "hs"))
     assert (mha - hs).abs().max() > 1e-3
 
 
 @pytest.mark.parametrize("variant", ["mha", "hs"])
-def test_output_unchanged_at_step_zero(models, variant):
-    """Up starts at zero: each wiring gives exactly (bitwise) what the same model gives without the
-    adapter. Across the two code paths (bridge vs plain HF) only float tolerance is promised: a
-    transformers release may order the same arithmetic differently in one of them."""
-    bridged, plain = models
-    hm = HeadMapModel.for_model(HeadMapConfig(variant=variant, heads=HEADS, r=8), plain.config)
-    assert torch.count_nonzero(hm.layers["0"].down.weight) > 0  # Down random, Up zero
+def test_output_unchanged_at_step_zero(variant):
+    """Up starts at zero: the adapted model gives exactly (bitwise) what the model gives without it."""
+    pm = get_peft_model(tiny_model("tiny-llama")[0], HeadMapConfig(variant=variant, heads=HEADS, r=8))
+    assert torch.count_nonzero(maps(pm)[0].down.weight) > 0  # Down random, Up zero
     with torch.no_grad():
-        base_bridge = bridged.hf_model(IDS).logits
-        with hm.on_bridge(bridged.bridge):
-            got = bridged.hf_model(IDS).logits
-        base_hf = plain(IDS).logits
-        hm.attach_hf(plain)
-        got_hf = plain(IDS).logits
-        hm.detach_hf()
-    assert torch.equal(got, base_bridge) and torch.equal(got_hf, base_hf)
-    torch.testing.assert_close(got, got_hf, atol=1e-5, rtol=1e-5)
+        assert torch.equal(pm(input_ids=IDS).logits, tiny_model("tiny-llama")[0](IDS).logits)
 
 
 @pytest.mark.parametrize("variant", ["mha", "hs"])
 def test_only_adapter_parameters_get_gradients(variant):
-    bridged = load_model("tiny-llama")
-    for p in bridged.hf_model.parameters():
-        p.requires_grad_(False)
-    hm = HeadMapModel.for_model(HeadMapConfig(variant=variant, heads=HEADS, r=8), bridged.config)
-    opt = torch.optim.SGD(hm.parameters(), lr=0.1)
-    with hm.on_bridge(bridged.bridge):
-        for _ in range(2):  # after one step Up != 0, so Down gets a gradient too
-            opt.zero_grad()
-            bridged.hf_model(IDS, labels=IDS).loss.backward()
-            opt.step()
-    assert all(p.grad is None for p in bridged.hf_model.parameters())
-    for name, p in hm.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    pm = get_peft_model(tiny_model("tiny-llama")[0], HeadMapConfig(variant=variant, heads=HEADS, r=8))
+    trained = [p for m in maps(pm).values() for p in m.parameters()]
+    opt = torch.optim.SGD(trained, lr=0.1)
+    for _ in range(2):  # after one step Up != 0, so Down gets a gradient too
+        opt.zero_grad()
+        pm(input_ids=IDS, labels=IDS).loss.backward()
+        opt.step()
+    ids = {id(p) for p in trained}
+    assert all(p.grad is None for p in pm.parameters() if id(p) not in ids)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trained)
 
 
 def test_layer_selects_heads_in_order():
@@ -158,39 +150,25 @@ def test_layer_selects_heads_in_order():
 
 def test_parameter_count_matches_the_paper():
     """(n * d_head + 1) * r + (r + 1) * d per layer (paper, Section 5.3)."""
-    plain, _ = tiny_model("tiny-llama")
-    hm = HeadMapModel.for_model(HeadMapConfig(variant="mha", heads=HEADS, r=8), plain.config)
+    pm = get_peft_model(tiny_model("tiny-llama")[0], HeadMapConfig(variant="mha", heads=HEADS, r=8))
     d_head, d = 16, 64
-    assert hm.n_parameters() == sum((len(h) * d_head + 1) * 8 + (8 + 1) * d for h in HEADS.values())
+    assert count_params(p for p in pm.parameters() if p.requires_grad) == sum(
+        (len(h) * d_head + 1) * 8 + (8 + 1) * d for h in HEADS.values())
 
 
 def test_seeded_initialisation():
-    plain, _ = tiny_model("tiny-llama")
-    a, b, c = (HeadMapModel.for_model(HeadMapConfig(variant="mha", heads=HEADS, init_seed=s), plain.config) for s in (0, 0, 1))
-    assert torch.equal(a.layers["0"].down.weight, b.layers["0"].down.weight)
-    assert not torch.equal(a.layers["0"].down.weight, c.layers["0"].down.weight)
+    a, b, c = (maps(get_peft_model(tiny_model("tiny-llama")[0], HeadMapConfig(variant="mha", heads=HEADS,
+                                                                               init_seed=s)))[0] for s in (0, 0, 1))
+    assert torch.equal(a.down.weight, b.down.weight) and not torch.equal(a.down.weight, c.down.weight)
 
 
 def test_bad_configs_are_refused():  # noqa: D103
-    plain, _ = tiny_model("tiny-llama")
     with pytest.raises(CircuitlabError, match="variant"):
         HeadMapConfig(variant="mlp", heads=HEADS)
     with pytest.raises(CircuitlabError, match="at least one head"):
         HeadMapConfig(variant="mha", heads={})
-    with pytest.raises(CircuitlabError, match="out of range"):
-        HeadMapModel.for_model(HeadMapConfig(variant="mha", heads={0: [4]}), plain.config)
-    with pytest.raises(CircuitlabError, match="out of range"):
-        HeadMapModel.for_model(HeadMapConfig(variant="mha", heads={9: [0]}), plain.config)
-    assert HeadMapConfig.from_dict(HeadMapConfig(variant="hs", heads=HEADS, r=4, scaling=2.0, init_seed=3).to_dict()) == HeadMapConfig(variant="hs", heads=HEADS, r=4, scaling=2.0, init_seed=3)
-
-
-def test_wiring_twice_is_refused(models):
-    bridged, plain = models
-    hm = randomized("mha", plain.config)
-    hm.attach_hf(plain)
-    try:
-        with pytest.raises(CircuitlabError, match="already wired"):
-            with hm.on_bridge(bridged.bridge):
-                pass
-    finally:
-        hm.detach_hf()
+    for heads in ({0: [4]}, {9: [0]}):
+        with pytest.raises(CircuitlabError, match="out of range"):
+            get_peft_model(tiny_model("tiny-llama")[0], HeadMapConfig(variant="mha", heads=heads))
+    config = HeadMapConfig(variant="hs", heads=HEADS, r=4, scaling=2.0, init_seed=3)
+    assert HeadMapConfig.from_dict(config.to_dict()) == config

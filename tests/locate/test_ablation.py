@@ -7,13 +7,14 @@ import json
 import pytest
 import torch
 
-from circuitlab.circuit import Circuit, Sample
-from circuitlab.errors import CircuitlabError, ConfigError
-from circuitlab.heads import HeadMask
-from circuitlab.locate import Engine, LocateConfig, PlainEvaluator, checkpoint_path, locate, locate_to
-from circuitlab.locate.ablation import Ablation, reference_samples
-from circuitlab.masking import ablate_heads_hook, hook_z_name, keep_matrix
-from circuitlab.scoring import encode_pair
+from circuitlab.circuits.circuit import Circuit, Sample
+from circuitlab.core.errors import CircuitlabError, ConfigError
+from circuitlab.circuits.heads import HeadMask
+from circuitlab.locate import Engine, LocateConfig, PlainEvaluator, locate, locate_to
+from circuitlab.locate.ablation import Ablation
+from circuitlab.locate.reference import reference_samples
+from circuitlab.locate.masking import ablate_heads_hook, hook_z_name, keep_matrix
+from circuitlab.evaluate.scoring import encode_pair
 from circuitlab.tasks import Doc
 from tests.helpers import SAMPLES, close, one_line_error, run_cli
 
@@ -175,7 +176,7 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
     import os
     from pathlib import Path
 
-    from circuitlab.locate.distributed import start
+    from circuitlab.core.processes import start
     from circuitlab.models import load_model
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
@@ -221,26 +222,22 @@ def test_the_circuit_and_checkpoint_record_the_ablation(tiny, tmp_path):
     assert Circuit.from_dict(zero).ablation == "zero" and Circuit.from_dict(zero).reference == []
     assert mean.run.settings != locate(tiny, PAIRS[:2], LocateConfig(n_per_layer=1), progress=False).run.settings
 
-    # A checkpoint made under one ablation is not resumed under another, nor with other reference docs.
+    # A partial run made under one ablation is not taken over by another, nor by other reference docs.
     class Stop(Exception):
         pass
 
     def stop(step):
         raise Stop
 
-    ckpt = checkpoint_path(tmp_path / "d.json")
+    out = tmp_path / "d.json"
     with pytest.raises(Stop):
-        locate(tiny, PAIRS[:2], config("mean", n_per_layer=1), checkpoint=ckpt, progress=False, on_step=stop)
-    assert locate(tiny, PAIRS[:2], config("corrupted", n_per_layer=1), checkpoint=ckpt,
-                  progress=False).run.resumed_steps == 0
-    with pytest.raises(Stop):
-        locate(tiny, PAIRS[:2], config("mean", n_per_layer=1), checkpoint=ckpt, progress=False, on_step=stop)
+        locate_to(out, tiny, PAIRS[:2], config("mean", n_per_layer=1), progress=False, on_step=stop)
+    with pytest.raises(CircuitlabError, match="unfinished circuit with other settings .differs in: ablation"):
+        locate_to(out, tiny, PAIRS[:2], config("corrupted", n_per_layer=1), progress=False)
     other = LocateConfig(ablation="mean", reference=REFERENCE[:2], ablation_docs=2, n_per_layer=1)
-    assert locate(tiny, PAIRS[:2], other, checkpoint=ckpt, progress=False).run.resumed_steps == 0
-    with pytest.raises(Stop):
-        locate(tiny, PAIRS[:2], config("mean", n_per_layer=1), checkpoint=ckpt, progress=False, on_step=stop)
-    assert locate(tiny, PAIRS[:2], config("mean", n_per_layer=1), checkpoint=ckpt,
-                  progress=False).run.resumed_steps == 1
+    with pytest.raises(CircuitlabError, match="unfinished circuit with other settings .differs in: reference"):
+        locate_to(out, tiny, PAIRS[:2], other, progress=False)
+    assert locate_to(out, tiny, PAIRS[:2], config("mean", n_per_layer=1), progress=False).run.resumed_steps == 1
 
 
 def test_the_library_refuses_what_an_ablation_cannot_run_with(tiny):
@@ -322,9 +319,9 @@ def test_the_cli_locates_under_each_ablation(files, capsys):
     assert c.ablation == "corrupted" and all(s.corrupted for s in c.samples) and len(c.samples) == 3
     code, out, err = run_cli(capsys, *locate_argv(files, "--task", task, "--samples", "3", "--heads-per-layer", "1",
                                                   "--protocol", "official", "--ablation", "mean",
-                                                  "--ablation-docs", "3"))
+                                                  "--ablation-docs", "3", "--out", f"{files}/out/mean.json"))
     assert code == 0, err
-    c = Circuit.load(files / "out" / "c.json")
+    c = Circuit.load(files / "out" / "mean.json")
     taken = {s.index for s in c.samples}
     assert c.ablation == "mean" and len(c.reference) == 3 and not taken & {s.index for s in c.reference}
     assert [s.index for s in c.reference] == sorted(set(range(6)) - taken)[:3]

@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from circuitlab.circuit import Circuit
-from circuitlab.locate import LocateConfig, checkpoint_path, locate
-from circuitlab.locate.distributed import Shard, share
-from tests.helpers import SAMPLES, close, free_port
+from circuitlab.circuits.circuit import Circuit
+from circuitlab.locate import LocateConfig, locate
+from circuitlab.core.processes import Shard, share
+from tests.helpers import SAMPLES, close, free_port, partial_steps
 
 CONFIGS = {
     "layer-conditioned": LocateConfig(n_per_layer=2, max_batch_tokens=40),
@@ -30,7 +30,7 @@ def worker(rank: int, world: int, port: int, out: str, names: list[str], fail_at
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     from circuitlab.locate import locate_to
-    from circuitlab.locate.distributed import start
+    from circuitlab.core.processes import start
     from circuitlab.models import load_model
 
     start("cpu")
@@ -64,14 +64,14 @@ def test_two_processes_give_the_one_process_circuits(tiny_gqa, tmp_path):
         two = Circuit.load(tmp_path / f"{name}.json")
         assert two.run.processes == 2
         same(two, locate(tiny_gqa, SAMPLES, config, progress=False))
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.json" for n in CONFIGS)  # no checkpoints left
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{n}.json" for n in CONFIGS)  # no partial state left
 
 
 @pytest.mark.usefixtures("one_thread")
 def test_a_run_whose_process_is_killed_mid_layer_resumes_with_the_same_result(tiny_gqa, tmp_path):
     with pytest.raises(Exception):
         spawn(2, tmp_path, ["layer-conditioned"], fail_at="conditioned/1")
-    done = json.loads(checkpoint_path(tmp_path / "layer-conditioned.json").read_text())["done"]
+    done = partial_steps(tmp_path / "layer-conditioned.json")
     assert {"conditioned/0", "conditioned/1"} <= set(done) and not (tmp_path / "layer-conditioned.json").exists()
     spawn(2, tmp_path, ["layer-conditioned"])
     resumed = Circuit.load(tmp_path / "layer-conditioned.json")

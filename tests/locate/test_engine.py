@@ -3,10 +3,10 @@ written out by hand; the attribution estimate is the loss's first-order change."
 
 import pytest
 
-from circuitlab.heads import HeadMask
+from circuitlab.circuits.heads import HeadMask
 from circuitlab.locate import Engine, LocateConfig, PlainEvaluator, default_heads_per_layer, locate
-from circuitlab.masking import hook_z_name
-from circuitlab.scoring import score_requests
+from circuitlab.locate.masking import hook_z_name
+from circuitlab.evaluate.scoring import score_requests
 from tests.helpers import SAMPLES, close
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -5,11 +5,12 @@ import json
 
 import pytest
 
-from circuitlab.circuit import Circuit, ModelInfo, TaskInfo
-from circuitlab.locate import LocateConfig, checkpoint_path, locate, locate_to, locating_samples
-from circuitlab.locate.run import fingerprint, settings_of
-from circuitlab.locate.samples import encode_samples
-from circuitlab.scoring import encode_pair
+from circuitlab.circuits.circuit import Circuit, ModelInfo, TaskInfo
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.locate import LocateConfig, locate, locate_to, locating_samples
+from circuitlab.locate.run import fingerprint, run_identity
+from circuitlab.locate.encoding import encode_samples
+from circuitlab.evaluate.scoring import encode_pair
 from tests.helpers import SAMPLES
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -28,9 +29,9 @@ def test_circuit_records_its_protocol_and_old_files_read_as_paper(tiny, tmp_path
 def test_settings_name_the_official_protocol_only(tiny):
     info, task = ModelInfo.of(tiny), TaskInfo("custom", "samples")
     paper, official = LocateConfig(n_per_layer=1), LocateConfig(n_per_layer=1, protocol="official")
-    s_paper = settings_of(tiny, info, task, SAMPLES, paper, paper.plan(tiny.dims))
-    s_official = settings_of(tiny, info, task, SAMPLES, official, official.plan(tiny.dims))
-    assert "protocol" not in s_paper  # the fingerprints of circuits made before protocols stay valid
+    s_paper = run_identity(tiny, info, task, SAMPLES, paper, paper.plan(tiny.dims))
+    s_official = run_identity(tiny, info, task, SAMPLES, official, official.plan(tiny.dims))
+    assert "protocol" not in s_paper  # the identities of circuits made before protocols stay the same
     assert s_official["protocol"] == "official" and fingerprint(s_paper) != fingerprint(s_official)
 
 
@@ -42,18 +43,19 @@ def stop_at_first_step(step):
     raise Stop
 
 
-def test_a_checkpoint_or_circuit_of_the_other_protocol_is_not_reused(tiny, tmp_path):
+def test_a_partial_run_or_circuit_of_the_other_protocol_is_not_reused(tiny, tmp_path):
     out = tmp_path / "c.json"
     paper = locate_to(out, tiny, SAMPLES, LocateConfig(n_per_layer=1), progress=False)
-    official = locate_to(out, tiny, SAMPLES, LocateConfig(n_per_layer=1, protocol="official"), progress=False,
-                         reuse=True)
+    with pytest.raises(CircuitlabError, match="other settings .differs in: protocol"):
+        locate_to(out, tiny, SAMPLES, LocateConfig(n_per_layer=1, protocol="official"), progress=False)
+    official = locate_to(tmp_path / "o.json", tiny, SAMPLES, LocateConfig(n_per_layer=1, protocol="official"),
+                         progress=False)
     assert official.protocol == "official" and official.baseline_loss != pytest.approx(paper.baseline_loss)
-    ckpt = checkpoint_path(tmp_path / "d.json")
     with pytest.raises(Stop):  # a paper run interrupted after its first step
-        locate(tiny, SAMPLES, LocateConfig(n_per_layer=1), checkpoint=ckpt, progress=False,
-               on_step=stop_at_first_step)
-    again = locate(tiny, SAMPLES, LocateConfig(n_per_layer=1, protocol="official"), checkpoint=ckpt, progress=False)
-    assert again.run.resumed_steps == 0 and again.baseline_loss == pytest.approx(official.baseline_loss)
+        locate_to(tmp_path / "d.json", tiny, SAMPLES, LocateConfig(n_per_layer=1), progress=False,
+                  on_step=stop_at_first_step)
+    with pytest.raises(CircuitlabError, match="unfinished circuit with other settings .differs in: protocol"):
+        locate_to(tmp_path / "d.json", tiny, SAMPLES, LocateConfig(n_per_layer=1, protocol="official"), progress=False)
 
 
 def test_official_targets_end_with_eos_after_the_joint_encoding(tiny):
@@ -65,7 +67,7 @@ def test_official_targets_end_with_eos_after_the_joint_encoding(tiny):
 
 
 def test_official_samples_are_the_lowest_loss_docs_right_or_wrong(tiny, data_dir, tmp_path, monkeypatch):
-    from circuitlab.scoring import score_docs
+    from circuitlab.evaluate.scoring import score_docs
     from circuitlab.tasks import load_docs
 
     monkeypatch.setenv("CIRCUITLAB_CACHE", str(tmp_path))

@@ -5,12 +5,12 @@ import json
 
 import pytest
 
-from circuitlab.circuit import Circuit, Sample
-from circuitlab.errors import CircuitlabError, ConfigError
+from circuitlab.circuits.circuit import Circuit, Sample
+from circuitlab.core.errors import CircuitlabError, ConfigError
 from circuitlab.locate import (
-    LocateConfig, checkpoint_path, default_heads_per_layer, locate, locate_to, parse_layers, read_samples_file,
+    LocateConfig, default_heads_per_layer, locate, locate_to, parse_layers, read_samples_file,
 )
-from tests.helpers import SAMPLES
+from tests.helpers import SAMPLES, partial_steps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,36 +28,38 @@ def stop_after(key):
 
 
 def test_resume_after_an_interruption_gives_the_same_circuit(tiny_gqa, tmp_path):
-    ckpt = checkpoint_path(tmp_path / "c.json")
+    out = tmp_path / "c.json"
     config = LocateConfig(n_per_layer=2, max_batch_tokens=64)
     whole = locate(tiny_gqa, SAMPLES, config, progress=False)
     with pytest.raises(Stop):
-        locate(tiny_gqa, SAMPLES, config, checkpoint=ckpt, progress=False, on_step=stop_after("conditioned/1"))
-    assert set(json.loads(ckpt.read_text())["done"]) == {"conditioned/0", "conditioned/1"}
-    resumed = locate(tiny_gqa, SAMPLES, config, checkpoint=ckpt, progress=False)
+        locate_to(out, tiny_gqa, SAMPLES, config, progress=False, on_step=stop_after("conditioned/1"))
+    assert set(partial_steps(out)) == {"conditioned/0", "conditioned/1"} and not out.exists()
+    # Another setting does not take over the unfinished run: one line naming what differs, nothing lost.
+    with pytest.raises(CircuitlabError, match=r"c.json.partial holds an unfinished circuit with other settings "
+                                              r"\(differs in: n\)") as e:
+        locate_to(out, tiny_gqa, SAMPLES, LocateConfig(n_per_layer=1, max_batch_tokens=64), progress=False)
+    assert "\n" not in str(e.value) and set(partial_steps(out)) == {"conditioned/0", "conditioned/1"}
+    resumed = locate_to(out, tiny_gqa, SAMPLES, config, progress=False)
     assert resumed.run.resumed_steps == 2
     assert resumed.heads == whole.heads and resumed.loss_curve == whole.loss_curve
     assert resumed.to_dict()["scores"] == whole.to_dict()["scores"]
 
-    # Another setting does not reuse the checkpoint.
-    other = locate(tiny_gqa, SAMPLES, LocateConfig(n_per_layer=1, max_batch_tokens=64), checkpoint=ckpt, progress=False)
-    assert other.run.resumed_steps == 0
 
-
-def test_locate_to_checkpoints_saves_removes_and_reuses(tiny_gqa, tmp_path):
+def test_locate_to_saves_removes_its_partial_state_and_reuses(tiny_gqa, tmp_path):
     out = tmp_path / "sub" / "c.json"
     config = LocateConfig("random", n_per_layer=2, seeds=(3, 4))
     with pytest.raises(Stop):
         locate_to(out, tiny_gqa, SAMPLES, config, progress=False, on_step=stop_after("curve/seed 3"))
-    assert checkpoint_path(out).is_file() and not out.exists()
+    assert (tmp_path / "sub" / "c.json.partial").is_dir() and not out.exists()
     first = locate_to(out, tiny_gqa, SAMPLES, config, progress=False)
-    assert first.run.resumed_steps == 2 and not checkpoint_path(out).exists()
+    assert first.run.resumed_steps == 2 and not (tmp_path / "sub" / "c.json.partial").exists()
     assert Circuit.load(out).to_dict() == first.to_dict()
     logs = []
-    again = locate_to(out, tiny_gqa, SAMPLES, config, progress=False, reuse=True, log=logs.append)
+    again = locate_to(out, tiny_gqa, SAMPLES, config, progress=False, log=logs.append)
     assert again.to_dict() == first.to_dict() and logs and "reused" in logs[0]
-    other = locate_to(out, tiny_gqa, SAMPLES, LocateConfig("random", n_per_layer=1), progress=False, reuse=True)
-    assert other.n_per_layer == 1 and Circuit.load(out).n_per_layer == 1
+    with pytest.raises(CircuitlabError, match="holds a circuit made with other settings .differs in: n."):
+        locate_to(out, tiny_gqa, SAMPLES, LocateConfig("random", n_per_layer=1), progress=False)
+    assert Circuit.load(out).to_dict() == first.to_dict()
 
 
 @pytest.mark.parametrize("make, field", [

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from circuitlab.heads import HeadMask
+from circuitlab.circuits.heads import HeadMask
 from circuitlab.locate import Engine, LocateConfig, PlainEvaluator, locate
 from circuitlab.models import load_model
 from tests.helpers import SAMPLES, close
@@ -73,6 +73,7 @@ def test_an_out_of_memory_error_halves_the_batch_and_gives_the_same_losses(tiny_
 
 
 def test_auto_tokens_per_forward_off_cuda_is_the_default(tiny):
-    from circuitlab.locate.engine import MAX_BATCH_TOKENS, batch_tokens
+    from circuitlab.locate.config import MAX_BATCH_TOKENS
+    from circuitlab.locate.engine import batch_tokens
 
     assert batch_tokens(tiny, "auto", 17) == MAX_BATCH_TOKENS and batch_tokens(tiny, 100, 17) == 100

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from circuitlab.errors import CircuitlabError
-from circuitlab.heads import HeadMask, random_heads, top_heads
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.circuits.heads import HeadMask, random_heads, top_heads
 from circuitlab.locate import LocateConfig, PlainEvaluator, get_strategy, locate
 from tests.helpers import SAMPLES
 

@@ -3,16 +3,17 @@
 import pytest
 import torch
 
-from circuitlab.errors import ConfigError
-from circuitlab.models import check_device, resolve_dtype
+from circuitlab.core.errors import ConfigError
+from circuitlab.models import check_device
+from circuitlab.models.sources import torch_dtype
 from circuitlab.models.config import ModelConfig
 
 
 def test_cpu_and_known_dtypes():
-    assert check_device("cpu") == torch.device("cpu")
-    assert resolve_dtype("bfloat16") is torch.bfloat16 and resolve_dtype(torch.float16) is torch.float16
+    assert check_device("cpu") == "cpu"
+    assert torch_dtype("bfloat16") is torch.bfloat16 and torch_dtype(torch.float16) is torch.float16
     with pytest.raises(ConfigError, match="dtype must be one of"):
-        resolve_dtype("fp8")
+        torch_dtype("fp8")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -4,7 +4,7 @@ import urllib.error
 
 import pytest
 
-from circuitlab.errors import CircuitlabError
+from circuitlab.core.errors import CircuitlabError
 from circuitlab.models import hub, load_model, model_config
 
 

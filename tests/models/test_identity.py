@@ -4,8 +4,8 @@ that tolerates a dtype cast)."""
 import pytest
 import torch
 
-from circuitlab.errors import CircuitlabError
-from circuitlab.models import ModelDims, ModelIdentity, check_same_model, model_config, tiny_model
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.models import ModelDims, ModelIdentity, check_same_model, hf_identity, model_config, tiny_model
 
 
 def test_dims_from_a_config_before_any_weights_load():
@@ -19,13 +19,13 @@ def test_dims_from_a_config_before_any_weights_load():
 
 def test_dimensions_then_fingerprint_then_probe():
     plain, _ = tiny_model("tiny-llama")
-    fp32 = ModelIdentity.of_hf(plain, "tiny-llama")
+    fp32 = hf_identity(plain, "tiny-llama")
     check_same_model(fp32, fp32, "adapter")
-    bf16 = ModelIdentity.of_hf(tiny_model("tiny-llama", torch.bfloat16)[0], "bf16 copy")
+    bf16 = hf_identity(tiny_model("tiny-llama", torch.bfloat16)[0], "bf16 copy")
     check_same_model(fp32, bf16, "adapter")  # a cast moves weights within the rounding: same model
     with pytest.raises(CircuitlabError, match="was made on tiny-llama .*, not on other"):
         check_same_model(fp32, ModelIdentity("other", ModelDims(4, 8, 2, 8, 64)), "adapter")
-    reseeded = ModelIdentity.of_hf(tiny_model("tiny-llama", seed=1)[0], "reseeded")
+    reseeded = hf_identity(tiny_model("tiny-llama", seed=1)[0], "reseeded")
     with pytest.raises(CircuitlabError, match="weights differ on reseeded"):
         check_same_model(fp32, reseeded, "adapter")
     no_probe = ModelIdentity("x", fp32.dims, fingerprint="0" * 16)

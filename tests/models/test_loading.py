@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from circuitlab.errors import CircuitlabError
+from circuitlab.core.errors import CircuitlabError
 from circuitlab.models import load_model, weight_fingerprint
 
 
@@ -34,7 +34,7 @@ def test_fingerprint_changes_with_weights():
 
 @pytest.mark.smollm2
 def test_embedded_model_loads_offline_and_answers_the_embedded_task(smollm2):
-    from circuitlab.scoring import score_docs
+    from circuitlab.evaluate.scoring import score_docs
     from circuitlab.tasks import load_docs
 
     assert (smollm2.n_layers, smollm2.n_heads, smollm2.n_kv_heads) == (30, 9, 3)

@@ -3,15 +3,16 @@
 import pytest
 import torch
 
-from circuitlab.errors import ConfigError
-from circuitlab.models import ModelConfig, placement
+from circuitlab.core.errors import ConfigError
+from circuitlab.models import ModelConfig
+from circuitlab.models.placement import placement
 from circuitlab.models.placement import parse_device_map, parse_max_memory
 
 
 def test_one_device_and_the_auto_dtype():
     where = placement(None, "auto")
-    assert where.device == torch.device("cpu") and where.dtype == torch.float32 and not where.dispatched
-    assert placement("cpu", "bfloat16").dtype == torch.bfloat16
+    assert where.device == "cpu" and where.dtype == "float32" and not where.dispatched
+    assert placement("cpu", "bfloat16").dtype == "bfloat16"
     assert ModelConfig(model="tiny-llama").dtype_name == "float32"
 
 

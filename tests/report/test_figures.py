@@ -9,9 +9,9 @@ import plotly.graph_objects as go
 import pytest
 
 from circuitlab import report
-from circuitlab.circuit import AllDocsCurve, Circuit, ModelInfo, Sample, Selection, TaskInfo
+from circuitlab.circuits.circuit import AllDocsCurve, Circuit, ModelInfo, Sample, Selection, TaskInfo
 from circuitlab.cli import main
-from circuitlab.errors import CircuitlabError
+from circuitlab.core.errors import CircuitlabError
 from circuitlab.report import comparison_figures, style
 from circuitlab.report.comparison import compare
 

@@ -9,19 +9,36 @@ Every strategy file ends with one `register(Strategy(...))`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
-from circuitlab.circuit import Selection
-from circuitlab.errors import ConfigError
-from circuitlab.heads import HeadMask
-from circuitlab.io import nan_to_null, null_to_nan
+from circuitlab.circuits.circuit import Selection
+from circuitlab.core.errors import ConfigError
+from circuitlab.circuits.heads import HeadMask
+from circuitlab.core.io import nan_to_null, null_to_nan
 from circuitlab.locate.steps import Memo, Step
 
 if TYPE_CHECKING:
-    from circuitlab.locate.config import Plan
-    from circuitlab.locate.evaluator import Evaluator
+    from circuitlab.locate.plan import Plan
 
 NAN = float("nan")
+
+
+class Evaluator(Protocol):
+    model: object  # circuitlab.models.LoadedModel
+    n_samples: int
+
+    def losses(self, layer: int, base: HeadMask, heads: Sequence[int | None]) -> list[float]:
+        """For each h: the loss with `base` (heads of layers < `layer`) plus head h of `layer`
+        masked; h = None masks `base` alone. `layer` may be n_layers (then heads = [None])."""
+        ...
+
+    def curve(self, sel: HeadMask, layers: Sequence[int]) -> list[float]:
+        """For each k in `layers`: the loss with the heads of `sel` in layers up to k masked."""
+        ...
+
+    def attribution(self, layer: int, base: HeadMask) -> tuple[float, list[float]]:
+        """(loss with `base` masked, an estimate of each head of `layer`'s `losses` entry)."""
+        ...
 
 
 @dataclass

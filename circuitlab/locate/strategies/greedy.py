@@ -3,7 +3,7 @@ top n per layer. `single` names the same run (it is the table the paper plots)."
 
 from __future__ import annotations
 
-from circuitlab.heads import HeadMask, top_heads
+from circuitlab.circuits.heads import HeadMask, top_heads
 from circuitlab.locate.steps import Step
 from circuitlab.locate.strategies.base import (
     Located, Strategy, baseline_loss, empty_tables, fill, loss_curve, register, score_layer,

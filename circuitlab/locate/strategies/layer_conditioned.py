@@ -3,7 +3,7 @@ heads chosen in earlier layers masked; keep the top n."""
 
 from __future__ import annotations
 
-from circuitlab.heads import HeadMask, top_heads
+from circuitlab.circuits.heads import HeadMask, top_heads
 from circuitlab.locate.steps import Step
 from circuitlab.locate.strategies.base import Located, Strategy, empty_tables, fill, register, score_layer
 

@@ -4,8 +4,8 @@ seed's is the circuit, the others ride along as its `selections`."""
 
 from __future__ import annotations
 
-from circuitlab.circuit import Selection
-from circuitlab.heads import random_heads
+from circuitlab.circuits.circuit import Selection
+from circuitlab.circuits.heads import random_heads
 from circuitlab.locate.steps import Step
 from circuitlab.locate.strategies.base import Located, Strategy, baseline_loss, loss_curve, register
 

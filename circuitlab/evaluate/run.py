@@ -1,0 +1,93 @@
+"""Zero-shot evaluation as the paper's harness runs it: acc, acc_norm, and mcc or F1 where the task reports them;
+for the generated-answer tasks (metric `exact_match`, circuitlab.tasks.arithmetic) greedy generation instead."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from circuitlab.core.io import write_json_atomic
+from circuitlab.core.protocol import DEFAULT_PROTOCOL, get_protocol
+from circuitlab.evaluate.metrics import compute_metrics
+from circuitlab.evaluate.config import BATCH_SIZE
+from circuitlab.evaluate.generation import generate_answers
+from circuitlab.evaluate.scoring import score_docs
+from circuitlab.tasks import Doc, Task, data_fingerprint, get_task, load_docs
+
+
+@dataclass
+class Prediction:
+    index: int
+    gold: int
+    pred: int  # exact_match tasks: 0 when the generated answer is the gold one, else -1 (none of the choices)
+    pred_norm: int
+    logprobs: list[float]  # exact_match tasks: none (nothing is ranked)
+    generated: str | None = None  # exact_match tasks: the greedy continuation (circuitlab.evaluate.generation)
+
+
+@dataclass
+class EvalResult:
+    model: str
+    task: str
+    split: str
+    n_docs: int
+    metrics: dict[str, float]
+    data_fingerprint: str
+    seconds: float
+    predictions: list[Prediction] = field(default_factory=list)
+    protocol: str = DEFAULT_PROTOCOL  # results are comparable only when their protocols match
+
+    def save(self, path: str | Path) -> Path:
+        return write_json_atomic(path, asdict(self))
+
+
+def evaluate(
+    model,
+    task: Task | str,
+    data_dir=None,
+    split: str | None = None,
+    limit: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    progress: bool = True,
+    docs: list[Doc] | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
+) -> EvalResult:
+    """`docs` (already loaded, e.g. to check the split before loading the model) skips the loading."""
+    protocol = get_protocol(protocol).name  # an unknown name fails before any scoring
+    task = get_task(task) if isinstance(task, str) else task
+    split = split or task.eval_split
+    docs = docs if docs is not None else load_docs(task, split, data_dir, limit=limit)
+    if "exact_match" in task.metrics:
+        return _evaluate_generation(model, task, split, docs, batch_size, progress, protocol)
+    start = time.perf_counter()
+    scores = score_docs(model, docs, batch_size=batch_size, progress=progress, protocol=protocol, task=task)
+    seconds = time.perf_counter() - start
+    predictions = [Prediction(s.index, s.gold, s.pred, s.pred_norm, s.logprobs) for s in scores]
+    return EvalResult(
+        model=model.name,
+        task=task.name,
+        split=split,
+        n_docs=len(docs),
+        metrics=compute_metrics(task, scores),
+        data_fingerprint=data_fingerprint(docs),
+        seconds=seconds,
+        predictions=predictions,
+        protocol=protocol,
+    )
+
+
+def _evaluate_generation(model, task: Task, split: str, docs: list[Doc], batch_size: int, progress: bool,
+                         protocol: str) -> EvalResult:
+    """`exact_match`: the share of docs whose greedy continuation gives the answer. The protocols differ
+    only in how choices are ranked, so `protocol` is just recorded."""
+    start = time.perf_counter()
+    gens = generate_answers(model, docs, batch_size=batch_size, progress=progress)
+    seconds = time.perf_counter() - start
+    predictions = [Prediction(g.index, 0, 0 if g.correct else -1, 0 if g.correct else -1, [], g.generated)
+                   for g in gens]
+    return EvalResult(
+        model=model.name, task=task.name, split=split, n_docs=len(docs),
+        metrics={"exact_match": sum(g.correct for g in gens) / len(gens)},
+        data_fingerprint=data_fingerprint(docs), seconds=seconds, predictions=predictions, protocol=protocol,
+    )

@@ -1,0 +1,111 @@
+"""HeadMap adapter directories: PEFT's (adapter_config.json + adapter_model.safetensors), the one format
+circuitlab writes, and circuitlab's earlier one (headmap_config.json + adapter.safetensors), which still loads.
+
+Loading checks the base model first: an adapter records the model it was trained on (`HeadMapConfig.base_model`:
+dimensions, weight fingerprint, a probe of sampled weights), and other weights are refused in one line.
+JSON and safetensors only; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from peft import PeftModel
+from safetensors.torch import load_file, save_file
+
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.core.io import read_json_object
+from circuitlab.headmap.config import HeadMapConfig
+from circuitlab.headmap.tuner import register
+from circuitlab.models.fingerprint import hf_identity
+from circuitlab.models.identity import ModelDims, ModelIdentity, check_same_model
+from circuitlab.models.llama import decoder_layers
+
+PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
+LEGACY_CONFIG, LEGACY_WEIGHTS, LEGACY_FORMAT = "headmap_config.json", "adapter.safetensors", "circuitlab-headmap"
+DIM_KEYS = ("n_layers", "n_heads", "n_kv_heads", "d_head", "d_model")
+
+
+def base_info(hf_model, name: str | None = None, hf_id: str | None = None, fingerprint: str | None = None) -> dict:
+    """What an adapter records about the model it was trained on."""
+    ident = hf_identity(hf_model, name)
+    return {"name": name, "hf_id": hf_id or getattr(hf_model.config, "_name_or_path", None),
+            "fingerprint": fingerprint or ident.fingerprint, **{k: getattr(ident.dims, k) for k in DIM_KEYS},
+            "probe": ident.probe}
+
+
+def check_base(base: dict | None, hf_model, what: str = "adapter") -> None:
+    """Refuse a model whose dimensions or weights differ from the one `base` describes (None: not recorded)."""
+    if not base:
+        return
+    try:
+        dims = ModelDims(**{k: int(base[k]) for k in DIM_KEYS})
+    except (KeyError, TypeError, ValueError) as e:
+        raise CircuitlabError(f"{what} config: base_model lacks a valid {e}") from None
+    recorded = ModelIdentity(base.get("name") or base.get("hf_id"), dims, base.get("fingerprint"), base.get("probe"))
+    check_same_model(recorded, hf_identity(hf_model), what, made="trained")
+
+
+def is_adapter_dir(directory: Path) -> bool:
+    return (directory / PEFT_CONFIG).is_file() or (directory / LEGACY_CONFIG).is_file()
+
+
+def read_config(directory: str | Path) -> HeadMapConfig:
+    """The HeadMap config of an adapter directory in either format; one line for anything else."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CircuitlabError(f"adapter directory not found: {directory}")
+    if (directory / PEFT_CONFIG).is_file():
+        d = read_json_object(directory / PEFT_CONFIG, "PEFT adapter config")
+        if d.get("peft_type") != "HEADMAP":
+            raise CircuitlabError(f"{directory} holds a {d.get('peft_type')} adapter, not a HeadMap one")
+        return HeadMapConfig.from_dict(d)
+    d = read_json_object(directory / LEGACY_CONFIG, "HeadMap adapter config")
+    if d.get("format") != LEGACY_FORMAT:
+        raise CircuitlabError(f"{directory / LEGACY_CONFIG} is not a circuitlab HeadMap adapter config")
+    if not isinstance(d.get("format_version", 0), int) or d.get("format_version", 0) > 1:
+        raise CircuitlabError(f"{directory} has adapter format version {d.get('format_version')!r}, newer than this "
+                              "circuitlab understands (1); upgrade circuitlab")
+    if "+" in str(d.get("method", "")):
+        raise CircuitlabError(f"{directory} comes from a combination run ({d['method']}): its LoRA/DoRA part was "
+                              "never saved in this format")
+    return HeadMapConfig.from_dict({**d, "task_type": "CAUSAL_LM", "base_model": d.get("base_model")})
+
+
+def load(hf_model, directory: str | Path, check: bool = True, is_trainable: bool = False) -> PeftModel:
+    """A plain HF model with the adapter of `directory` (either format) as PEFT's `PeftModel`; with `check`, a
+    model other than the adapter's base (dimensions or weights) is refused before anything changes."""
+    directory = Path(directory)
+    config = read_config(directory)
+    config.check(ModelDims.of_config(hf_model.config))
+    if check:
+        check_base(config.base_model, hf_model)
+    register()
+    if (directory / PEFT_CONFIG).is_file():
+        return PeftModel.from_pretrained(hf_model, str(directory), is_trainable=is_trainable)
+    with tempfile.TemporaryDirectory() as tmp:  # the earlier format, rewritten as PEFT's
+        config.save_pretrained(tmp)
+        save_file(legacy_state(directory, config, hf_model), str(Path(tmp) / PEFT_WEIGHTS))
+        return PeftModel.from_pretrained(hf_model, tmp, is_trainable=is_trainable)
+
+
+def legacy_state(directory: Path, config: HeadMapConfig, hf_model) -> dict:
+    """adapter.safetensors' `layers.{l}.{down,up}.{weight,bias}` under the names PEFT saves them by."""
+    path = directory / LEGACY_WEIGHTS
+    if not path.is_file():
+        raise CircuitlabError(f"adapter weights not found: {path}")
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise CircuitlabError(f"cannot read adapter weights {path}: {e}") from None
+    names = {id(m): n for n, m in hf_model.named_modules()}
+    o_proj = {layer: names[id(b.self_attn.o_proj)] for layer, b in enumerate(decoder_layers(hf_model))}
+    want = {f"layers.{la}.{part}.{kind}" for la in config.heads for part in ("down", "up") for kind in ("weight", "bias")}
+    if set(state) != want:
+        raise CircuitlabError(f"adapter weights {path} do not match its config (layers {sorted(config.heads)})")
+    out = {}
+    for key, tensor in state.items():
+        _, layer, rest = key.split(".", 2)
+        out[f"base_model.model.{o_proj[int(layer)]}.headmap_map.{rest}"] = tensor
+    return out

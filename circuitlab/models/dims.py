@@ -1,0 +1,39 @@
+"""A model's dimensions before its weights load, so every check against the model's shape runs without importing
+transformers or torch: the tiny models' from their definition, and otherwise the model's config.json read as JSON
+where it is on disk (the embedded model's cache, a local directory, the Hugging Face cache). Only a model whose
+config is nowhere on disk asks transformers, which may ask the hub."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from circuitlab.core.io import cache_dir
+from circuitlab.models.identity import ModelDims
+from circuitlab.models.names import TINY_CONFIGS, TINY_SHAPE, ModelSource, resolve
+
+
+def config_file(src: ModelSource) -> Path | None:
+    """The model's config.json on this machine, if it is there."""
+    if src.kind == "embedded":
+        path = cache_dir() / "smollm2-135m" / "config.json"
+    elif src.kind == "local":
+        path = Path(src.hf_id) / "config.json"
+    else:
+        from huggingface_hub import try_to_load_from_cache  # lighter than transformers; only for hub ids
+
+        found = try_to_load_from_cache(src.hf_id, "config.json")
+        path = Path(found) if isinstance(found, str) else None
+    return path if path is not None and path.is_file() else None
+
+
+def model_dims(name: str | ModelSource) -> ModelDims:
+    src = resolve(name) if isinstance(name, str) else name
+    if src.kind == "tiny":
+        return ModelDims.of_config({**TINY_SHAPE, **TINY_CONFIGS[src.name]})
+    path = config_file(src)
+    if path is not None:
+        return ModelDims.of_config(json.loads(path.read_text()))
+    from circuitlab.models.sources import model_config  # nowhere on disk: transformers reads it (or the hub)
+
+    return ModelDims.of_config(model_config(src))
