@@ -31,6 +31,7 @@ COMMANDS = {
     "bad value": ["locate", "--heads-per-layer", "0", "--task", "capitals"],
     "unknown task": ["finetune", "--task", "nope", "--method", "lora", "--out", "x"],
     "layers out of range": ["locate", "--model", "tiny-llama", "--task", "capitals", "--layers", "3-9"],
+    "hub model, no network": ["locate", "--model", "meta-llama/Llama-2-7b-hf", "--task", "capitals"],
 }
 
 

@@ -30,6 +30,24 @@ def build_parser() -> Parser:
     return parser
 
 
+# What transformers, PEFT and torch warn about that a circuitlab user cannot act on: their own deprecations, PEFT's
+# look-up of the base model's config on the hub (offline it fails; circuitlab never trains embeddings), and
+# transformers' info-level logging. `python -W ...` or PYTHONWARNINGS shows everything again.
+QUIET = [("ignore", {"category": FutureWarning}), ("ignore", {"category": DeprecationWarning}),
+         ("ignore", {"message": r"Unable to fetch remote file"}), ("ignore", {"message": r"Could not find a config file"})]
+
+
+def _quiet_libraries() -> None:
+    import os
+    import warnings
+
+    if sys.warnoptions:
+        return
+    for action, kw in QUIET:
+        warnings.filterwarnings(action, **kw)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 def _close_progress_bars() -> None:
     """Clear every progress bar still open, so the error is the last line the user sees."""
     from tqdm import tqdm
@@ -43,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
+        _quiet_libraries()
         if args.command not in SHARED and launched_world() > 1:
             raise CircuitlabError(f"circuitlab {args.command} runs in one process; start it without torchrun "
                                   "(locate, reproduce and finetune share their work between processes)")

@@ -55,5 +55,32 @@ def run_lmeval(args) -> None:
           f"--tasks {TAG}  (or e.g. --tasks {PREFIX}{cfg.tasks[0]})")
 
 
+def add_lm_eval(sub) -> None:
+    p = sub.add_parser("lm-eval", help="lm-evaluation-harness's own command line, with HeadMap registered so that "
+                                       "`--model_args pretrained=BASE,peft=ADAPTER` loads a HeadMap adapter",
+                       prefix_chars="\0")  # every argument is lm_eval's
+    p.add_argument("argv", nargs="*", metavar="LM_EVAL_ARGS", help="the arguments of `lm_eval`, as they are")
+
+
+def run_lm_eval(args) -> None:
+    from circuitlab.evaluate.lmeval import run_lm_eval
+
+    run_lm_eval(args.argv)
+
+
+def add_export_model(sub) -> None:
+    p = sub.add_parser("export-model", help="a model as a plain Hugging Face directory (safetensors, tokenizer, config) "
+                                            "that AutoModelForCausalLM.from_pretrained loads anywhere")
+    p.add_argument("model", metavar="MODEL", help="alias, hub id or local directory")
+    p.add_argument("--out", required=True, help="the directory to write (must not exist)")
+
+
+def run_export_model(args) -> None:
+    from circuitlab.models.export import export_model
+
+    print(f"wrote {export_model(args.model, args.out)}")
+
+
 COMMANDS = {"official-import": (add_import, run_import), "official-export": (add_export, run_export),
-            "lm-eval-tasks": (add_lmeval, run_lmeval)}
+            "lm-eval-tasks": (add_lmeval, run_lmeval), "lm-eval": (add_lm_eval, run_lm_eval),
+            "export-model": (add_export_model, run_export_model)}

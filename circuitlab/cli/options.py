@@ -18,6 +18,8 @@ from circuitlab.core.errors import CircuitlabError
 from circuitlab.core.settings import choices_of
 from circuitlab.models.config import ModelConfig
 
+PLOTLYJS = ("directory", "inline", "cdn")  # how an HTML figure gets plotly.js (`circuitlab.report.write`)
+
 
 class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is a CircuitlabError: one line and exit code 2, like every other bad input."""
@@ -95,12 +97,13 @@ def build(cls, args: argparse.Namespace, **given):
 
 def add_figure_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-png", action="store_true", help="write only the HTML files")
-    p.add_argument("--plotlyjs", choices=("inline", "cdn"), default="inline",
-                   help="inline: self-contained HTML (~5 MB each); cdn: small HTML that loads plotly.js from its CDN")
+    p.add_argument("--plotlyjs", choices=PLOTLYJS, default="directory",
+                   help="directory (default): small HTML files reading one plotly.min.js beside them, offline; inline: "
+                        "self-contained HTML (~5 MB each); cdn: small HTML that loads plotly.js from its CDN (online)")
 
 
 def figure_options(args) -> dict:
-    return {"png": not args.no_png, "cdn": args.plotlyjs == "cdn"}
+    return {"png": not args.no_png, "plotlyjs": args.plotlyjs}
 
 
 def add_data_dir_option(p: argparse.ArgumentParser) -> None:

@@ -45,7 +45,7 @@ def add_table(sub) -> None:
     p = sub.add_parser("table", help="a Table-1-style table (markdown and CSV) of finetune result.json files")
     p.add_argument("results", nargs="+", metavar="RESULT.json")
     p.add_argument("--metric", default="acc")
-    p.add_argument("--csv", help="also write the table as CSV")
+    p.add_argument("--csv", default="table.csv", help="the CSV file to write (default: table.csv; '' for none)")
     p.add_argument("--md", help="also write the markdown table to this file")
 
 

@@ -49,7 +49,7 @@ def command_line(args) -> str:
         if name in ("device", "processes") or value is None or (name not in ALWAYS_SHOWN and value == defaults.get(name)):
             continue
         argv += [flag, ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)]
-    return shlex.join(["circuitlab", "reproduce", *argv, *(["--plotlyjs", "cdn"] if args.plotlyjs == "cdn" else [])])
+    return shlex.join(["circuitlab", "reproduce", *argv, *(["--plotlyjs", args.plotlyjs] if args.plotlyjs != "directory" else [])])
 
 
 def add_track(sub) -> None:

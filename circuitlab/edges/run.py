@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from circuitlab.core.progress import progress_bar
 
 from circuitlab.circuits.circuit import ModelInfo
 from circuitlab.edges.circuit import EdgeCircuit, EdgeScores
@@ -56,7 +56,7 @@ def attribute(model, pairs: list[Pair], cfg: EdgesConfig, state: Artefact | None
     if resumed:
         saved, tensors = resumed
         total, done, seconds = tensors["scores"], saved["batches_done"], saved["seconds"]
-    bar = tqdm(total=len(batches), initial=done, desc=f"{cfg.method} {task}", unit="batch", disable=not progress)
+    bar = progress_bar(progress, total=len(batches), initial=done, desc=f"{cfg.method} {task}", unit="batch")
     for i in range(done, len(batches)):
         start = time.perf_counter()
         b = batches[i].to(model.device)

@@ -17,6 +17,8 @@ class EvalConfig:
     batch_size: int = setting(BATCH_SIZE, "sequences per forward", minimum=1)
     protocol: str = setting(DEFAULT_PROTOCOL, "paper: current lm-eval scoring; official: the official code's "
                                               "lm-eval 0.3 (docs/protocols.md)", choices=PROTOCOL_NAMES)
+    adapter: str | None = setting(None, "evaluate the model with this adapter: a finetune run directory, or any PEFT "
+                                        "adapter directory (HeadMap, LoRA, DoRA, an exported LoRA)", metavar="DIR")
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from tqdm.auto import tqdm
+from circuitlab.core.progress import progress_bar
 
 from circuitlab.evaluate.config import BATCH_SIZE
 from circuitlab.evaluate.scoring import encode_pair
@@ -102,7 +102,7 @@ def generate_answers(model, docs: list[Doc], batch_size: int = BATCH_SIZE, progr
     budgets = [len(e.continuation) + extra_tokens for e in encs]
     order = sorted(range(len(docs)), key=lambda i: -len(encs[i].context))
     tokens: list[list[int]] = [[] for _ in docs]
-    bar = tqdm(total=len(docs), desc="generating", unit="doc", disable=not progress, leave=False)
+    bar = progress_bar(progress, total=len(docs), desc="generating", unit="doc", leave=False)
     was_training = model.hf_model.training
     model.hf_model.eval()
     try:

@@ -22,6 +22,7 @@ encoding, tie rules and five HellaSwag letters) cannot be expressed in a task fi
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,3 +239,27 @@ def write_task_files(out: str | Path, config: LmEvalTasksConfig | None = None, d
     else:
         write_dir_atomic(out, fill)  # a new directory appears whole or not at all
     return [out / rel for rel in files if rel.endswith(".yaml")]
+
+
+def run_lm_eval(argv: list[str]) -> None:
+    """lm-evaluation-harness's own command line (`lm_eval ARGV`), in a process where HeadMap is registered with PEFT,
+    so `--model hf --model_args pretrained=BASE,peft=ADAPTER` loads a HeadMap adapter as it loads a LoRA. (The
+    harness and PEFT are imported here, not at the top: this module's config is read when the CLI starts.)"""
+    from lm_eval.__main__ import cli_evaluate
+
+    from circuitlab.headmap.adapter import check_peft_type
+    from circuitlab.headmap.tuner import register
+
+    for adapter in _peft_args(argv):
+        if Path(adapter).is_dir():  # a local adapter directory: one line if it is not one PEFT loads
+            check_peft_type(adapter)
+    register()
+    sys.argv = ["lm_eval", *argv]
+    cli_evaluate()
+
+
+def _peft_args(argv: list[str]) -> list[str]:
+    """The `peft=` values of `--model_args` (given as `--model_args A=B,...` or `--model_args=A=B,...`)."""
+    values = [b for a, b in zip(argv, argv[1:]) if a == "--model_args"]
+    values += [a.split("=", 1)[1] for a in argv if a.startswith("--model_args=")]
+    return [kv.split("=", 1)[1] for v in values for kv in v.split(",") if kv.startswith("peft=")]

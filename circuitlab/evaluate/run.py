@@ -13,6 +13,8 @@ from circuitlab.evaluate.metrics import compute_metrics
 from circuitlab.evaluate.config import BATCH_SIZE
 from circuitlab.evaluate.generation import generate_answers
 from circuitlab.evaluate.scoring import score_docs
+from circuitlab.headmap.adapter import load_any
+from circuitlab.models.plain import as_plain
 from circuitlab.tasks import Doc, Task, data_fingerprint, get_task, load_docs
 
 
@@ -75,6 +77,16 @@ def evaluate(
         predictions=predictions,
         protocol=protocol,
     )
+
+
+def with_adapter(model, adapter: str | Path | None = None):
+    """The plain HF model (a `PlainModel`; a bridged model is loaded again without its bridge) with the adapter of
+    `adapter` (a run directory, or any PEFT adapter directory) loaded into it, its base model checked first."""
+    plain = as_plain(model)
+    if adapter is not None:
+        load_any(plain.hf_model, adapter)  # PEFT injects its layers into the model in place
+        plain.hf_model.eval()
+    return plain
 
 
 def _evaluate_generation(model, task: Task, split: str, docs: list[Doc], batch_size: int, progress: bool,

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
+from circuitlab.core.progress import progress_bar
 
 from circuitlab.evaluate.config import BATCH_SIZE
 from circuitlab.models.view import HFModelView
@@ -153,7 +153,7 @@ def score_requests(
         readers[c].append(i)
     pad_id = model.tokenizer.pad_token_id
     scores: list[Score | None] = [None] * len(encs)
-    bar = tqdm(total=len(encs), desc="scoring", unit="req", disable=not progress, leave=False)
+    bar = progress_bar(progress, total=len(encs), desc="scoring", unit="req", leave=False)
     for start in range(0, len(carriers), batch_size):
         chunk = range(start, min(start + batch_size, len(carriers)))
         ids, mask = pad_batch([carriers[c] for c in chunk], pad_id)

@@ -18,7 +18,8 @@ import math
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+
+from circuitlab.core.progress import progress_bar
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
@@ -55,7 +56,7 @@ class StepHooks(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.progress and state.is_world_process_zero:
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.desc, unit="step")
+            self.bar = progress_bar(total=state.max_steps, initial=state.global_step, desc=self.desc, unit="step")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.bar is not None and logs and "loss" in logs:

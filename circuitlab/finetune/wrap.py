@@ -15,7 +15,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from circuitlab.finetune.config import PEFT_TARGETS, PEFT_TARGETS_WITH_HEADMAP, TrainConfig
+from circuitlab.core.io import write_text_atomic
 from circuitlab.headmap.adapter import base_info
+from circuitlab.headmap.cards import headmap_card
 from circuitlab.headmap.config import HeadMapConfig
 from circuitlab.headmap.tuner import register
 from circuitlab.models.identity import count_params
@@ -66,11 +68,14 @@ class Wrapped:
 
     def save(self, directory: Path, base: dict | None = None) -> None:
         """The PEFT adapter directory (adapter_config.json + adapter_model.safetensors); a HeadMap adapter's
-        config records `base`, the model it was trained on, so it is never loaded onto other weights."""
+        config records `base`, the model it was trained on, so it is never loaded onto other weights, and its
+        README says how to load it (PEFT's own card says it for LoRA and DoRA)."""
         config = self.peft_model.peft_config["default"]
         if isinstance(config, HeadMapConfig):
             config.base_model = base
-        self.peft_model.save_pretrained(str(directory))
+        self.peft_model.save_pretrained(str(directory), save_embedding_layers=False)  # none are trained
+        if isinstance(config, HeadMapConfig):
+            write_text_atomic(Path(directory) / "README.md", headmap_card(config, config.base_model_name_or_path))
 
 
 def wrap(model, cfg: TrainConfig, heads: dict[int, list[int]] | None, config=None) -> Wrapped:

@@ -20,5 +20,5 @@ from circuitlab.core.lazy import exports
 __getattr__, __dir__ = exports(__name__, {
     "VARIANTS": "config", "HeadMapConfig": "config", "HeadMapLayer": "layer", "HeadMapLinear": "layer",
     "HeadMapSink": "layer", "HeadMapTuner": "tuner", "maps": "tuner", "register": "tuner", "base_info": "adapter",
-    "check_base": "adapter", "load": "adapter", "read_config": "adapter",
+    "check_base": "adapter", "load": "adapter", "load_any": "adapter", "read_config": "adapter",
 })

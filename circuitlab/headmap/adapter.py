@@ -1,9 +1,11 @@
-"""HeadMap adapter directories: PEFT's (adapter_config.json + adapter_model.safetensors), the one format
-circuitlab writes, and circuitlab's earlier one (headmap_config.json + adapter.safetensors), which still loads.
+"""Adapter directories: PEFT's (adapter_config.json + adapter_model.safetensors), the one format circuitlab writes,
+for HeadMap and for any other PEFT method; circuitlab's earlier HeadMap format (headmap_config.json +
+adapter.safetensors) still loads; and a `circuitlab finetune` run directory stands for its `adapter/`.
 
-Loading checks the base model first: an adapter records the model it was trained on (`HeadMapConfig.base_model`:
-dimensions, weight fingerprint, a probe of sampled weights), and other weights are refused in one line.
-JSON and safetensors only; nothing is unpickled.
+Loading checks the base model first: a HeadMap adapter records the model it was trained on
+(`HeadMapConfig.base_model`: dimensions, weight fingerprint, a probe of sampled weights), a run directory records
+it in its result, and other weights are refused in one line, as is an adapter whose shapes do not fit. JSON and
+safetensors only; nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -17,14 +19,12 @@ from safetensors.torch import load_file, save_file
 from circuitlab.core.errors import CircuitlabError
 from circuitlab.core.io import read_json_object
 from circuitlab.headmap.config import HeadMapConfig
+from circuitlab.headmap.dirs import DIM_KEYS, LEGACY_CONFIG, LEGACY_FORMAT, LEGACY_WEIGHTS, PEFT_CONFIG, PEFT_WEIGHTS, adapter_dir, run_model
 from circuitlab.headmap.tuner import register
 from circuitlab.models.fingerprint import hf_identity
 from circuitlab.models.identity import ModelDims, ModelIdentity, check_same_model
 from circuitlab.models.llama import decoder_layers
 
-PEFT_CONFIG, PEFT_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
-LEGACY_CONFIG, LEGACY_WEIGHTS, LEGACY_FORMAT = "headmap_config.json", "adapter.safetensors", "circuitlab-headmap"
-DIM_KEYS = ("n_layers", "n_heads", "n_kv_heads", "d_head", "d_model")
 
 
 def base_info(hf_model, name: str | None = None, hf_id: str | None = None, fingerprint: str | None = None) -> dict:
@@ -45,10 +45,6 @@ def check_base(base: dict | None, hf_model, what: str = "adapter") -> None:
         raise CircuitlabError(f"{what} config: base_model lacks a valid {e}") from None
     recorded = ModelIdentity(base.get("name") or base.get("hf_id"), dims, base.get("fingerprint"), base.get("probe"))
     check_same_model(recorded, hf_identity(hf_model), what, made="trained")
-
-
-def is_adapter_dir(directory: Path) -> bool:
-    return (directory / PEFT_CONFIG).is_file() or (directory / LEGACY_CONFIG).is_file()
 
 
 def read_config(directory: str | Path) -> HeadMapConfig:
@@ -109,3 +105,36 @@ def legacy_state(directory: Path, config: HeadMapConfig, hf_model) -> dict:
         _, layer, rest = key.split(".", 2)
         out[f"base_model.model.{o_proj[int(layer)]}.headmap_map.{rest}"] = tensor
     return out
+
+
+def load_any(hf_model, source: str | Path, check: bool = True) -> PeftModel:
+    """Any adapter circuitlab or PEFT wrote (a run directory, HeadMap's or another PEFT type's adapter directory)
+    on a plain HF model, its base model checked first where the files record it."""
+    directory = adapter_dir(source)
+    if (directory / PEFT_CONFIG).is_file() and read_json_object(directory / PEFT_CONFIG, "PEFT adapter config").get(
+            "peft_type") != "HEADMAP":
+        recorded = run_model(directory)
+        if check and recorded and recorded.get("fingerprint"):
+            check_same_model(ModelIdentity(recorded.get("name"), ModelDims(**{k: recorded[k] for k in DIM_KEYS}),
+                                           recorded["fingerprint"]), hf_identity(hf_model, probe=False),
+                             f"adapter {directory}", made="trained")
+        try:
+            return PeftModel.from_pretrained(hf_model, str(directory))
+        except (RuntimeError, ValueError, KeyError) as e:  # shapes that do not fit, an unknown PEFT type
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CircuitlabError(f"cannot load adapter {directory} onto this model: {first[:300]}") from None
+    return load(hf_model, directory, check=check)
+
+
+def check_peft_type(source: str | Path) -> Path:
+    """The adapter directory of `source`, refused in one line when its PEFT type is not one this PEFT knows (read
+    from its JSON, before any model loads)."""
+    from peft.utils import PeftType
+
+    directory = adapter_dir(source)
+    if (directory / PEFT_CONFIG).is_file():
+        register()
+        kind = read_json_object(directory / PEFT_CONFIG, "PEFT adapter config").get("peft_type")
+        if kind not in {t.value for t in PeftType}:
+            raise CircuitlabError(f"{directory} holds an adapter of PEFT type {kind!r}, which this PEFT does not know")
+    return directory

@@ -15,7 +15,7 @@ from peft import PeftConfig
 from peft.utils import PeftType
 
 from circuitlab.core.errors import CircuitlabError
-from circuitlab.models.identity import ModelDims
+from circuitlab.models.identity import ModelDims, ModelIdentity
 
 VARIANTS = ("mha", "hs")
 
@@ -104,10 +104,16 @@ class HeadMapConfig(PeftConfig):
     # -- construction ----------------------------------------------------------------------------
 
     @classmethod
-    def from_circuit(cls, circuit, variant: str = "mha", r: int = 32, **kwargs) -> HeadMapConfig:
+    def from_circuit(cls, circuit, variant: str = "mha", r: int = 32, model=None, **kwargs) -> HeadMapConfig:
         """The config for a circuit's heads: a `circuitlab.circuits.circuit.Circuit`, a `HeadMask`, or a
         {layer: heads} mapping. A causal LM task type is the default (PEFT then wraps the model in
-        `PeftModelForCausalLM`, which also generates)."""
+        `PeftModelForCausalLM`, which also generates).
+
+        With `model` (the HF model it will be applied to, or a circuitlab model), a Circuit located on
+        another model is refused in one line: other dimensions, or weights whose fingerprint matches
+        neither theirs nor theirs cast to bf16/fp16 (a circuit may be located in a smaller dtype)."""
+        if model is not None and hasattr(circuit, "model"):
+            _check_circuit_model(circuit, model)
         heads = getattr(circuit, "heads", circuit)
         if hasattr(heads, "as_dict"):  # HeadMask
             heads = heads.as_dict()
@@ -132,6 +138,21 @@ class HeadMapConfig(PeftConfig):
     def check(self, dims: ModelDims) -> None:
         """Refuse heads that do not exist in a model of these dimensions."""
         dims.check_heads(self.heads, "HeadMap head")
+
+
+def _check_circuit_model(circuit, model) -> None:
+    """Refuse `model` (HF, LoadedModel or PlainModel) when `circuit` was located on other weights."""
+    import torch
+
+    from circuitlab.models.fingerprint import weight_fingerprint
+
+    hf = getattr(model, "hf_model", model)
+    name = getattr(model, "name", None) or getattr(hf.config, "_name_or_path", None) or "this model"
+    circuit.validate(ModelIdentity(name, ModelDims.of_config(hf.config)))  # dimensions
+    want = circuit.model.fingerprint
+    if want and all(weight_fingerprint(hf, cast) != want for cast in (None, torch.bfloat16, torch.float16)):
+        raise CircuitlabError(f"circuit was located on {circuit.model.name} (weight fingerprint {want}), but the "
+                              f"weights of {name} differ; apply it to the model it was located on")
 
 
 def _lora_kwargs(lora) -> dict | None:

@@ -14,34 +14,33 @@ output after the MLP, which no weight of the model sees, so it cannot be merged.
 
 from __future__ import annotations
 
-import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from circuitlab.core.errors import CircuitlabError
-from circuitlab.core.io import check_writable, copy_atomic, read_json_object, write_dir_atomic
-from circuitlab.headmap.adapter import PEFT_CONFIG, PEFT_WEIGHTS, is_adapter_dir, load, read_config
+from circuitlab.core.io import check_writable, copy_atomic, read_json_object, write_dir_atomic, write_text_atomic
+from circuitlab.headmap.cards import headmap_card, lora_card
+from circuitlab.headmap.adapter import load, read_config
+from circuitlab.headmap.dirs import PEFT_CONFIG, PEFT_WEIGHTS, adapter_dir, is_adapter_dir
 from circuitlab.headmap.layer import HS_CANNOT_MERGE, HeadMapLayer
 from circuitlab.headmap.tuner import maps
 from circuitlab.models.llama import decoder_layers
 from circuitlab.models.plain import load_plain
 
 
-def adapter_dir(source: str | Path) -> Path:
-    """An adapter directory: `source` itself, or `source/adapter` for a finetune run directory."""
+def headmap_dir(source: str | Path) -> Path:
+    """A HeadMap adapter directory (`source`, or a run directory's `adapter/`), or one line saying what it is."""
     source = Path(source)
-    for directory in (source, source / "adapter"):
-        if is_adapter_dir(directory):
-            read_config(directory)  # a HeadMap adapter, or one line saying what it is instead
-            return directory
-    result = source / "result.json"
-    if result.is_file():
-        method = read_json_object(result, "run result").get("method")
+    if not (is_adapter_dir(source) or is_adapter_dir(source / "adapter")) and (source / "result.json").is_file():
+        method = read_json_object(source / "result.json", "run result").get("method")
         raise CircuitlabError(f"run {source} (method {method}) has no HeadMap adapter to export; "
                               "export works on headmap-mha and headmap-hs runs")
-    raise CircuitlabError(f"{source} is neither a finetune run directory with an adapter nor an adapter directory")
+    directory = adapter_dir(source)
+    read_config(directory)  # a HeadMap adapter, or one line saying what it is instead
+    return directory
 
 
 def base_model(source: Path, model_name: str | None) -> tuple:
@@ -55,34 +54,38 @@ def base_model(source: Path, model_name: str | None) -> tuple:
 
 
 def export(run: str | Path, out: str | Path, lora: bool = False, model_name: str | None = None) -> list[Path]:
-    """The adapter in PEFT's format and its circuit JSON into `out`; with `lora`, also the MHA variant as a
-    stock PEFT LoRA on o_proj in `out/lora`. Everything is read and checked before anything is written."""
-    out = check_writable(out, "dir")
-    src = adapter_dir(run)
+    """The adapter in PEFT's format, its circuit JSON and a README saying how to load it, into the new directory
+    `out`; with `lora`, also the MHA variant as a stock PEFT LoRA on o_proj in `out/lora`. Everything is read and
+    checked before anything is written, and `out` appears whole or not at all."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CircuitlabError(f"--out {out} already exists and is not empty; export writes a new directory")
+    check_writable(out, "dir")
+    src = headmap_dir(run)
     config = read_config(src)
     if lora and config.variant != "mha":
         raise CircuitlabError(HS_CANNOT_MERGE)
-    if out.resolve() == src.resolve():
-        raise CircuitlabError("--out must differ from the run's adapter directory")
     hf, _ = base_model(src, model_name)
     peft_model = load(hf, src)
-    written = []
-    with tempfile.TemporaryDirectory() as tmp:  # PEFT writes in place; each file then moves in whole
-        peft_model.save_pretrained(tmp)
-        written += [copy_atomic(Path(tmp) / name, out / name) for name in (PEFT_CONFIG, PEFT_WEIGHTS)]
+    base_id = (config.base_model or {}).get("hf_id")
+
+    def fill(tmp: Path) -> None:
+        peft_model.save_pretrained(str(tmp), save_embedding_layers=False)
+        write_text_atomic(tmp / "README.md", headmap_card(config, base_id))
+        if (src.parent / "circuit.json").is_file():
+            copy_atomic(src.parent / "circuit.json", tmp / "circuit.json")
         if lora:
-            save_lora(peft_model, Path(tmp) / "lora", config.base_model and config.base_model.get("hf_id"))
-            written += [copy_atomic(Path(tmp) / "lora" / name, out / "lora" / name) for name in (PEFT_CONFIG, PEFT_WEIGHTS)]
-    circuit = src.parent / "circuit.json"
-    if circuit.is_file():
-        written.append(copy_atomic(circuit, out / "circuit.json"))
-    return written
+            save_lora(peft_model, tmp / "lora", base_id)
+            write_text_atomic(tmp / "lora" / "README.md", lora_card(config, base_id))
+
+    write_dir_atomic(out, fill)
+    return sorted(p for p in out.rglob("*") if p.is_file())
 
 
 def merge(source: str | Path, out: str | Path, model_name: str | None = None, check: bool = True) -> Path:
     """Load the adapter's base model, merge the MHA adapter into o_proj, save a stock HF model (+ tokenizer)."""
     out = check_writable(out, "dir")
-    src = adapter_dir(source)
+    src = headmap_dir(source)
     if read_config(src).variant != "mha":
         raise CircuitlabError(HS_CANNOT_MERGE)
     hf, tok = base_model(src, model_name)
@@ -116,7 +119,10 @@ def save_lora(peft_model, out: Path, base_id: str | None = None) -> Path:
     lora = LoraConfig(r=config.r, lora_alpha=config.scaling * config.r, lora_dropout=0.0, lora_bias=True,
                       target_modules=["o_proj"], layers_to_transform=sorted(trained),
                       base_model_name_or_path=base_id, task_type="CAUSAL_LM")
-    as_lora = get_peft_model(base, lora)
+    with warnings.catch_warnings():  # PEFT warns that lora_bias cannot merge into a bias-less o_proj: see the card
+        warnings.filterwarnings("ignore", message=".*lora_bias.*")
+        as_lora = get_peft_model(base, lora)
+    as_lora.peft_config["default"].base_model_name_or_path = base_id
     layers = decoder_layers(as_lora.base_model.model)
     n_inputs = layers[0].self_attn.o_proj.in_features
     for layer, m in trained.items():
@@ -125,6 +131,8 @@ def save_lora(peft_model, out: Path, base_id: str | None = None) -> Path:
         o.lora_A["default"].weight.copy_(t["A"])
         o.lora_B["default"].weight.copy_(t["B"])
         o.lora_B["default"].bias.copy_(t["bias"])
-    as_lora.save_pretrained(str(out))
+    with warnings.catch_warnings():  # lora_B's bias is 1-D by design, not a DeepSpeed shard
+        warnings.filterwarnings("ignore", message=".*invalid shape.*")
+        as_lora.save_pretrained(str(out), save_embedding_layers=False)
     as_lora.unload()
     return out

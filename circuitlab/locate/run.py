@@ -26,7 +26,7 @@ from circuitlab.locate.config import LocateConfig
 from circuitlab.locate.engine import Engine
 from circuitlab.locate.evaluator import PlainEvaluator
 from circuitlab.locate.samples import samples_fingerprint
-from circuitlab.locate.steps import Memo, Step, progress_bar
+from circuitlab.locate.steps import Memo, Step, candidates_bar
 
 
 def run_identity(model, info: ModelInfo, task: TaskInfo, samples: list[Sample], config: LocateConfig, plan) -> dict:
@@ -74,7 +74,7 @@ def locate(
     done, elapsed = (resumed[0].get("done", {}), resumed[0].get("elapsed_s", 0.0)) if resumed else ({}, 0.0)
     start = time.perf_counter()
 
-    bar = progress_bar(sum(s.units(plan) for s in strategy.steps(plan)), config.strategy, progress and shard.is_main)
+    bar = candidates_bar(sum(s.units(plan) for s in strategy.steps(plan)), config.strategy, progress and shard.is_main)
 
     def on_start(step: Step, replayed: bool) -> None:
         bar.set_description(f"{config.strategy}: {step.describe(model.n_layers)}")

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Callable
 
 from tqdm.auto import tqdm
 
+from circuitlab.core.progress import progress_bar
+
 
 if TYPE_CHECKING:
     from circuitlab.locate.plan import Plan
@@ -75,7 +77,7 @@ class Memo:
         return self.done[key]
 
 
-def progress_bar(total: float, title: str, enabled: bool) -> tqdm:
-    return tqdm(total=total, unit="cand", disable=not enabled, dynamic_ncols=True,
-                bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total} cand [{elapsed}<{remaining}]",
-                desc=title)
+def candidates_bar(total: float, title: str, enabled: bool) -> tqdm:
+    """A run's bar, in candidate sets evaluated over all samples (`Step.units`)."""
+    return progress_bar(enabled, total=total, unit="cand", dynamic_ncols=True, desc=title,
+                        bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total} cand [{elapsed}<{remaining}]")

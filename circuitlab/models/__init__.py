@@ -5,7 +5,7 @@ and identity (dimensions, and whether two descriptions name the same weights).
 before loading), `config` (ModelConfig: the options every loading command shares), `identity` (ModelDims,
 the one same-model check), `fingerprint` (which weights these are), `llama` (the one structural
 assumption), `sources` (HF model + tokenizer for each kind of name), `loaded` (the bridged model),
-`plain` (the plain HF model fine-tuning trains). The light modules import no torch.
+`plain` (the plain HF model fine-tuning trains), `export` (a model as a plain HF directory). The light modules import no torch.
 """
 
 from circuitlab.core.lazy import exports
@@ -18,5 +18,5 @@ __getattr__, __dir__ = exports(__name__, {
     "decoder_layers": "llama", "model_dims": "dims", "embedded_tokenizer": "sources", "load_hf": "sources",
     "model_config": "sources", "tiny_model": "sources", "torch_dtype": "sources", "LoadedModel": "loaded",
     "load_model": "loaded", "bridge_hf": "loaded", "as_bridged": "loaded", "input_device": "view",
-    "HFModelView": "view", "PlainModel": "plain", "load_plain": "plain", "as_plain": "plain",
+    "HFModelView": "view", "PlainModel": "plain", "load_plain": "plain", "as_plain": "plain", "export_model": "export",
 })

@@ -1,7 +1,8 @@
 """A model's dimensions before its weights load, so every check against the model's shape runs without importing
 transformers or torch: the tiny models' from their definition, and otherwise the model's config.json read as JSON
 where it is on disk (the embedded model's cache, a local directory, the Hugging Face cache). Only a model whose
-config is nowhere on disk asks transformers, which may ask the hub."""
+config is nowhere on disk asks transformers, which may ask the hub; with the hub out of reach, that is one line
+at once (the command is then refused in about a second, not after transformers' import)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 from pathlib import Path
 
 from circuitlab.core.io import cache_dir
+from circuitlab.models import hub
 from circuitlab.models.identity import ModelDims
 from circuitlab.models.names import TINY_CONFIGS, TINY_SHAPE, ModelSource, resolve
 
@@ -34,6 +36,8 @@ def model_dims(name: str | ModelSource) -> ModelDims:
     path = config_file(src)
     if path is not None:
         return ModelDims.of_config(json.loads(path.read_text()))
+    if src.kind == "hub" and hub.local_only():  # not on disk and no hub to ask: say so before importing transformers
+        raise hub.hub_error(f"Hugging Face hub model {src.hf_id!r}", OSError(), local=True)
     from circuitlab.models.sources import model_config  # nowhere on disk: transformers reads it (or the hub)
 
     return ModelDims.of_config(model_config(src))

@@ -28,14 +28,16 @@ def hf_identity(hf_model, name: str | None = None, probe: bool = True) -> ModelI
                          weight_probe(hf_model) if probe else None)
 
 
-def weight_fingerprint(model: torch.nn.Module) -> str:
+def weight_fingerprint(model: torch.nn.Module, cast: torch.dtype | None = None) -> str:
     """A cheap hash of names, shapes and a strided sample of every parameter's values (the same for a
-    model dispatched over devices, offloaded weights included)."""
+    model dispatched over devices, offloaded weights included). With `cast`, the sample is first cast to
+    that dtype: the fingerprint the same weights have when loaded in it (a cast to a smaller float)."""
     h = hashlib.sha256()
     for name, p in _state(model):
         flat = p.detach().reshape(-1)
         step = max(1, flat.numel() // 256)
-        sample = flat[::step][:256].to("cpu", torch.float32).numpy()
+        sample = flat[::step][:256].to("cpu")
+        sample = (sample.to(cast) if cast is not None else sample).to(torch.float32).numpy()
         h.update(f"{name}:{tuple(p.shape)}".encode())
         h.update(sample.tobytes())
     return h.hexdigest()[:16]

@@ -48,6 +48,7 @@ def load_hf(name: str | ModelSource, dtype: str | torch.dtype = DEFAULT_DTYPE, r
         model, tok = _pretrained(src, dtype, revision, **dispatch_kw)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    model.name_or_path = model.config.name_or_path = src.hf_id  # what PEFT records: the hub id, not a cache path
     return model.eval(), tok
 
 

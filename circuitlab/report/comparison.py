@@ -18,6 +18,7 @@ from circuitlab.circuits.heads import jaccard
 from circuitlab.core.errors import CircuitlabError
 from circuitlab.core.io import write_text_atomic
 from circuitlab.models.identity import check_same_model
+from circuitlab.report import chance
 from circuitlab.report.style import circuit_labels
 
 
@@ -87,11 +88,16 @@ class Comparison:
     shared: pd.DataFrame  # |A ∩ B|
     frequency: pd.DataFrame  # layers x heads: number of circuits containing the head
     distribution: pd.Series  # k -> number of heads in exactly k circuits
+    chance_overlap: pd.DataFrame  # the same tables for random circuits of the same sizes (`report.chance`)
+    chance_jaccard: pd.DataFrame
+    chance_distribution: pd.Series
 
     def save_csv(self, out_dir: str | Path) -> list[Path]:
         out_dir = Path(out_dir)
         tables = {"overlap_rate": self.overlap, "jaccard": self.jaccard, "shared_heads": self.shared,
-                  "head_frequency": self.frequency, "frequency_distribution": self.distribution}
+                  "head_frequency": self.frequency, "frequency_distribution": self.distribution,
+                  "chance_overlap_rate": self.chance_overlap, "chance_jaccard": self.chance_jaccard,
+                  "chance_frequency_distribution": self.chance_distribution}
         return [write_text_atomic(out_dir / f"{name}.csv", t.to_csv()) for name, t in tables.items()]
 
 
@@ -108,4 +114,7 @@ def compare(circuits: list[Circuit], labels: list[str] | None = None) -> Compari
         shared=pairwise(circuits, shared_heads, labels),
         frequency=frequency,
         distribution=frequency_distribution(frequency, len(circuits)),
+        chance_overlap=pairwise(circuits, chance.chance_overlap, labels),
+        chance_jaccard=pairwise(circuits, chance.chance_jaccard, labels),
+        chance_distribution=chance.chance_distribution(circuits),
     )

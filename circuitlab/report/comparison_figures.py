@@ -6,31 +6,43 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from circuitlab.report.comparison import Comparison
-from circuitlab.report.style import HEAD_AXIS, LAYER_AXIS, ticks
+from circuitlab.report.style import HEAD_AXIS, LAYER_AXIS, subtitle, ticks
 
 
-def similarity_heatmap(table: pd.DataFrame, title: str, what: str) -> go.Figure:
-    """A square task x task table (overlap rate or Jaccard) on a fixed 0..1 colour scale."""
+def similarity_heatmap(table: pd.DataFrame, chance: pd.DataFrame, title: str, what: str) -> go.Figure:
+    """A square task x task table (overlap rate or Jaccard) on a fixed 0..1 colour scale, with the chance
+    level (the same table for random circuits of the same sizes) in the subtitle and each cell's hover."""
     labels = [str(x) for x in table.index]
     fig = go.Figure(go.Heatmap(
         z=table.to_numpy(dtype=float).tolist(), x=[str(x) for x in table.columns], y=labels, zmin=0, zmax=1,
         colorscale="Blues", texttemplate="%{z:.2f}", colorbar=dict(title=dict(text=what, side="right")),
-        hovertemplate=f"row %{{y}}, column %{{x}}<br>{what}: %{{z:.3f}}<extra></extra>",
+        customdata=chance.to_numpy(dtype=float).tolist(),
+        hovertemplate=f"row %{{y}}, column %{{x}}<br>{what}: %{{z:.3f}} (chance %{{customdata:.3f}})<extra></extra>",
     ))
     n = len(labels)
     fig.update_yaxes(autorange="reversed", title_text="task (row)")
     fig.update_xaxes(title_text="task (column)", tickangle=-45)
-    fig.update_layout(title=title, height=max(360, 45 * n + 220), width=max(440, 45 * n + 300))
+    fig.update_layout(title=subtitle(title, f"chance level (random circuits, same heads per layer): "
+                                            f"{_span(chance)}"),
+                      height=max(360, 45 * n + 220), width=max(440, 45 * n + 300), margin=dict(t=100))
     return fig
 
 
+def _span(chance: pd.DataFrame) -> str:
+    """The chance level off the diagonal: one number when every pair has it, else its range."""
+    values = [v for i, row in enumerate(chance.to_numpy(dtype=float)) for j, v in enumerate(row) if i != j]
+    lo, hi = min(values, default=float("nan")), max(values, default=float("nan"))
+    return f"{lo:.2f}" if round(lo, 2) == round(hi, 2) else f"{lo:.2f}-{hi:.2f}"
+
+
 def overlap_heatmap(comparison: Comparison) -> go.Figure:
-    return similarity_heatmap(comparison.overlap, "Overlap rate of circuits: |row ∩ column| / |row|", "overlap rate")
+    return similarity_heatmap(comparison.overlap, comparison.chance_overlap,
+                              "Overlap rate of circuits: |row ∩ column| / |row|", "overlap rate")
 
 
 def jaccard_heatmap(comparison: Comparison) -> go.Figure:
-    return similarity_heatmap(comparison.jaccard, "Similarity of circuits between tasks: Jaccard |A ∩ B| / |A ∪ B|",
-                              "Jaccard similarity")
+    return similarity_heatmap(comparison.jaccard, comparison.chance_jaccard,
+                              "Similarity of circuits between tasks: Jaccard |A ∩ B| / |A ∪ B|", "Jaccard similarity")
 
 
 def head_frequency_heatmap(comparison: Comparison) -> go.Figure:
@@ -53,9 +65,15 @@ def frequency_distribution_bar(comparison: Comparison) -> go.Figure:
     d, n = comparison.distribution, len(comparison.labels)
     fig = go.Figure(go.Bar(
         x=list(d.index), y=list(d.values), text=list(d.values), textposition="outside", marker_color="#d62728",
-        hovertemplate="%{y} heads chosen by exactly %{x} tasks<extra></extra>",
+        name="located circuits", hovertemplate="%{y} heads chosen by exactly %{x} tasks<extra></extra>",
+    ))
+    c = comparison.chance_distribution
+    fig.add_trace(go.Scatter(
+        x=list(c.index), y=list(c.values), mode="lines+markers", name="chance (random circuits, same sizes)",
+        line=dict(color="black", dash="dot"), hovertemplate="chance: %{y:.1f} heads in exactly %{x} tasks<extra></extra>",
     ))
     fig.update_xaxes(title_text=f"number of tasks (of {n}) whose circuit contains the head", dtick=1)
     fig.update_yaxes(title_text="number of heads")
-    fig.update_layout(title="Distribution of head selection frequency across tasks", height=420, width=620)
+    fig.update_layout(title="Distribution of head selection frequency across tasks", height=440, width=660,
+                      legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"))
     return fig

@@ -76,16 +76,16 @@ def figures_for(circuits: list[Circuit], kinds: tuple[str, ...] = KINDS) -> dict
 
 
 def write_report_figures(circuits: list[Circuit], out_dir: str | Path, kinds: tuple[str, ...] = KINDS,
-                         png: bool = True, cdn: bool = False) -> list[Path]:
+                         png: bool = True, plotlyjs: str = "directory") -> list[Path]:
     """The figures, plus the comparison tables as CSV under `tables/` when comparison figures are made."""
-    written = write_figures(figures_for(circuits, kinds), out_dir, png=png, cdn=cdn)
+    written = write_figures(figures_for(circuits, kinds), out_dir, png=png, plotlyjs=plotlyjs)
     if "comparison" in kinds and _comparable(circuits):
         written += compare(circuits).save_csv(Path(out_dir) / "tables")
     return written
 
 
 def circuit_files_figures(paths: list[str | Path], out_dir: str | Path, kinds: tuple[str, ...] = KINDS,
-                          png: bool = True, cdn: bool = False) -> tuple[list[Circuit], list[Path]]:
+                          png: bool = True, plotlyjs: str = "directory") -> tuple[list[Circuit], list[Path]]:
     """`circuitlab plot` and `compare`: the circuit files read and checked to be of one model, the output
     checked, then `write_report_figures`. Returns (the circuits, the files written)."""
     circuits = [Circuit.load(p) for p in paths]
@@ -93,4 +93,4 @@ def circuit_files_figures(paths: list[str | Path], out_dir: str | Path, kinds: t
         raise CircuitlabError("compare needs at least two circuit files")
     check_one_model(circuits)
     check_writable(out_dir, "dir")
-    return circuits, write_report_figures(circuits, out_dir, kinds, png=png, cdn=cdn)
+    return circuits, write_report_figures(circuits, out_dir, kinds, png=png, plotlyjs=plotlyjs)

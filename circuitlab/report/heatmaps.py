@@ -30,54 +30,86 @@ def score_heatmaps(
 ) -> go.Figure:
     """Layers x heads heatmaps of a score table (`single` or `conditioned`), one panel per circuit.
 
-    All panels share one colour scale, so colours compare across tasks. Where a circuit's heads are
-    the top of this very table (`circuit.selected_by`), they are outlined.
+    The colour is each head's loss minus its layer's baseline (`layer_baselines`): heads are chosen per layer,
+    so the contrast within a layer is what decides them, and in the layer-conditioned table the loss climbs
+    with every layer of earlier heads masked, a gradient that would otherwise take the whole colour scale.
+    All panels share one diverging scale centred at 0 (no change), so colours compare across tasks; the
+    hover gives the loss itself. Where a circuit's heads are the top of this very table
+    (`circuit.selected_by`), their cells are outlined.
     """
     circuits = as_list(circuits)
     labels = labels or circuit_labels(circuits)
     missing = [l for c, l in zip(circuits, labels) if table not in c.scores]
     if missing:
         raise CircuitlabError(f"no {table!r} score table in circuit(s) {', '.join(missing)}")
-    values = finite(x for c in circuits for row in c.scores[table] for x in row)
+    deltas = [_deltas(c.scores[table], layer_baselines(c, table)) for c in circuits]
+    relative = all(c.baseline_loss is not None for c in circuits)
+    shown = deltas if relative else [c.scores[table] for c in circuits]
+    values = finite(x for z in shown for row in z for x in row)
     fig, rows, cols = subplots([panel_title(c, l) for c, l in zip(circuits, labels)], cols,
                                horizontal_spacing=0.06, vertical_spacing=0.08)
     marked = False
-    for i, (c, label) in enumerate(zip(circuits, labels)):
+    for i, (c, label, z) in enumerate(zip(circuits, labels, shown)):
         r, col = divmod(i, cols)
-        base = c.baseline_loss
+        chosen = set(c.head_list) if mark_heads and c.selected_by == table else set()
+        hover = [[_hover(c.scores[table][layer][h], d, (layer, h) in chosen) for h, d in enumerate(row)]
+                 for layer, row in enumerate(deltas[i])]
         fig.add_trace(go.Heatmap(
-            z=c.scores[table], x=list(range(c.model.n_heads)), y=list(range(c.model.n_layers)), coloraxis="coloraxis",
-            customdata=[[_hover_delta(x, base) for x in row] for row in c.scores[table]], name=label,
-            hovertemplate=f"{label}<br>layer %{{y}}, head %{{x}}<br>loss %{{z:.4f}} nats/token"
-                          "%{customdata}<extra></extra>",
+            z=z, x=list(range(c.model.n_heads)), y=list(range(c.model.n_layers)), coloraxis="coloraxis",
+            customdata=hover, name=label,
+            hovertemplate=f"{label}<br>layer %{{y}}, head %{{x}}%{{customdata}}<extra></extra>",
         ), row=r + 1, col=col + 1)
-        if mark_heads and c.selected_by == table and c.heads:
-            marked = True
-            layers, heads = zip(*c.head_list)
-            fig.add_trace(go.Scatter(
-                x=heads, y=layers, mode="markers", name="chosen head", showlegend=False,
-                marker=dict(symbol="square-open", size=9, color="black", line=dict(width=1.5)),
-                hovertemplate=f"{label}<br>layer %{{y}}, head %{{x}}: in the circuit<extra></extra>",
-            ), row=r + 1, col=col + 1)
+        for layer, h in sorted(chosen):  # the cell itself, so the outline never outgrows a layer's row
+            fig.add_shape(type="rect", x0=h - 0.5, x1=h + 0.5, y0=layer - 0.5, y1=layer + 0.5,
+                          line=dict(color="black", width=1.5), row=r + 1, col=col + 1)
+        marked = marked or bool(chosen)
         fig.update_yaxes(autorange="reversed", title_text=LAYER_AXIS if col == 0 else None, row=r + 1, col=col + 1,
                          **ticks(c.model.n_layers))
         fig.update_xaxes(title_text=HEAD_AXIS if r == rows - 1 else None, row=r + 1, col=col + 1,
                          **ticks(c.model.n_heads))
     title = title or TABLE_TITLES.get(table, f"score table {table!r}")
+    if relative:
+        title = subtitle(title, "colour: loss minus the layer's baseline")
+    bound = max((abs(v) for v in values), default=1.0)
     fig.update_layout(
-        title=subtitle(title, "squares: the heads the circuit chose") if marked else title,
-        margin=dict(t=110),
-        coloraxis=dict(colorscale="Viridis", cmin=min(values, default=0), cmax=max(values, default=1),
-                       colorbar=dict(title=dict(text=LOSS, side="right"))),
+        title=subtitle(title, "outlined: the heads the circuit chose") if marked else title,
+        margin=dict(t=120),
+        coloraxis=dict(colorscale="RdBu_r", cmin=-bound, cmax=bound, cmid=0,
+                       colorbar=dict(title=dict(text=f"Δ {LOSS}" if relative else LOSS, side="right")))
+        if relative else dict(colorscale="Viridis", cmin=min(values, default=0), cmax=max(values, default=1),
+                              colorbar=dict(title=dict(text=LOSS, side="right"))),
         height=max(420, 420 * rows), width=max(640, 260 * cols + 160),
     )
     return fig
 
 
-def _hover_delta(x, base) -> str:
-    if base is None or x is None or not math.isfinite(x):
-        return ""
-    return f"<br>{x - base:+.4f} vs unmasked ({base:.4f})"
+def layer_baselines(c: Circuit, table: str) -> list[float | None]:
+    """What each layer's scores are measured against: the unmasked loss for `single` (one head masked alone);
+    for `conditioned` (one head masked on top of the circuit heads of earlier layers), the loss with those
+    earlier heads masked, which is the circuit's loss curve one layer back (the unmasked loss at the first
+    located layer). None where the circuit records no baseline."""
+    n, base = c.model.n_layers, c.baseline_loss
+    if base is None:
+        return [None] * n
+    if table != "conditioned" or c.selected_by != "conditioned" or not c.loss_curve:
+        return [base] * n
+    rows = c.scores[table]
+    first = next((layer for layer, row in enumerate(rows) if finite(row)), 0)
+    curve = c.loss_curve
+    return [base if layer <= first else curve[layer - first - 1] if layer - first - 1 < len(curve) else None
+            for layer in range(n)]
+
+
+def _deltas(z: list[list[float]], baselines: list[float | None]) -> list[list[float]]:
+    return [[x - b if b is not None and x is not None and math.isfinite(x) else math.nan for x in row]
+            for row, b in zip(z, baselines)]
+
+
+def _hover(loss, delta, chosen: bool) -> str:
+    text = f"<br>loss {loss:.4f} nats/token" if loss is not None and math.isfinite(loss) else "<br>not evaluated"
+    if math.isfinite(delta):
+        text += f" ({delta:+.4f} vs the layer's baseline, {loss - delta:.4f})"
+    return text + ("<br>in the circuit" if chosen else "")
 
 
 def circuit_patterns(

@@ -13,6 +13,9 @@ from circuitlab.report.curves import strategy_curve
 from circuitlab.report.figures import FIGURES, figure1_circuits, file_stem
 
 NAN = float("nan")
+PLOTLYJS_NOTE = {"directory": "they read plotly.js from `plotly.min.js` beside them, so they work offline",
+                 "inline": "self-contained: plotly.js is inlined",
+                 "cdn": "they load plotly.js from its CDN, so they need a network connection"}
 
 
 def summary_table(circuits: list[Circuit]):
@@ -66,7 +69,7 @@ def _markdown(df, digits: int = 3) -> str:
     return "\n".join(lines)
 
 
-def write_readme(by_task: dict[str, Circuit], out_dir: Path, config, command: str | None, cdn: bool = False,
+def write_readme(by_task: dict[str, Circuit], out_dir: Path, config, command: str | None, plotlyjs: str = "directory",
                  all_tasks: tuple[str, ...] = (), split_rows: dict[str, int] | None = None) -> Path:
     """`out_dir/README.md` for the circuits of a reproduce run (`config`: its ReproduceConfig;
     `split_rows`: how many rows each task's locating split has, where known)."""
@@ -140,13 +143,16 @@ def write_readme(by_task: dict[str, Circuit], out_dir: Path, config, command: st
         ]
     lines += [
         "### Figure 4: `fig4_single_head_losses`",
-        "Loss of the samples with one head masked alone, per layer and head, every task on one colour scale. "
+        "Loss of the samples with one head masked alone, per layer and head; the colour is the change from the "
+        "unmasked loss, every task on one scale. "
         f"Largest rise over the unmasked loss: {_range(rise_single)} nats/token across tasks "
         "(the paper's LLaMA2-7B: +3.02 on SIQA, +2.58 on HellaSwag).",
         "",
         "### Figure 5: `fig5_layer_conditioned_losses`",
         "Loss with one head of layer l masked on top of the circuit heads already chosen in layers < l "
-        "(Algorithm 1); outlined squares are the chosen heads. Rise of the loss with the whole circuit "
+        "(Algorithm 1); the colour is the change from the loss with those earlier heads masked (each layer's own "
+        "baseline, so the contrast within a layer shows), and outlined cells are the chosen heads. Rise of the "
+        "loss with the whole circuit "
         f"masked: {_range(rise_cond)} nats/token.",
         "",
         "### Figure 6: `fig6_loss_curves`",
@@ -176,15 +182,17 @@ def write_readme(by_task: dict[str, Circuit], out_dir: Path, config, command: st
             "|A ∩ B| / |A| (Figure 2a; all circuits have the same size here, so the table is symmetric; the "
             "paper divides by L x H instead, which is this rate times n/H). "
             f"Overlap rate between different tasks: mean {statistics.fmean(off):.3f}, range {min(off):.3f} to "
-            f"{max(off):.3f}; two random circuits of {n} head(s) per layer would overlap {n / H:.3f} on "
-            f"average. Most similar pair: {cmp.labels[i]} and {cmp.labels[j]} (Jaccard "
-            f"{cmp.jaccard.iloc[i, j]:.3f}; mean over pairs {statistics.fmean(jac):.3f}). "
-            "Tables as CSV in `tables/`.",
+            f"{max(off):.3f}; two random circuits of the same heads per layer would overlap "
+            f"{_offdiag_mean(cmp.chance_overlap):.3f} on average (the chance level in the figures' subtitles). "
+            f"Most similar pair: {cmp.labels[i]} and {cmp.labels[j]} (Jaccard {cmp.jaccard.iloc[i, j]:.3f}; mean "
+            f"over pairs {statistics.fmean(jac):.3f}, chance {_offdiag_mean(cmp.chance_jaccard):.3f}). "
+            "Tables as CSV in `tables/`, the chance levels beside them (`chance_*.csv`).",
             "",
             "### Figure 2b: `fig2b_frequency_distribution` and `head_frequency`",
             f"How many heads are chosen by exactly k of the {len(circuits)} tasks, and per head in how many tasks' "
-            f"circuits it appears. {int(dist.iloc[0])} of {L * H} heads are in no circuit; the most shared "
-            f"head is in {int(cmp.frequency.to_numpy().max())} of {len(circuits)}.",
+            f"circuits it appears. {int(dist.iloc[0])} of {L * H} heads are in no circuit (random circuits of the "
+            f"same sizes: {cmp.chance_distribution.iloc[0]:.1f}, the dotted line); the most shared head is in "
+            f"{int(cmp.frequency.to_numpy().max())} of {len(circuits)}.",
             "",
         ]
     lines += [
@@ -193,9 +201,7 @@ def write_readme(by_task: dict[str, Circuit], out_dir: Path, config, command: st
         "",
         "## Files",
         "",
-        "Each figure is `NAME.html` (interactive, hover for values; "
-        + ("it loads plotly.js from its CDN, so it needs a network connection; `--plotlyjs inline` makes "
-           "self-contained files of ~5 MB each) " if cdn else "self-contained: plotly.js is inlined) ")
+        "Each figure is `NAME.html` (interactive, hover for values; " + PLOTLYJS_NOTE[plotlyjs] + ") "
         + "and `NAME.png`. `circuits/TASK.json` holds each task's circuit with its samples, score tables, "
         "curves and settings (`circuitlab plot circuits/*.json --out DIR` and `circuitlab compare "
         "circuits/*.json --out DIR` redraw from them).",
@@ -209,3 +215,8 @@ def _range(values) -> str:
     if not vals:
         return "n/a"
     return f"{min(vals):+.3f} to {max(vals):+.3f}" if len(vals) > 1 else f"{vals[0]:+.3f}"
+
+
+def _offdiag_mean(table) -> float:
+    values = table.to_numpy(dtype=float)
+    return statistics.fmean(values[i, j] for i in range(len(values)) for j in range(len(values)) if i != j)

@@ -9,6 +9,8 @@ from circuitlab.core.io import check_writable, write_text_atomic
 from circuitlab.finetune.config import HEAD_MODES, METHODS
 from circuitlab.finetune.results import RunResult
 
+DOCUMENTS = "Documents"  # the last row: how many documents each task's scores are over
+
 
 def method_label(result: RunResult) -> str:
     """The method's row name, with where its heads came from and how many per layer."""
@@ -25,7 +27,9 @@ def method_label(result: RunResult) -> str:
 
 
 def results_table(paths: list[str | Path], metric: str = "acc"):
-    """Rows: methods; columns: # Params (%), each task's `metric` (%), Avg., train minutes."""
+    """Rows: methods, then `Documents`: how many documents each task's scores are over (a range where the
+    methods' runs differ: their scores are then not over the same documents). Columns: # Params (%), each
+    task's `metric` (%), Avg., train minutes."""
     import pandas as pd
 
     if not paths:
@@ -40,7 +44,8 @@ def results_table(paths: list[str | Path], metric: str = "acc"):
         rank = (list(METHODS).index(r.method) if r.method in METHODS else len(METHODS),
                 HEAD_MODES.index(mode) if mode in HEAD_MODES else 0)
         rows.append({"Method": method_label(r), "task": r.config["task"], "value": 100 * value, "rank": rank,
-                     "share": r.trainable_share_pct, "minutes": r.train.seconds / 60})
+                     "share": r.trainable_share_pct, "minutes": r.train.seconds / 60,
+                     "docs": r.eval.n_docs})
     df = pd.DataFrame(rows)
     dup = df[df.duplicated(["Method", "task"], keep=False)]
     if len(dup):
@@ -52,7 +57,14 @@ def results_table(paths: list[str | Path], metric: str = "acc"):
     table.insert(0, "# Params (%)", df.groupby("Method")["share"].mean().loc[order])
     table["Avg."] = table[tasks].mean(axis=1)
     table["Train (min, total)"] = df.groupby("Method")["minutes"].sum().loc[order]
-    return table.round(2)
+    table = table.round(2).astype(object)
+    counts = df.groupby("task")["docs"].agg(["min", "max"])
+    table.loc[DOCUMENTS] = {col: _span(counts.loc[col]) if col in tasks else "" for col in table.columns}
+    return table
+
+
+def _span(row) -> str:
+    return str(row["min"]) if row["min"] == row["max"] else f"{row['min']}-{row['max']}"
 
 
 def write_table(paths: list[str | Path], metric: str = "acc", md: str | Path | None = None,

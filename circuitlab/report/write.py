@@ -1,4 +1,5 @@
-"""Writing figures: HTML (self-contained, or loading plotly.js from its CDN) and PNG, atomically."""
+"""Writing figures: HTML and PNG, atomically. An HTML figure gets plotly.js from one `plotly.min.js` written beside
+it (the default: small files that work offline), inlined (self-contained, ~5 MB each) or from its CDN (online)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import warnings
 from pathlib import Path
 
 import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
 
 from circuitlab.core.io import write_bytes_atomic, write_text_atomic
 
@@ -18,16 +20,18 @@ def png_available() -> bool:
 
 
 def write_figures(figs: dict[str, go.Figure], out_dir: str | Path, png: bool = True, scale: float = 2,
-                  cdn: bool = False) -> list[Path]:
-    """`stem.html` for every figure (plotly.js inlined; with `cdn`, a small file that loads it from its
-    CDN) and `stem.png`, all PNGs rendered with one browser start; returns the paths written.
+                  plotlyjs: str = "directory") -> list[Path]:
+    """`stem.html` for every figure (`plotlyjs`: "directory", "inline" or "cdn") and `stem.png`, all PNGs rendered
+    with one browser start; returns the paths written.
 
     Without Chromium (kaleido's renderer) the PNGs are skipped with a warning, never half-written.
     """
     out_dir = Path(out_dir)
-    written = [write_text_atomic(out_dir / f"{stem}.html", fig.to_html(include_plotlyjs="cdn" if cdn else True,
-                                                                       full_html=True))
+    include = {"directory": "directory", "inline": True, "cdn": "cdn"}[plotlyjs]
+    written = [write_text_atomic(out_dir / f"{stem}.html", fig.to_html(include_plotlyjs=include, full_html=True))
                for stem, fig in figs.items()]
+    if plotlyjs == "directory" and figs:
+        written.append(write_text_atomic(out_dir / "plotly.min.js", get_plotlyjs()))
     if png and figs:
         if not png_available():
             warnings.warn("Chromium not found: PNG export skipped (install it: apt-get install chromium)")

@@ -23,7 +23,7 @@ from circuitlab.tasks import get_task, load_docs
 
 
 def reproduce(model, tasks: str | list[str], data_dir, out_dir: str | Path, config: ReproduceConfig | None = None,
-              *, command: str | None = None, png: bool = True, cdn: bool = False, progress: bool = True,
+              *, command: str | None = None, png: bool = True, plotlyjs: str = "directory", progress: bool = True,
               log=print):
     """Every task's circuit (resumable task by task), then all figures, tables and the README. `tasks`: names, or
     "all" / a comma-separated list; every task's split is read and `model` (a `ModelConfig` or a name, loaded
@@ -37,12 +37,12 @@ def reproduce(model, tasks: str | list[str], data_dir, out_dir: str | Path, conf
     LocateConfig(n_per_layer=config.heads_per_layer).plan(model_dims(name))
     from circuitlab.studies.reproduce import run_reproduction  # torch and TransformerLens: every check has passed
 
-    return run_reproduction(model, tasks, data_dir, out_dir, config, command, png, cdn, progress, log)
+    return run_reproduction(model, tasks, data_dir, out_dir, config, command, png, plotlyjs, progress, log)
 
 
 def track(run_dir: str | Path, out: str | Path, *, model: ModelConfig | None = None, pairs_file=None,
           split: str | None = None, max_pairs: int | None = None, config: EdgesConfig | None = None,
-          heads: bool = False, data_dir=None, png: bool = True, cdn: bool = False, progress: bool = True,
+          heads: bool = False, data_dir=None, png: bool = True, plotlyjs: str = "directory", progress: bool = True,
           log=print):
     """How a fine-tuning run's circuit changes, one library call:
 
@@ -59,5 +59,5 @@ def track(run_dir: str | Path, out: str | Path, *, model: ModelConfig | None = N
     out = check_writable(out, "dir")
     from circuitlab.studies.track import circuits_over_training  # torch, TransformerLens: every check has passed
 
-    return circuits_over_training(run, out, pairs, config or EdgesConfig(), name, where.where, heads, png, cdn,
+    return circuits_over_training(run, out, pairs, config or EdgesConfig(), name, where.where, heads, png, plotlyjs,
                                   progress, log)

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from circuitlab.core.progress import progress_bar
 
 from circuitlab.circuits.circuit import AllDocsCurve, Circuit, Sample, Selection
 from circuitlab.circuits.heads import HeadMask
@@ -51,7 +51,7 @@ def all_docs_curve(model, circuit: Circuit, docs: list, max_batch_tokens: int | 
     """The circuit's masks (layers 0..k) on many documents, whether the model gets them right or not."""
     ev = Engine(model, [Sample(d.prompt, d.target, d.index) for d in docs], max_batch_tokens, attention=attention,
                 protocol=protocol)
-    with tqdm(total=2, desc=f"all-docs curve ({len(docs)} docs)", unit="step", disable=not progress,
+    with progress_bar(progress, total=2, desc=f"all-docs curve ({len(docs)} docs)", unit="step",
               leave=False) as bar:
         baseline = ev.losses(0, HeadMask(), [None])[0]
         bar.update(1)
@@ -107,7 +107,7 @@ class Reproduction:
 
 
 def run_reproduction(model, tasks: tuple[str, ...], data_dir, out_dir: Path, config: ReproduceConfig,
-                     command: str | None, png: bool, cdn: bool, progress: bool, log) -> Reproduction:
+                     command: str | None, png: bool, plotlyjs: str, progress: bool, log) -> Reproduction:
     """Every task's circuit (resumable task by task), then all figures, tables and the README."""
     model = as_bridged(model, "reproduce")
     circuits = {}
@@ -116,7 +116,7 @@ def run_reproduction(model, tasks: tuple[str, ...], data_dir, out_dir: Path, con
         circuits[task] = reproduce_task(model, task, data_dir, out_dir, config, progress, log)
     result = Reproduction(circuits)
     if Shard.current().is_main:
-        result.figures = write_report_figures(list(circuits.values()), out_dir, png=png, cdn=cdn)
+        result.figures = write_report_figures(list(circuits.values()), out_dir, png=png, plotlyjs=plotlyjs)
         rows = {t: len(load_docs(get_task(t), c.task.split, data_dir)) for t, c in circuits.items()}
-        result.readme = write_readme(circuits, out_dir, config, command, cdn, PAPER_TASKS, rows)
+        result.readme = write_readme(circuits, out_dir, config, command, plotlyjs, PAPER_TASKS, rows)
     return result

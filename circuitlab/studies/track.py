@@ -59,7 +59,7 @@ def load_checkpoint(model_name: str, c: Checkpoint, where):
 
 
 def circuits_over_training(run: RunInfo, out_dir: Path, pairs: list[Pair], cfg: EdgesConfig, task: str, where,
-                           heads: bool = False, png: bool = True, cdn: bool = False, progress: bool = True,
+                           heads: bool = False, png: bool = True, plotlyjs: str = "directory", progress: bool = True,
                            log=print) -> Track:
     """The edge circuit at every checkpoint (reusing finished step files), their comparisons, `track.json`, the
     figures."""
@@ -93,7 +93,7 @@ def circuits_over_training(run: RunInfo, out_dir: Path, pairs: list[Pair], cfg: 
     result = Track(str(run.run_dir), model_name, run.config["method"], task, len(pairs), asdict(cfg), run.headmap,
                    records, prev, start, located_heads=heads, notes=notes)
     result.save(out_dir / "track.json")
-    write_figures(track_figures(result, circuits), out_dir, png=png, cdn=cdn)
+    write_figures(track_figures(result, circuits), out_dir, png=png, plotlyjs=plotlyjs)
     return result
 
 

@@ -2,6 +2,7 @@
 and (unless the model's weights are needed to tell) decided before any model loads."""
 
 import json
+import sys
 
 import pytest
 
@@ -49,6 +50,11 @@ def inputs(tmp_path_factory, tiny, tiny_gqa):
     (d / "adapter_v2" / "adapter_config.json").unlink()  # circuitlab's earlier format, of a newer version
     (d / "adapter_v2" / "headmap_config.json").write_text(json.dumps({"format": "circuitlab-headmap",
                                                                        "format_version": 2}))
+    gqa_plain = tiny_model("tiny-llama-gqa")[0]
+    config = HeadMapConfig(heads={0: [1]}, r=2, base_model=base_info(gqa_plain, "tiny-llama-gqa"))
+    get_peft_model(gqa_plain, config).save_pretrained(d / "adapter_gqa")  # trained on another base model
+    (d / "adapter_unknown").mkdir()
+    (d / "adapter_unknown" / "adapter_config.json").write_text(json.dumps({"peft_type": "FROBNICATE", "r": 2}))
     (d / "adapter_bad").mkdir()
     (d / "adapter_bad" / "headmap_config.json").write_text('{"format": "circuitlab-headmap", "variant"')
     return d
@@ -166,6 +172,18 @@ CASES = [
     (["export", "{in}/adapter_hs", "--out", "{out}/exp", "--peft"], "cannot be merged"),
     (["merge", "{in}/adapter_hs", "--out", "{out}/merged"], "cannot be merged"),
     (["merge", "{in}/nowhere", "--out", "{out}/merged"], "neither a finetune run directory"),
+    (["export", "{in}/adapter_unknown", "--out", "{out}/exp"], "holds a FROBNICATE adapter, not a HeadMap one"),
+    # eval --adapter, export-model
+    (["eval", "--model", "tiny-llama", "--task", "capitals", "--adapter", "{in}/adapter_unknown"],
+     "PEFT type 'FROBNICATE', which this PEFT does not know"),
+    (["eval", "--model", "tiny-llama", "--task", "capitals", "--adapter", "{in}/adapter_gqa"],
+     "was trained on tiny-llama-gqa"),
+    (["eval", "--model", "tiny-llama", "--task", "capitals", "--adapter", "{in}/nowhere"], "neither a finetune run"),
+    (["export-model", "tiny-llama", "--out", "{in}/a_file"], "already exists"),
+    (["lm-eval", "run", "--model", "hf", "--model_args", "pretrained=tiny,peft={in}/adapter_unknown", "--tasks", "x"],
+     "PEFT type 'FROBNICATE'"),
+    (["export-model", "tiny-llama", "--out", "{in}"], "already exists"),
+    (["export-model", "nope/nope", "--out", "{out}/m"], "cannot load Hugging Face hub model 'nope/nope'"),
     # official-import / official-export / --protocol
     (["official-import", "{in}/missing.pt", "--model", "tiny-llama", "--out", "{out}/c.json"], "not found"),
     (["official-export", "{in}/missing.json", "--out", "{out}/info.pt"], "circuit file not found"),
@@ -237,8 +255,11 @@ def test_an_error_while_a_progress_bar_is_open_is_the_last_line(tmp_path, capsys
     monkeypatch.setattr(Engine, "losses", fail)
     samples = tmp_path / "s.jsonl"
     samples.write_text('{"prompt": "The sky is", "target": " blue"}\n')
-    code, _, err = run_cli(capsys, "locate", "--model", "tiny-llama", "--samples-file", samples,
-                           "--out", tmp_path / "c.json")
+    argv = ["locate", "--model", "tiny-llama", "--samples-file", samples, "--out", tmp_path / "c.json"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "%|" not in err and "\r" not in err  # stderr is no terminal here: no bar, no \r lines
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # now someone watches
+    code, _, err = run_cli(capsys, *argv)
     visible = [part for line in err.split("\n") for part in line.split("\r") if part.strip()]
     assert code == 2 and "%|" in err  # a bar was drawn
     assert visible[-1] == "circuitlab: error: out of something in the middle of a layer"

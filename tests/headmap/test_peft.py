@@ -296,6 +296,25 @@ def test_config_round_trips_and_is_built_from_a_circuit(tmp_path):
         HeadMapConfig(heads=heads, lora={"rank": 4})
 
 
+def test_from_circuit_refuses_a_circuit_located_on_other_weights():
+    """The circuit records its model's dimensions and weight fingerprint; `model=` checks both, and a
+    circuit located in bf16 (its fingerprint that of the weights cast to bf16) fits the fp32 model."""
+    from circuitlab.models.fingerprint import weight_fingerprint
+
+    model, other = fresh("tiny-llama"), fresh("tiny-llama")
+    with torch.no_grad():
+        other.model.layers[1].mlp.up_proj.weight.mul_(1.01)
+    heads = {1: [0, 2]}
+    for cast in (None, torch.bfloat16):
+        info = ModelInfo("tiny-llama", "tiny-llama", None, weight_fingerprint(model, cast), 4, 4, 4, 16, 64)
+        circuit = Circuit(info, TaskInfo("capitals", "train"), [], "hand-made", 2, heads)
+        assert HeadMapConfig.from_circuit(circuit, model=model).heads == heads
+        with pytest.raises(CircuitlabError, match="weights of .* differ"):
+            HeadMapConfig.from_circuit(circuit, model=other)
+    with pytest.raises(CircuitlabError, match="located on"):
+        HeadMapConfig.from_circuit(circuit, model=fresh("tiny-llama-gqa"))  # other dimensions
+
+
 def test_registration_is_one_explicit_call_and_import_circuitlab_stays_cheap(tmp_path):
     get_peft_model(fresh("tiny-llama"), HeadMapConfig(heads={1: [2]})).save_pretrained(tmp_path)
     code = (

@@ -2,7 +2,10 @@
 
 import math
 import random
+import shutil
 import statistics
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
@@ -51,21 +54,36 @@ def test_score_heatmaps(circuits):
     maps = traces(fig, "heatmap")
     assert len(maps) == 3
     for t, c in zip(maps, circuits):
-        np.testing.assert_array_equal(np.array(t.z, float), np.array(c.scores["conditioned"], float))
+        # Each layer's colour is its loss minus what the layer started from: the unmasked loss at the first
+        # layer, then the loss with the earlier layers' circuit heads masked (the loss curve one layer back).
+        baseline = np.array([2.0] + [c.loss_curve[layer - 1] for layer in range(1, L)])[:, None]
+        np.testing.assert_allclose(np.array(t.z, float), np.array(c.scores["conditioned"], float) - baseline)
         assert list(t.x) == list(range(H)) and list(t.y) == list(range(L))
         assert t.coloraxis == "coloraxis"  # one shared colour scale across panels
-        assert "nats/token" in t.hovertemplate
-    values = [x for c in circuits for row in c.scores["conditioned"] for x in row if math.isfinite(x)]
-    assert fig.layout.coloraxis.cmin == min(values) and fig.layout.coloraxis.cmax == max(values)
-    assert "nats/token" in fig.layout.coloraxis.colorbar.title.text
-    # The layer-conditioned circuit's heads are outlined on its own table...
-    marks = traces(fig, "scatter")
-    assert [list(zip(m.y, m.x)) for m in marks] == [c.head_list for c in circuits]
-    # ...but not on the single-head table, which drives the greedy selection.
-    assert traces(report.score_heatmaps(circuits, "single"), "scatter") == []
+        assert "nats/token" in t.customdata[1][0] and "vs the layer's baseline" in t.customdata[1][0]
+    values = [abs(x) for t in maps for row in t.z for x in row if math.isfinite(x)]
+    assert fig.layout.coloraxis.cmin == -max(values) and fig.layout.coloraxis.cmax == max(values)
+    assert fig.layout.coloraxis.cmid == 0 and "nats/token" in fig.layout.coloraxis.colorbar.title.text
+    # The layer-conditioned circuit's heads are outlined on its own table, each cell exactly...
+    axes = ["x", "x2", "x3"]
+    for c, axis in zip(circuits, axes):
+        cells = sorted((s.y0 + 0.5, s.x0 + 0.5) for s in fig.layout.shapes if s.xref == axis)
+        assert cells == sorted(c.head_list)
+    assert all(s.x1 - s.x0 == 1 and s.y1 - s.y0 == 1 for s in fig.layout.shapes)
+    # ...but not on the single-head table, which drives the greedy selection; there the baseline is the unmasked loss.
+    single = report.score_heatmaps(circuits, "single")
+    assert single.layout.shapes == ()
+    np.testing.assert_allclose(np.array(traces(single, "heatmap")[0].z, float),
+                               np.array(circuits[0].scores["single"]) - 2.0)
     titles = [a.text for a in fig.layout.annotations]
     assert titles == ["sst2", "hellaswag (validation split)", "piqa"]
     assert fig.layout.yaxis.title.text == style.LAYER_AXIS and fig.layout.yaxis.autorange == "reversed"
+    for c in circuits:
+        c.baseline_loss = None  # nothing to measure against: the loss itself, on a sequential scale
+    fig = report.score_heatmaps(circuits, "conditioned")
+    np.testing.assert_array_equal(np.array(traces(fig, "heatmap")[0].z, float),
+                                  np.array(circuits[0].scores["conditioned"], float))
+    assert fig.layout.coloraxis.colorscale[0][1] != single.layout.coloraxis.colorscale[0][1]
 
 
 def test_score_heatmaps_missing_table(circuits):
@@ -140,8 +158,9 @@ def test_comparison_figures(circuits):
     (freq,) = figs["head_frequency"].data
     np.testing.assert_array_equal(np.array(freq.z), result.frequency.to_numpy())
     assert freq.zmax == 3 and "of 3 tasks" in freq.hovertemplate
-    (bar,) = figs["fig2b_frequency_distribution"].data
+    bar, chance = figs["fig2b_frequency_distribution"].data  # the located circuits, and random ones' expectation
     assert list(bar.x) == [0, 1, 2, 3] and sum(bar.y) == L * H
+    assert list(chance.x) == [0, 1, 2, 3] and sum(chance.y) == pytest.approx(L * H)
     assert "number of heads" in figs["fig2b_frequency_distribution"].layout.yaxis.title.text
     assert comparison_figures.overlap_heatmap(result).data[0].z == overlap.z
 
@@ -157,15 +176,36 @@ def test_one_registry_names_the_figures_for_plot_and_reproduce(circuits):
 
 def test_write_figure_html(circuits, tmp_path):
     fig = report.loss_curves(circuits[:1])
-    (html,) = report.write_figures({"curves": fig}, tmp_path, png=False)
+    html, js = report.write_figures({"curves": fig}, tmp_path / "dir", png=False)  # the default: plotly.js beside
     text = html.read_text()
-    assert html.name == "curves.html" and "<html>" in text
-    assert '<script src="http' not in text and len(text) > 1_000_000  # plotly.js is inlined: self-contained
+    assert html.name == "curves.html" and "<html>" in text and js.name == "plotly.min.js"
+    assert 'src="plotly.min.js"' in text and len(text) < 200_000 and len(js.read_text()) > 1_000_000
     assert str(circuits[0].loss_curve[-1]) in text
-    (small,) = report.write_figures({"curves_cdn": fig}, tmp_path, png=False, cdn=True)
+    (inline,) = report.write_figures({"curves": fig}, tmp_path / "inline", png=False, plotlyjs="inline")
+    text = inline.read_text()
+    assert '<script src="' not in text and len(text) > 1_000_000  # plotly.js is inlined: self-contained
+    (small,) = report.write_figures({"curves_cdn": fig}, tmp_path / "cdn", png=False, plotlyjs="cdn")
     text = small.read_text()
     assert 'src="https://cdn.plot.ly/plotly-' in text and len(text) < 200_000  # loads plotly.js, stays small
     assert str(circuits[0].loss_curve[-1]) in text
+
+
+def rendered(html: Path) -> str:
+    """The page's DOM after its scripts ran in headless Chromium, with no network."""
+    out = subprocess.run([shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
+                          "--disable-background-networking", "--no-first-run", "--proxy-server=127.0.0.1:9",
+                          f"--user-data-dir={html.parent / '.chromium'}", "--virtual-time-budget=10000", "--dump-dom",
+                          html.as_uri()], capture_output=True, text=True, timeout=120)
+    return out.stdout
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium not installed")
+def test_html_figures_render_offline(circuits, tmp_path):
+    fig = report.loss_curves(circuits[:1])
+    html, _ = report.write_figures({"curves": fig}, tmp_path / "dir", png=False)
+    (online,) = report.write_figures({"curves": fig}, tmp_path / "cdn", png=False, plotlyjs="cdn")
+    assert 'class="main-svg"' in rendered(html)  # plotly drew the figure
+    assert 'class="main-svg"' not in rendered(online)  # the CDN cannot be reached: nothing is drawn
 
 
 @pytest.mark.skipif(not report.png_available(), reason="Chromium not installed: kaleido cannot render PNG")
@@ -184,6 +224,7 @@ def test_cli_plot(circuits, tmp_path, capsys):
     assert main(["plot", *paths, "--out", str(tmp_path / "figs"), "--no-png"]) == 0
     names = {p.name for p in (tmp_path / "figs").iterdir()}
     assert {"fig1_hellaswag.html", "fig4_single_head_losses.html", "fig5_layer_conditioned_losses.html",
-            "fig6_loss_curves.html", "fig7_samples_vs_all_docs.html", "fig9_circuit_patterns.html"} == names
+            "fig6_loss_curves.html", "fig7_samples_vs_all_docs.html", "fig9_circuit_patterns.html",
+            "plotly.min.js"} == names  # the HTML files' plotly.js, once, beside them
     assert main(["plot", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x"), "--no-png"]) == 2
     assert "not found" in capsys.readouterr().err
