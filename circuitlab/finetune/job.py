@@ -6,8 +6,9 @@
 
 `out/` (the run directory): `config.json` (what was asked), `circuit.json` (the heads used), `checkpoint/` (the HF
 Trainer's `checkpoint-STEP/` directories: each a PEFT adapter directory plus optimizer, scheduler and trainer
-state; one per epoch, the last kept, or every `--save-every K` steps, all kept), `adapter/` (the trained adapter,
-PEFT's format), `result.json` (a `RunResult`). The run is an `Artefact` identified by its `TrainConfig`: rerunning
+state; one per epoch, the last kept until the run is done and then removed, or every `--save-every K` steps, all
+kept), `adapter/` (the trained adapter, PEFT's format: a finished run holds one copy of its weights), `result.json`
+(a `RunResult`). The run is an `Artefact` identified by its `TrainConfig`: rerunning
 the same command returns the finished result, or resumes from the last checkpoint with the same result (the data
 order of every epoch is drawn from the seed, nothing else is random, and the Trainer restores the optimizer,
 scheduler and RNG state); another config in the same directory is refused.

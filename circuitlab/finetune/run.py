@@ -4,6 +4,8 @@ Trainer trains it, the run is evaluated and saved."""
 
 from __future__ import annotations
 
+import shutil
+
 from dataclasses import asdict
 from pathlib import Path
 
@@ -66,6 +68,8 @@ def train_run(model, cfg: TrainConfig, inputs, out: Path, run: Artefact, options
         versions=package_versions(), protocol=cfg.protocol, circuit_lora=lora_record,
     )
     run.commit(lambda: result.save(out / "result.json"))
+    if main and not options.save_every:  # resume state only: once the run is done, adapter/ is its one copy
+        shutil.rmtree(out / "checkpoint", ignore_errors=True)
     return result
 
 

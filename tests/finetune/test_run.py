@@ -118,6 +118,9 @@ def test_resume_after_interruption_gives_the_same_result(tmp_path):
     assert resumed.eval.metrics == straight.eval.metrics
     ca, cb = (load_file(str(tmp_path / run / "adapter" / "adapter_model.safetensors")) for run in ("straight", "resumed"))
     assert set(ca) == set(cb) and any("lora_" in k for k in ca) and all(torch.equal(ca[k], cb[k]) for k in ca)
+    for name in ("straight", "resumed"):  # done: the resume state is gone, the adapter is the run's one copy
+        assert [p.relative_to(tmp_path / name).as_posix() for p in (tmp_path / name).rglob("*.safetensors")] == [
+            "adapter/adapter_model.safetensors"]
 
 
 def test_run_directory_guards(tmp_path):
