@@ -16,6 +16,8 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from circuitlab.cli import main
+from circuitlab.core.io import cache_dir
+from circuitlab.models.names import resolve
 from circuitlab.headmap import register
 from tests.helpers import IDS
 
@@ -78,6 +80,15 @@ def test_locate_finetune_export_and_load_anywhere(tmp_path, model):
     cli("eval", "--model", model, "--task", "capitals", "--adapter", run, "--limit", LIMIT, "--out",
         tmp_path / "eval.json")
     cli("lm-eval-tasks", "--tasks", "capitals", "--out", tmp_path / "tasks")
+
+    hub_id = resolve(model).hf_id  # the alias or hub id, on any machine: never a path of this one
+    for written in (run / "adapter", exported, exported / "lora"):
+        text = (written / "adapter_config.json").read_text()
+        assert json.loads(text)["base_model_name_or_path"] == hub_id
+        assert str(tmp_path) not in text and str(cache_dir()) not in text and str(Path.home()) not in text
+        assert "THIS_DIR" in (written / "README.md").read_text()  # the card: how to load it
+    base_model = json.loads((run / "adapter" / "adapter_config.json").read_text())["base_model"]  # HeadMap's own record
+    assert base_model["name"] == model and base_model["hf_id"] == hub_id and len(base_model["fingerprint"]) == 16
 
     register()
     want = {}

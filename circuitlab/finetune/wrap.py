@@ -92,4 +92,4 @@ def wrap(model, cfg: TrainConfig, heads: dict[int, list[int]] | None, config=Non
 
 
 def adapter_base(model, fingerprint: str) -> dict:
-    return base_info(model.hf_model, model.name, model.hf_id, fingerprint)
+    return base_info(model.hf_model, model.name, model.hf_id, fingerprint, model.revision)

@@ -27,10 +27,12 @@ from circuitlab.models.llama import decoder_layers
 
 
 
-def base_info(hf_model, name: str | None = None, hf_id: str | None = None, fingerprint: str | None = None) -> dict:
-    """What an adapter records about the model it was trained on."""
+def base_info(hf_model, name: str | None = None, hf_id: str | None = None, fingerprint: str | None = None,
+              revision: str | None = None) -> dict:
+    """What an adapter records about the model it was trained on: its alias and hub id (never a cache path),
+    revision, dimensions, weight fingerprint and probe."""
     ident = hf_identity(hf_model, name)
-    return {"name": name, "hf_id": hf_id or getattr(hf_model.config, "_name_or_path", None),
+    return {"name": name, "hf_id": hf_id or getattr(hf_model.config, "_name_or_path", None), "revision": revision,
             "fingerprint": fingerprint or ident.fingerprint, **{k: getattr(ident.dims, k) for k in DIM_KEYS},
             "probe": ident.probe}
 
