@@ -120,3 +120,35 @@ def test_locate_finetune_export_and_load_anywhere(tmp_path, model):
                    tmp_path / "lm-eval-headmap") == preds
     assert lm_eval([sys.executable, "-m", "lm_eval"], base, exported / "lora", tmp_path / "tasks",
                    tmp_path / "lm-eval-lora") == preds
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_lm_eval_scores_a_headmap_hs_adapter_as_circuitlab_eval(tmp_path):
+    """The hidden-state variant, which no LoRA can hold, through the real `lm_eval` (via `circuitlab lm-eval`)."""
+    from peft import get_peft_model
+
+    from circuitlab.headmap import HeadMapConfig, base_info
+    from circuitlab.models import load_plain
+
+    plain = load_plain("tiny-llama")
+    config = HeadMapConfig(variant="hs", heads={0: [1, 2], 2: [3]}, r=4, task_type="CAUSAL_LM",
+                           base_model=base_info(plain.hf_model, "tiny-llama", "tiny-llama"))
+    register()
+    hs = get_peft_model(plain.hf_model, config)
+    with torch.no_grad():  # a map that does something: Up starts at zero
+        torch.manual_seed(0)
+        ups = [p for name, p in hs.named_parameters() if "headmap_map" in name and ".up." in name]
+        assert len(ups) == 4  # weight and bias of the two layers' maps
+        for p in ups:
+            p.normal_(0, 0.5)
+    hs.save_pretrained(tmp_path / "hs")
+    cli("export-model", "tiny-llama", "--out", tmp_path / "base")
+    cli("lm-eval-tasks", "--tasks", "capitals", "--out", tmp_path / "tasks")
+    for adapter, out in ((tmp_path / "hs", "with"), (None, "without")):
+        cli("eval", "--model", "tiny-llama", "--task", "capitals", "--limit", LIMIT, "--out", tmp_path / f"{out}.json",
+            *(["--adapter", adapter] if adapter else []))
+    ours = [[p["pred"] for p in json.loads((tmp_path / f"{o}.json").read_text())["predictions"]]
+            for o in ("with", "without")]
+    assert ours[0] != ours[1]  # the adapter changes the predictions
+    assert lm_eval([sys.executable, "-m", "circuitlab", "lm-eval"], tmp_path / "base", tmp_path / "hs",
+                   tmp_path / "tasks", tmp_path / "lm-eval") == ours[0]
