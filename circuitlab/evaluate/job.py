@@ -39,8 +39,9 @@ def evaluate_task(model, task: Task | str, config: EvalConfig | None = None, dat
     if config.adapter is not None:
         check_peft_type(config.adapter)  # still before the weights load
 
-    result = evaluate(with_adapter(model, config.adapter), task, split=split, batch_size=config.batch_size,
-                      progress=progress, docs=docs, protocol=config.protocol)
+    with with_adapter(model, config.adapter) as adapted:
+        result = evaluate(adapted, task, split=split, batch_size=config.batch_size, progress=progress, docs=docs,
+                          protocol=config.protocol)
     if out is not None:
         result.save(out)
     return result

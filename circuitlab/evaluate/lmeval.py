@@ -245,21 +245,47 @@ def run_lm_eval(argv: list[str]) -> None:
     """lm-evaluation-harness's own command line (`lm_eval ARGV`), in a process where HeadMap is registered with PEFT,
     so `--model hf --model_args pretrained=BASE,peft=ADAPTER` loads a HeadMap adapter as it loads a LoRA. (The
     harness and PEFT are imported here, not at the top: this module's config is read when the CLI starts.)"""
-    from lm_eval.__main__ import cli_evaluate
+    try:
+        from lm_eval.__main__ import cli_evaluate
+    except ImportError:
+        raise CircuitlabError("circuitlab lm-eval runs lm-evaluation-harness, which is not installed: "
+                              "pip install lm-eval") from None
 
     from circuitlab.headmap.adapter import check_peft_type
     from circuitlab.headmap.tuner import register
 
-    for adapter in _peft_args(argv):
+    for adapter in peft_args(argv):
         if Path(adapter).is_dir():  # a local adapter directory: one line if it is not one PEFT loads
             check_peft_type(adapter)
     register()
-    sys.argv = ["lm_eval", *argv]
-    cli_evaluate()
+    argv_before, sys.argv = sys.argv, ["lm_eval", *argv]
+    try:
+        cli_evaluate()
+    finally:
+        sys.argv = argv_before
 
 
-def _peft_args(argv: list[str]) -> list[str]:
-    """The `peft=` values of `--model_args` (given as `--model_args A=B,...` or `--model_args=A=B,...`)."""
-    values = [b for a, b in zip(argv, argv[1:]) if a == "--model_args"]
-    values += [a.split("=", 1)[1] for a in argv if a.startswith("--model_args=")]
-    return [kv.split("=", 1)[1] for v in values for kv in v.split(",") if kv.startswith("peft=")]
+def peft_args(argv: list[str]) -> list[str]:
+    """The `peft=` values among lm_eval's model arguments: `--model_args`/`-a` followed by one or more values (each
+    `k=v,k2=v2`, or a JSON object), or `--model_args=...`."""
+    values, taking = [], False
+    for arg in argv:
+        if arg in ("--model_args", "-a"):
+            taking = True
+        elif arg.startswith("--model_args="):
+            values.append(arg.split("=", 1)[1])
+            taking = False
+        elif taking and not arg.startswith("-"):
+            values.append(arg)
+        else:
+            taking = False
+    found = []
+    for value in values:
+        if value.lstrip().startswith("{"):
+            try:
+                found += [str(json.loads(value).get("peft"))] if "peft" in json.loads(value) else []
+            except (ValueError, AttributeError):
+                pass  # lm_eval says what is wrong with it
+            continue
+        found += [kv.split("=", 1)[1] for kv in value.split(",") if kv.strip().startswith("peft=")]
+    return found

@@ -4,6 +4,7 @@ for the generated-answer tasks (metric `exact_match`, circuitlab.tasks.arithmeti
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -79,14 +80,23 @@ def evaluate(
     )
 
 
+@contextmanager
 def with_adapter(model, adapter: str | Path | None = None):
     """The plain HF model (a `PlainModel`; a bridged model is loaded again without its bridge) with the adapter of
-    `adapter` (a run directory, or any PEFT adapter directory) loaded into it, its base model checked first."""
+    `adapter` (a run directory, or any PEFT adapter directory) loaded into it, its base model checked first; on
+    leaving, the adapter's layers are taken out again, so a model the caller passed in is left as it was."""
     plain = as_plain(model)
-    if adapter is not None:
-        load_any(plain.hf_model, adapter)  # PEFT injects its layers into the model in place
-        plain.hf_model.eval()
-    return plain
+    if adapter is None:
+        yield plain
+        return
+    peft_model = load_any(plain.hf_model, adapter)  # PEFT injects its layers into the model in place
+    training = plain.hf_model.training
+    plain.hf_model.eval()
+    try:
+        yield plain
+    finally:
+        peft_model.unload()
+        plain.hf_model.train(training)
 
 
 def _evaluate_generation(model, task: Task, split: str, docs: list[Doc], batch_size: int, progress: bool,

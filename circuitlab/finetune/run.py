@@ -25,6 +25,7 @@ from circuitlab.locate.config import LocateConfig, default_heads_per_layer
 from circuitlab.locate.job import locate_task
 from circuitlab.locate.samples import SampleConfig
 from circuitlab.models.config import ModelConfig
+from circuitlab.models.fingerprint import weight_probe
 from circuitlab.models.identity import count_params
 from circuitlab.models.plain import as_plain
 from circuitlab.tasks import Doc, data_fingerprint
@@ -43,6 +44,7 @@ def train_run(model, cfg: TrainConfig, inputs, out: Path, run: Artefact, options
         if heads is not None:
             heads_circuit(circuit, heads, cfg.heads, cfg.seed).save(out / "circuit.json")
     model_info = ModelInfo.of(model)  # before PEFT renames the modules it wraps
+    probe = weight_probe(model.hf_model)  # what `eval --adapter` compares, tolerant of another dtype
     record = TrainRecord(cfg.train_split, len(inputs.train_docs),
                          data_fingerprint(inputs.train_docs) if inputs.train_docs else None)
     trainable, base_params = 0, count_params(model.hf_model.parameters())
@@ -59,7 +61,7 @@ def train_run(model, cfg: TrainConfig, inputs, out: Path, run: Artefact, options
             wrapped.save(out / "adapter", base)
         trainable = wrapped.n_trainable
     result = RunResult(
-        config=cfg.to_dict(), method=cfg.method, model=asdict(model_info),
+        config=cfg.to_dict(), method=cfg.method, model={**asdict(model_info), "probe": probe},
         heads={str(k): v for k, v in heads.items()} if heads else None,
         circuit=None if circuit is None else {"task": circuit.task.name, "strategy": circuit.strategy,
                                               "n_per_layer": circuit.n_per_layer, "path": cfg.circuit},

@@ -116,9 +116,12 @@ def load_any(hf_model, source: str | Path, check: bool = True) -> PeftModel:
     if (directory / PEFT_CONFIG).is_file() and read_json_object(directory / PEFT_CONFIG, "PEFT adapter config").get(
             "peft_type") != "HEADMAP":
         recorded = run_model(directory)
-        if check and recorded and recorded.get("fingerprint"):
+        if check and recorded and recorded.get("fingerprint") and all(isinstance(recorded.get(k), int) for k in DIM_KEYS):
+            # A run records a probe of sampled weights (earlier runs only the exact fingerprint): compared within a
+            # dtype cast's rounding, so a run trained in float32 is scored in bf16 too.
+            probe = recorded.get("probe") if isinstance(recorded.get("probe"), dict) else None
             check_same_model(ModelIdentity(recorded.get("name"), ModelDims(**{k: recorded[k] for k in DIM_KEYS}),
-                                           recorded["fingerprint"]), hf_identity(hf_model, probe=False),
+                                           recorded["fingerprint"], probe), hf_identity(hf_model, probe=probe is not None),
                              f"adapter {directory}", made="trained")
         try:
             return PeftModel.from_pretrained(hf_model, str(directory))
@@ -131,7 +134,9 @@ def load_any(hf_model, source: str | Path, check: bool = True) -> PeftModel:
 def check_peft_type(source: str | Path) -> Path:
     """The adapter directory of `source`, refused in one line when its PEFT type is not one this PEFT knows (read
     from its JSON, before any model loads)."""
+    from peft import PromptLearningConfig
     from peft.utils import PeftType
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
     directory = adapter_dir(source)
     if (directory / PEFT_CONFIG).is_file():
@@ -139,4 +144,8 @@ def check_peft_type(source: str | Path) -> Path:
         kind = read_json_object(directory / PEFT_CONFIG, "PEFT adapter config").get("peft_type")
         if kind not in {t.value for t in PeftType}:
             raise CircuitlabError(f"{directory} holds an adapter of PEFT type {kind!r}, which this PEFT does not know")
+        if issubclass(PEFT_TYPE_TO_CONFIG_MAPPING[kind], PromptLearningConfig):
+            raise CircuitlabError(f"{directory} holds a {kind} adapter, which adds prompts instead of changing the "
+                                  "model's layers; circuitlab scores adapters that change the layers (LoRA, DoRA, "
+                                  "HeadMap, ...)")
     return directory

@@ -36,7 +36,10 @@ def headmap_card(config, base_id: str | None) -> str:
         f"lm-evaluation-harness: `circuitlab lm-eval --model hf --model_args pretrained={base},peft=THIS_DIR --tasks ...`.",
         "",
     ]
-    if config.variant == "mha":
+    if config.variant == "mha" and config.lora:
+        lines += ["Without circuitlab: `circuitlab merge` folds the map and the LoRA/DoRA layers into a stock model "
+                  "(`export --lora` writes the map alone, so it refuses an adapter that holds both).", ""]
+    elif config.variant == "mha":
         lines += ["Without circuitlab: `circuitlab export RUN --out OUT --lora` writes this map as a stock PEFT LoRA on "
                   "`o_proj` (exact), and `circuitlab merge` folds it into a stock model.", ""]
     else:

@@ -110,8 +110,8 @@ class HeadMapConfig(PeftConfig):
         `PeftModelForCausalLM`, which also generates).
 
         With `model` (the HF model it will be applied to, or a circuitlab model), a Circuit located on
-        another model is refused in one line: other dimensions, or weights whose fingerprint matches
-        neither theirs nor theirs cast to bf16/fp16 (a circuit may be located in a smaller dtype)."""
+        another model is refused in one line (`_check_circuit_model`: dimensions, and weights too for a model
+        loaded with `load_model`)."""
         if model is not None and hasattr(circuit, "model"):
             _check_circuit_model(circuit, model)
         heads = getattr(circuit, "heads", circuit)
@@ -141,18 +141,16 @@ class HeadMapConfig(PeftConfig):
 
 
 def _check_circuit_model(circuit, model) -> None:
-    """Refuse `model` (HF, LoadedModel or PlainModel) when `circuit` was located on other weights."""
-    import torch
-
-    from circuitlab.models.fingerprint import weight_fingerprint
-
+    """Refuse `model` when `circuit` was located on another model: other dimensions always; other weights when
+    `model` is a circuitlab model loaded with a TransformerBridge (`load_model`), the kind a circuit's weight
+    fingerprint is taken on. A plain or HF model's state-dict names differ from a bridged one's, so its weights
+    cannot be compared with that fingerprint (as in `finetune`, which checks dimensions only)."""
+    if getattr(model, "bridge", None) is not None:
+        circuit.validate(model)
+        return
     hf = getattr(model, "hf_model", model)
     name = getattr(model, "name", None) or getattr(hf.config, "_name_or_path", None) or "this model"
-    circuit.validate(ModelIdentity(name, ModelDims.of_config(hf.config)))  # dimensions
-    want = circuit.model.fingerprint
-    if want and all(weight_fingerprint(hf, cast) != want for cast in (None, torch.bfloat16, torch.float16)):
-        raise CircuitlabError(f"circuit was located on {circuit.model.name} (weight fingerprint {want}), but the "
-                              f"weights of {name} differ; apply it to the model it was located on")
+    circuit.validate(ModelIdentity(name, ModelDims.of_config(hf.config)))
 
 
 def _lora_kwargs(lora) -> dict | None:

@@ -31,6 +31,10 @@ from circuitlab.models.llama import decoder_layers
 from circuitlab.models.plain import load_plain
 
 
+COMBINED_NOT_LORA = ("this adapter holds LoRA/DoRA layers besides the HeadMap map (a headmap-mha+lora or +dora run), "
+                     "which --lora does not write; `circuitlab merge` folds both into a stock model")
+
+
 def headmap_dir(source: str | Path) -> Path:
     """A HeadMap adapter directory (`source`, or a run directory's `adapter/`), or one line saying what it is."""
     source = Path(source)
@@ -41,6 +45,14 @@ def headmap_dir(source: str | Path) -> Path:
     directory = adapter_dir(source)
     read_config(directory)  # a HeadMap adapter, or one line saying what it is instead
     return directory
+
+
+def new_dir(out: str | Path, command: str) -> Path:
+    """`out`, checked to be a directory that can be made and holds nothing yet (nothing of the user's is replaced)."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CircuitlabError(f"--out {out} already exists and is not empty; {command} writes a new directory")
+    return check_writable(out, "dir")
 
 
 def base_model(source: Path, model_name: str | None) -> tuple:
@@ -57,14 +69,13 @@ def export(run: str | Path, out: str | Path, lora: bool = False, model_name: str
     """The adapter in PEFT's format, its circuit JSON and a README saying how to load it, into the new directory
     `out`; with `lora`, also the MHA variant as a stock PEFT LoRA on o_proj in `out/lora`. Everything is read and
     checked before anything is written, and `out` appears whole or not at all."""
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CircuitlabError(f"--out {out} already exists and is not empty; export writes a new directory")
-    check_writable(out, "dir")
+    out = new_dir(out, "export")
     src = headmap_dir(run)
     config = read_config(src)
     if lora and config.variant != "mha":
         raise CircuitlabError(HS_CANNOT_MERGE)
+    if lora and config.lora:
+        raise CircuitlabError(COMBINED_NOT_LORA)
     hf, _ = base_model(src, model_name)
     peft_model = load(hf, src)
     base_id = (config.base_model or {}).get("hf_id")
@@ -84,7 +95,7 @@ def export(run: str | Path, out: str | Path, lora: bool = False, model_name: str
 
 def merge(source: str | Path, out: str | Path, model_name: str | None = None, check: bool = True) -> Path:
     """Load the adapter's base model, merge the MHA adapter into o_proj, save a stock HF model (+ tokenizer)."""
-    out = check_writable(out, "dir")
+    out = new_dir(out, "merge")
     src = headmap_dir(source)
     if read_config(src).variant != "mha":
         raise CircuitlabError(HS_CANNOT_MERGE)
@@ -114,6 +125,8 @@ def save_lora(peft_model, out: Path, base_id: str | None = None) -> Path:
     config = peft_model.peft_config["default"]
     if config.variant != "mha":
         raise CircuitlabError(HS_CANNOT_MERGE)
+    if config.lora:
+        raise CircuitlabError(COMBINED_NOT_LORA)
     trained = maps(peft_model)
     base = peft_model.unload()  # the plain model, HeadMap's layers taken out (their weights are in `trained`)
     lora = LoraConfig(r=config.r, lora_alpha=config.scaling * config.r, lora_dropout=0.0, lora_bias=True,

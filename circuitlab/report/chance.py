@@ -20,7 +20,7 @@ from circuitlab.circuits.circuit import Circuit
 
 
 def _sizes(c: Circuit) -> list[int]:
-    return [len(c.heads.get(layer, [])) for layer in range(c.model.n_layers)]
+    return [len(set(c.heads.get(layer, []))) for layer in range(c.model.n_layers)]
 
 
 def shared_distribution(a: Circuit, b: Circuit) -> np.ndarray:
@@ -56,7 +56,7 @@ def chance_distribution(circuits: list[Circuit]) -> pd.Series:
     for layer in range(m.n_layers):
         p = np.ones(1)
         for c in circuits:
-            q = len(c.heads.get(layer, [])) / m.n_heads
+            q = len(set(c.heads.get(layer, []))) / m.n_heads
             p = np.convolve(p, [1 - q, q])
         expected += m.n_heads * p
     return pd.Series(expected, index=pd.Index(range(len(circuits) + 1), name="n_tasks"), name="chance_n_heads")

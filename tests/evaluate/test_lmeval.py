@@ -152,3 +152,14 @@ def test_unwritable_out_is_one_line(capsys, data_dir, tmp_path):
     one_line_error(capsys, ["lm-eval-tasks", "--data-dir", data_dir, "--out", tmp_path / "file" / "sub"],
                    "cannot be created")
     assert (tmp_path / "file").read_text() == "x"
+
+
+def test_the_peft_adapters_among_lm_evals_model_arguments_are_found_in_every_spelling():
+    from circuitlab.evaluate.lmeval import peft_args
+
+    assert peft_args(["run", "--model_args", "pretrained=B,peft=A1", "--tasks", "t"]) == ["A1"]
+    assert peft_args(["run", "-a", "pretrained=B", "peft=A2", "dtype=float32", "--tasks", "t"]) == ["A2"]
+    assert peft_args(["run", "--model_args=pretrained=B,peft=A3"]) == ["A3"]
+    assert peft_args(["run", "--model_args", '{"pretrained": "B", "peft": "A4"}']) == ["A4"]
+    assert peft_args(["run", "--model_args", "pretrained=B", "--tasks", "peft=x"]) == []  # not a model argument
+    assert peft_args(["run", "--model_args", "{not json"]) == []

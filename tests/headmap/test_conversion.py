@@ -121,3 +121,16 @@ def test_export_refuses_runs_without_a_headmap_adapter(tmp_path, capsys):
     assert "method base) has no HeadMap adapter" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert "neither a finetune run" in capsys.readouterr().err
+
+
+def test_a_headmap_plus_lora_adapter_merges_but_is_not_written_as_a_lora_alone(tmp_path, capsys):
+    """`--lora` writes HeadMap's map only: for an adapter that also holds LoRA layers it would drop them."""
+    pm = get_peft_model(load_hf("tiny-llama")[0], HeadMapConfig(heads={1: [2]}, r=4, lora={"r": 2,
+                                                                                         "target_modules": ["v_proj"]}))
+    pm.save_pretrained(tmp_path / "combined")
+    assert main(["export", str(tmp_path / "combined"), "--out", str(tmp_path / "x"), "--lora"]) == 2
+    assert "holds LoRA/DoRA layers besides" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    assert main(["export", str(tmp_path / "combined"), "--out", str(tmp_path / "x"), "--model", "tiny-llama"]) == 0
+    assert "`export --lora` writes the map alone" in (tmp_path / "x" / "README.md").read_text()
+    assert main(["merge", str(tmp_path / "combined"), "--out", str(tmp_path / "x"), "--model", "tiny-llama"]) == 2
+    assert "already exists and is not empty; merge writes a new directory" in capsys.readouterr().err

@@ -296,23 +296,25 @@ def test_config_round_trips_and_is_built_from_a_circuit(tmp_path):
         HeadMapConfig(heads=heads, lora={"rank": 4})
 
 
-def test_from_circuit_refuses_a_circuit_located_on_other_weights():
-    """The circuit records its model's dimensions and weight fingerprint; `model=` checks both, and a
-    circuit located in bf16 (its fingerprint that of the weights cast to bf16) fits the fp32 model."""
-    from circuitlab.models.fingerprint import weight_fingerprint
+def test_from_circuit_refuses_a_circuit_located_on_another_model():
+    """A circuit records the model it was located on (`ModelInfo.of` a bridged model, as `locate` writes it).
+    `model=` refuses other dimensions always, and other weights on a bridged model; a plain model's weights
+    cannot be compared with a bridged model's fingerprint (other state-dict names), so only its shape is."""
+    from circuitlab.models import load_model, load_plain
 
-    model, other = fresh("tiny-llama"), fresh("tiny-llama")
-    with torch.no_grad():
-        other.model.layers[1].mlp.up_proj.weight.mul_(1.01)
+    bridged, plain = load_model("tiny-llama"), load_plain("tiny-llama")
     heads = {1: [0, 2]}
-    for cast in (None, torch.bfloat16):
-        info = ModelInfo("tiny-llama", "tiny-llama", None, weight_fingerprint(model, cast), 4, 4, 4, 16, 64)
-        circuit = Circuit(info, TaskInfo("capitals", "train"), [], "hand-made", 2, heads)
+    circuit = Circuit(ModelInfo.of(bridged), TaskInfo("capitals", "train"), [], "hand-made", 2, heads)
+    for model in (bridged, plain, plain.hf_model):
         assert HeadMapConfig.from_circuit(circuit, model=model).heads == heads
-        with pytest.raises(CircuitlabError, match="weights of .* differ"):
-            HeadMapConfig.from_circuit(circuit, model=other)
-    with pytest.raises(CircuitlabError, match="located on"):
-        HeadMapConfig.from_circuit(circuit, model=fresh("tiny-llama-gqa"))  # other dimensions
+    for model in (load_plain("tiny-llama-gqa"), load_plain("tiny-llama-gqa").hf_model):
+        with pytest.raises(CircuitlabError, match="located on tiny-llama"):
+            HeadMapConfig.from_circuit(circuit, model=model)  # other dimensions
+    other = load_model("tiny-llama")
+    with torch.no_grad():
+        other.hf_model.model.layers[1].mlp.up_proj.weight.mul_(1.01)
+    with pytest.raises(CircuitlabError, match="weight"):
+        HeadMapConfig.from_circuit(circuit, model=other)
 
 
 def test_registration_is_one_explicit_call_and_import_circuitlab_stays_cheap(tmp_path):
