@@ -12,6 +12,8 @@ import plotly.graph_objects as go
 import pytest
 
 from circuitlab import report
+
+REPO = Path(__file__).resolve().parents[2]
 from circuitlab.circuits.circuit import AllDocsCurve, Circuit, ModelInfo, Sample, Selection, TaskInfo
 from circuitlab.cli import main
 from circuitlab.core.errors import CircuitlabError
@@ -228,3 +230,15 @@ def test_cli_plot(circuits, tmp_path, capsys):
             "plotly.min.js"} == names  # the HTML files' plotly.js, once, beside them
     assert main(["plot", str(tmp_path / "missing.json"), "--out", str(tmp_path / "x"), "--no-png"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium not installed")
+def test_the_committed_figures_render_offline(tmp_path):
+    """Every committed HTML figure loads plotly.js from the file beside it, and one drawn with no network draws."""
+    pages = sorted((REPO / "figures").rglob("*.html"))
+    assert pages
+    for page in pages:
+        assert 'src="plotly.min.js"' in page.read_text() and (page.parent / "plotly.min.js").is_file(), page
+    copy = tmp_path / "fig"  # chromium writes its profile beside the page: not into the repo
+    shutil.copytree(pages[0].parent, copy, ignore=shutil.ignore_patterns("*.png", "circuits", "tables"))
+    assert 'class="main-svg"' in rendered(copy / pages[0].name)
