@@ -16,7 +16,7 @@ RUNS=${RUNS:-runs/edges_study}
 read -r -a SEEDS <<< "${SEEDS:-0 1 2}"
 COMMON=(--model smollm2-135m --task add_sub --epochs 2 --batch-size 16 --micro-batch-size 8 --warmup-steps 100
         --max-train 2000 --mixed-precision bf16)
-EDGES=(--method eap-ig --steps 5 --max-pairs 64 --batch-size 8)
+EDGES=(--method eap-ig --steps 5 --ig-points right --max-pairs 64 --batch-size 8)  # k = 1..m: the paper's code
 
 pilot() { circuitlab finetune "${COMMON[@]}" --method lora --seed 0 --save-every 50 --out "$RUNS/lora-s0"; }
 track() { circuitlab track "$RUNS/lora-s0" "${EDGES[@]}" --out "$RUNS/lora-s0/track"; }

@@ -85,10 +85,16 @@ class EdgeScores:
     scores: Float[Tensor, "writer reader"]
     seconds: float = 0.0
     data_fingerprint: str | None = None
+    ig_points: str | None = None  # eap-ig's Riemann sum, "left" or "right" (`EdgesConfig.ig_points`)
 
     @property
     def graph(self) -> Graph:
         return Graph(self.model.n_layers, self.model.n_heads, self.model.n_kv_heads)
+
+
+def ig_points_of(doc: dict) -> str | None:
+    """A file's `ig_points`; files written before there was a choice used k = 1..m ("right")."""
+    return doc.get("ig_points", "right" if doc.get("method") == "eap-ig" else None)
 
 
 @dataclass
@@ -166,7 +172,7 @@ class EdgeCircuit:
             t = load_file(str(beside))
             model = ModelInfo(**doc["model"])
             scores = EdgeScores(model, doc["task"], doc["method"], doc["metric"], doc.get("steps"), doc["n_pairs"],
-                                t["scores"], doc.get("seconds", 0.0), doc.get("data_fingerprint"))
+                                t["scores"], doc.get("seconds", 0.0), doc.get("data_fingerprint"), ig_points_of(doc))
             keep = t["keep"].bool()
         except (KeyError, TypeError, OSError, ValueError) as e:  # safetensors' own errors are ValueError/OSError
             raise CircuitlabError(f"{path}: malformed edge circuit ({type(e).__name__}: {e})") from None

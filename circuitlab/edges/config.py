@@ -18,6 +18,7 @@ from circuitlab.core.settings import check_settings, int_list, setting
 
 TOP_FRACTION = 0.05  # the paper's circuits: the top 5 % of edges
 ABLATIONS = ("corrupted", "zero", "mean")  # what edges outside a circuit carry when it is evaluated
+IG_POINTS = ("left", "right")  # EAP-IG's Riemann sum: k = 0..m-1 or k = 1..m
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class EdgesConfig:
                                      "(needs corrupted_answer) or kl (to the clean run; not with eap)",
                           choices=METRIC_NAMES)
     steps: int = setting(5, "eap-ig: interpolation steps (the paper's code: 5)", minimum=1)
+    ig_points: str = setting("left", "eap-ig: the gradient at k/m of the way from the corrupted to the clean input "
+                                     "for k = 0..m-1 (left: hannamw/EAP-IG since 13c0033, MIB) or k = 1..m (right: "
+                                     "the paper's code, EAP-IG before)", choices=IG_POINTS)
     batch_size: int = setting(8, "pairs per forward", minimum=1)
     top_n: int | None = setting(None, "keep the top N edges by |score| (default: the top 5 percent, the paper's)", minimum=1)
     threshold: float | None = setting(None, "keep the edges with |score| >= T instead", minimum=0)
@@ -80,6 +84,16 @@ class EdgesConfig:
                                         "every edge 0: use --method eap-ig")
         if self.curve and any(n < 1 for n in self.curve):
             raise ConfigError("curve", "sizes must be positive")
+
+    def alphas(self) -> tuple[float, ...]:
+        """Where along corrupted -> clean (0 -> 1) the method takes its gradients: eap at the clean run,
+        eap-ig at `steps` points (`ig_points`), exact nowhere."""
+        if self.method == "exact":
+            return ()
+        if not METHODS[self.method].uses_steps:
+            return (1.0,)
+        ks = range(self.steps) if self.ig_points == "left" else range(1, self.steps + 1)
+        return tuple(k / self.steps for k in ks)
 
     def rule(self, n_edges: int) -> dict:
         """How the circuit is chosen from a graph of `n_edges` edges."""

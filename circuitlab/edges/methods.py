@@ -6,14 +6,18 @@ the metric when only that edge carries its writer's corrupted output instead of 
 
 - `eap`: the first-order estimate (a_clean[w] - a_corrupted[w]) . d metric / d(input of r), the
   gradient taken at the clean run (Syed et al.): two forwards and one backward for all edges.
-- `eap-ig`: the same with the gradient averaged over `steps` input embeddings interpolated from the
-  corrupted to the clean one (k/m for k = 1..m, as the paper's code; Hanna et al.). By the path integral,
-  the scores of all edges leaving the input sum to metric(clean) - metric(corrupted) as m grows.
+- `eap-ig`: the same with the gradient averaged over m input embeddings interpolated from the corrupted
+  to the clean one (Hanna et al.): at k/m for k = 0..m-1 by default, as hannamw/EAP-IG has done since
+  13c0033 (2025-02) and MIB's reference runs, or k = 1..m (`ig_points="right"`), as the paper's code
+  and EAP-IG before it (`EdgesConfig.alphas`). By the path integral, the scores of all edges leaving the
+  input sum to metric(clean) - metric(corrupted) as m grows.
 - `exact`: one patched forward per edge (batched), metric(clean) - metric(edge patched): the reference
   the estimates are tested against; practical on small models only.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
 
 import torch
 from jaxtyping import Float
@@ -28,8 +32,9 @@ from circuitlab.edges.batches import PairBatch
 Scores = Float[Tensor, "writer reader"]
 
 
-def integrated(model, batch: PairBatch, metric: Metric, clean_lp, steps: int) -> Scores:
-    """EAP-IG over the input embeddings with `steps` points; one step is EAP (the clean point)."""
+def integrated(model, batch: PairBatch, metric: Metric, clean_lp, alphas: Sequence[float]) -> Scores:
+    """EAP-IG over the input embeddings: the gradient averaged over the inputs corrupted + a (clean -
+    corrupted) for each a in `alphas`; alphas = (1,) is EAP (the clean point)."""
     g = Graph.of(model)
     scores = torch.zeros(g.n_writers, g.n_readers, dtype=torch.float32, device=model.device)
     with split_graph(model.bridge), frozen(model):
@@ -38,20 +43,20 @@ def integrated(model, batch: PairBatch, metric: Metric, clean_lp, steps: int) ->
         diff = clean - corrupted
         e_clean, e_corr = clean[:, :, 0], corrupted[:, :, 0]
         del clean, corrupted
-        for k in range(1, steps + 1):
-            emb = (e_corr + (k / steps) * (e_clean - e_corr)).requires_grad_(True)
-            hooks = [embed_input(emb), *catch_gradients(g, diff, scores, 1.0 / steps)]
+        for a in alphas:
+            emb = (e_corr + a * (e_clean - e_corr)).requires_grad_(True)
+            hooks = [embed_input(emb), *catch_gradients(g, diff, scores, 1.0 / len(alphas))]
             logits = run(model, batch.clean, batch.attention_mask, hooks)
             metric(logits, batch, clean_lp).sum().backward()
     return scores
 
 
-def eap(model, batch, metric, clean_lp, steps: int) -> Scores:
-    return integrated(model, batch, metric, clean_lp, 1)
+def eap(model, batch, metric, clean_lp, alphas: Sequence[float] = (1.0,)) -> Scores:
+    return integrated(model, batch, metric, clean_lp, (1.0,))
 
 
 @torch.no_grad()
-def exact(model, batch: PairBatch, metric: Metric, clean_lp, steps: int, edges_per_forward: int = 64,
+def exact(model, batch: PairBatch, metric: Metric, clean_lp, alphas: Sequence[float] = (), edges_per_forward: int = 64,
           only: list[tuple[int, int]] | None = None) -> Scores:
     """Patch each edge alone (its reader gets corrupted[w] - clean[w] added), many edges per forward:
     the batch is repeated once per edge, each copy with its own missing edge. `only`: just these

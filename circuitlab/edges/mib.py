@@ -7,11 +7,14 @@ what `Graph.from_model` needs (n_layers, n_heads, parallel_attn_mlp, d_model), `
 every edge name up in a graph it builds from `cfg`, so a file we write must name exactly those edges.
 
 The one difference is GQA: circuitlab's k and v readers are per KV group (TransformerLens 4 splits k/v
-inputs per group), MIB's per query head. Export writes a group's edge to every query head of the group,
-with the group's score and in_graph; import takes the mean of the heads' scores and in_graph = any of
-them. A mean of equal float32 values taken in float64 is exact, so export -> import returns the very
-scores and kept edges it was given. A foreign file's in_graph is taken as it is (and restricted to the
-graph's edges), not pruned again by circuitlab's rule.
+inputs per group), MIB's per query head (EAP-IG's `HookedTransformer` ungroups the KV heads: each query
+head reads its own copy of k and v, and the gradient into a group's shared input is the sum of its heads').
+So export shares a group's score equally among its query heads (score / heads per group, in float64) and
+import sums them: the score mass of every group is kept both ways (a library-written file's per-head
+scores sum to the group's), and export -> import returns the very scores it was given (the float64 sum of
+the shares is within 1e-16 of the float32 score, which rounding then restores exactly). in_graph: export
+writes the group's to each head, import keeps a group edge when any head's is kept. Files circuitlab wrote
+before version 2 of the block copied the group's score to every head; they are imported with the mean.
 
 A file we write also carries a `circuitlab` block (the model, task, method, ... of the `EdgeScores`), which
 EAP-IG ignores; a foreign file names no model, so importing it needs one (`model=`).
@@ -24,16 +27,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitlab.circuits.circuit import Circuit, ModelInfo, TaskInfo
-from circuitlab.edges.circuit import EdgeCircuit, EdgeScores
+from circuitlab.edges.circuit import EdgeCircuit, EdgeScores, ig_points_of
 from circuitlab.edges.graph import QKV, Graph
 from circuitlab.core.errors import CircuitlabError
 from circuitlab.core.io import check_writable, read_json_object, write_json_atomic
 
-MIB_SCHEMA = "circuitlab.edges.mib/1"  # of the `circuitlab` block inside a MIB file we write
+MIB_SCHEMA = "circuitlab.edges.mib/2"  # of the `circuitlab` block inside a MIB file we write
+COPIED_KV = "circuitlab.edges.mib/1"  # its version 1 copied a group's k/v score to each query head
 
 
 # -- MIB's readers, as indices into circuitlab's -----------------------------------------------------------
@@ -41,7 +45,8 @@ MIB_SCHEMA = "circuitlab.edges.mib/1"  # of the `circuitlab` block inside a MIB 
 
 def mib_readers(g: Graph) -> tuple[list[str], Int[Tensor, " mib_reader"]]:
     """MIB's reader names in its backward order (per layer: q of every head, k of every head, v of every
-    head, the MLP; then the logits), and for each the circuitlab reader it is (a head's k/v: its group's)."""
+    head, the MLP; then the logits), and for each the circuitlab reader it is (a head's k/v: its group's,
+    shared by `shares_of` of them)."""
     per = g.n_heads // g.n_kv_heads
     names, ours = [], []
     for layer in range(g.n_layers):
@@ -57,6 +62,12 @@ def mib_readers(g: Graph) -> tuple[list[str], Int[Tensor, " mib_reader"]]:
     return names, torch.tensor(ours)
 
 
+def shares_of(g: Graph, ours: Int[Tensor, " mib_reader"]) -> Float[Tensor, " mib_reader"]:
+    """For each MIB reader, how many MIB readers share its circuitlab reader (a KV group's query heads)."""
+    count = torch.zeros(g.n_readers, dtype=torch.float64).index_add_(0, ours, torch.ones(len(ours), dtype=torch.float64))
+    return count[ours]
+
+
 def mib_cfg(model: ModelInfo) -> dict:
     """EAP-IG's `cfg`: what `Graph.from_model(dict)` reads, plus the KV heads (MIB's graph has no groups)."""
     return {"n_layers": model.n_layers, "n_heads": model.n_heads, "parallel_attn_mlp": False,
@@ -67,10 +78,11 @@ def mib_cfg(model: ModelInfo) -> dict:
 
 
 def to_mib(circuit: EdgeCircuit) -> dict:
-    """The circuit as EAP-IG's `Graph.to_json` writes it: every edge with its score and in_graph."""
+    """The circuit as EAP-IG's `Graph.to_json` writes it: every edge with its score (a KV group's shared
+    among its query heads) and in_graph."""
     g, s = circuit.graph, circuit.scores
     names, ours = mib_readers(g)
-    scores = s.scores.detach().float().cpu()[:, ours].tolist()
+    scores = (s.scores.detach().float().cpu().double()[:, ours] / shares_of(g, ours)).tolist()
     keep = circuit.keep.cpu()[:, ours].tolist()
     mask = g.edge_mask[:, ours].tolist()
     alive = circuit.nodes()
@@ -135,14 +147,17 @@ def from_mib(doc: dict, model: ModelInfo | None = None, source: str = "MIB file"
     in_graph = torch.zeros(g.n_writers * len(names), dtype=torch.bool)
     scores[at], in_graph[at] = torch.tensor(values, dtype=torch.float64), torch.tensor(kept_at, dtype=torch.bool)
     scores, in_graph = scores.view(g.n_writers, -1), in_graph.view(g.n_writers, -1)
-    # Fold MIB's per-head k/v columns onto circuitlab's readers: mean of the scores, any of in_graph.
-    count = torch.zeros(g.n_readers, dtype=torch.float64).index_add_(0, ours, torch.ones(len(names), dtype=torch.float64))
+    # Fold MIB's per-head k/v columns onto circuitlab's readers: the sum of the scores (the mean for a file
+    # whose block says it copied them), any of in_graph.
+    if meta.get("schema") == COPIED_KV:
+        scores = scores / shares_of(g, ours)
     total = torch.zeros(g.n_writers, g.n_readers, dtype=torch.float64).index_add_(1, ours, scores)
     kept = torch.zeros(g.n_writers, g.n_readers, dtype=torch.float64).index_add_(1, ours, in_graph.double()) > 0
     try:
         edge_scores = EdgeScores(model, str(meta.get("task", "unknown")), str(meta.get("method", "mib")),
                                  str(meta.get("metric", "unknown")), meta.get("steps"), int(meta.get("n_pairs", 0)),
-                                 (total / count).float(), float(meta.get("seconds", 0.0)), meta.get("data_fingerprint"))
+                                 total.float(), float(meta.get("seconds", 0.0)), meta.get("data_fingerprint"),
+                                 ig_points_of(meta))
     except (TypeError, ValueError) as e:
         raise CircuitlabError(f"{source}: malformed circuitlab block: {e}") from None
     rule = meta.get("rule") if isinstance(meta.get("rule"), dict) else {"from": "mib"}

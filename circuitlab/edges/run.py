@@ -61,14 +61,15 @@ def attribute(model, pairs: list[Pair], cfg: EdgesConfig, state: Artefact | None
         start = time.perf_counter()
         b = batches[i].to(model.device)
         clean_lp = clean_answer_logprobs(model, b) if metric.needs_clean else None
-        total += method.fn(model, b, metric, clean_lp, cfg.steps).cpu()
+        total += method.fn(model, b, metric, clean_lp, cfg.alphas()).cpu()
         seconds += time.perf_counter() - start
         if state is not None:
             state.save_state({"batches_done": i + 1, "seconds": seconds}, {"scores": total})
         bar.update(1)
     bar.close()
     return EdgeScores(ModelInfo.of(model), task, cfg.method, cfg.metric, cfg.steps if method.uses_steps else None,
-                      len(pairs), total / len(pairs), round(seconds, 3), data_fingerprint)
+                      len(pairs), total / len(pairs), round(seconds, 3), data_fingerprint,
+                      cfg.ig_points if method.uses_steps else None)
 
 
 def edges_to(out: str | Path, model, pairs: list[Pair], cfg: EdgesConfig, task: str = "pairs",

@@ -10,7 +10,7 @@ import torch
 
 from circuitlab.edges.evaluate import circuit_metric
 from circuitlab.edges.graph import Graph
-from circuitlab.edges.config import METHODS, METRICS
+from circuitlab.edges.config import IG_POINTS, METHODS, METRICS, EdgesConfig
 from circuitlab.edges.batches import encode_pairs
 from circuitlab.edges.pairs import Pair
 from circuitlab.models import load_model
@@ -82,8 +82,8 @@ def some_edges(g: Graph):
 def test_eap_is_the_derivative_of_a_one_edge_patch_and_exact_its_value(name):
     m = model_of(name)
     b, g = batch_of(m), Graph.of(m)
-    eap = METHODS["eap"].fn(m, b, METRICS["logprob"], None, 1)
-    exact = METHODS["exact"].fn(m, b, METRICS["logprob"], None, 0, only=some_edges(g))
+    eap = METHODS["eap"].fn(m, b, METRICS["logprob"], None)
+    exact = METHODS["exact"].fn(m, b, METRICS["logprob"], None, only=some_edges(g))
     split(m.bridge, True)
     try:
         with torch.no_grad():
@@ -104,15 +104,52 @@ def test_eap_is_the_derivative_of_a_one_edge_patch_and_exact_its_value(name):
     assert not g.edge_mask.logical_not().logical_and(eap != 0).any()  # no score off the graph's edges
 
 
-def test_eap_ig_input_edges_sum_to_the_metric_difference():
-    """Completeness: sum over the input's edges -> metric(clean) - metric(corrupted) as steps grow (the
-    paper's right Riemann sum, k/m for k = 1..m: error ~1/m; 1.04 % at 400 steps here, so 700)."""
+@pytest.mark.parametrize("points", IG_POINTS)
+def test_eap_ig_is_a_riemann_sum_of_one_edge_patch_derivatives(points):
+    """EAP-IG at m steps, left (k = 0..m-1, the default) or right (k = 1..m): for each edge the mean over the
+    points a = k/m of -d metric / d alpha, where the input embedding is corrupted + a (clean - corrupted) and
+    the reader gets alpha (corrupted[w] - clean[w]) added, taken with TransformerLens's own cache and hooks."""
+    m = model_of("tiny-llama-gqa")
+    b, g, steps = batch_of(m), Graph.of(m), 3
+    cfg = EdgesConfig(method="eap-ig", steps=steps, ig_points=points)
+    assert EdgesConfig(method="eap-ig").ig_points == "left"
+    got = METHODS["eap-ig"].fn(m, b, METRICS["logprob"], None, cfg.alphas())
+    ks = range(steps) if points == "left" else range(1, steps + 1)
+    split(m.bridge, True)
+    try:
+        with torch.no_grad():
+            _, clean = m.bridge.run_with_cache(b.clean, attention_mask=b.attention_mask)
+            _, corr = m.bridge.run_with_cache(b.corrupted, attention_mask=b.attention_mask)
+        e_clean, e_corr = clean["hook_embed"], corr["hook_embed"]
+        for w, r in some_edges(g):
+            diff = (writer_value(corr, g, w) - writer_value(clean, g, w)).detach()
+            total = 0.0
+            for k in ks:
+                emb = e_corr + (k / steps) * (e_clean - e_corr)
+                alpha = torch.zeros((), requires_grad=True)
+                value = metric_with(m, b, [("hook_embed", lambda x, hook=None, emb=emb: emb),
+                                           reader_hook(g, r, alpha * diff)])
+                (d_alpha,) = torch.autograd.grad(value, alpha)
+                total += -d_alpha.item() / steps
+            assert got[w, r].item() == pytest.approx(total, rel=1e-3, abs=1e-6), (points, g.edge_name(w, r))
+    finally:
+        split(m.bridge, False)
+    other = METHODS["eap-ig"].fn(m, b, METRICS["logprob"], None,
+                                 EdgesConfig(method="eap-ig", steps=steps, ig_points="right" if points == "left" else "left").alphas())
+    assert not torch.allclose(got, other, atol=1e-4)  # the two sums differ: the choice matters
+
+
+@pytest.mark.parametrize("points", IG_POINTS)
+def test_eap_ig_input_edges_sum_to_the_metric_difference(points):
+    """Completeness: sum over the input's edges -> metric(clean) - metric(corrupted) as steps grow (either
+    Riemann sum: error ~1/m; 1.04 % at 400 steps here for the right one, so 700)."""
     m = model_of("tiny-llama-gqa")
     b = encode_pairs(m.tokenizer, PAIRS[:1])
     with torch.no_grad():
         want = (metric_with(m, b, []) - METRICS["logprob"](
             m.bridge(b.corrupted, attention_mask=b.attention_mask), b).sum()).item()
-    got = METHODS["eap-ig"].fn(m, b, METRICS["logprob"], None, 700)[0].sum().item()
+    alphas = EdgesConfig(method="eap-ig", steps=700, ig_points=points).alphas()
+    got = METHODS["eap-ig"].fn(m, b, METRICS["logprob"], None, alphas)[0].sum().item()
     assert abs(want) > 1e-2 and got == pytest.approx(want, rel=0.01)
 
 
@@ -121,7 +158,7 @@ def test_a_writers_edge_scores_sum_to_its_node_score(name):
     """A node's score: (clean - corrupted) . d metric / d(its own output), taken by autograd at the writer."""
     m = model_of(name)
     b, g = batch_of(m), Graph.of(m)
-    eap = METHODS["eap"].fn(m, b, METRICS["logprob"], None, 1)
+    eap = METHODS["eap"].fn(m, b, METRICS["logprob"], None)
     split(m.bridge, True)
     try:
         with torch.no_grad():

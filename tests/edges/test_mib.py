@@ -8,7 +8,7 @@ import torch
 from circuitlab.circuits.circuit import Circuit, ModelInfo
 from circuitlab.edges.circuit import EdgeCircuit, EdgeScores
 from circuitlab.edges.graph import Graph
-from circuitlab.edges.mib import from_mib, head_circuit, load_any, save_mib, to_mib
+from circuitlab.edges.mib import from_mib, head_circuit, load_any, mib_readers, save_mib, to_mib
 from circuitlab.core.errors import CircuitlabError
 from circuitlab.models.identity import ModelDims
 from circuitlab.models.sources import tiny_config
@@ -27,7 +27,7 @@ def random_circuit(name: str, top_n: int = 80, seed: int = 0) -> EdgeCircuit:
     m = model_info(name)
     g = Graph(m.n_layers, m.n_heads, m.n_kv_heads)
     scores = torch.randn(g.n_writers, g.n_readers, generator=torch.Generator().manual_seed(seed)) * g.edge_mask
-    return EdgeCircuit.select(EdgeScores(m, "add_sub", "eap-ig", "logprob", 5, 16, scores), top_n=top_n)
+    return EdgeCircuit.select(EdgeScores(m, "add_sub", "eap-ig", "logprob", 5, 16, scores, ig_points="left"), top_n=top_n)
 
 
 def eap_ig_edges(n_layers: int, n_heads: int) -> list[str]:
@@ -59,7 +59,9 @@ def test_export_names_exactly_eap_igs_edges_and_nodes(name):
     assert all(isinstance(v["in_graph"], bool) and isinstance(v["score"], float) for v in d["edges"].values())
 
 
-def test_gqa_group_edge_goes_to_every_head_of_its_group():
+def test_gqa_group_edge_is_shared_among_the_heads_of_its_group():
+    """Each query head gets score / 4 of its KV group's edge, so the export's per-group sums are circuitlab's
+    group scores (the score mass EAP-IG sees is the true one), and every head carries the group's in_graph."""
     c = random_circuit("tiny-llama-gqa", top_n=200)
     g, s = c.graph, c.scores.scores
     d = to_mib(c)
@@ -69,7 +71,17 @@ def test_gqa_group_edge_goes_to_every_head_of_its_group():
             for h in range(g.n_heads):
                 r = g.qkv_readers(2, which).start + h // per
                 edge = d["edges"][f"{g.writer_name(w)}->a2.h{h}<{which}>"]
-                assert edge == {"score": float(s[w, r]), "in_graph": bool(c.keep[w, r])}
+                assert edge == {"score": float(s[w, r]) / per, "in_graph": bool(c.keep[w, r])}
+    for w in range(g.n_writers):  # every group of every layer: the four shares sum to the group's score
+        for layer in range(g.n_layers):
+            for which in "kv":
+                for group in range(g.n_kv_heads):
+                    r = g.qkv_readers(layer, which).start + group
+                    names = [f"{g.writer_name(w)}->a{layer}.h{h}<{which}>" for h in range(group * per, (group + 1) * per)]
+                    if all(n in d["edges"] for n in names):
+                        assert sum(d["edges"][n]["score"] for n in names) == pytest.approx(float(s[w, r]), abs=1e-12)
+    total = sum(e["score"] for e in d["edges"].values())
+    assert total == pytest.approx(float(s[g.edge_mask].double().sum()), abs=1e-9)  # no mass added or lost
     kept_mib = sum(e["in_graph"] for e in d["edges"].values())
     kv_kept = sum(int(c.keep[:, g.qkv_readers(layer, x)].sum()) for layer in range(g.n_layers) for x in "kv")
     assert kept_mib == c.n_edges + (per - 1) * kv_kept
@@ -83,13 +95,14 @@ def test_export_import_round_trips_exactly(name, tmp_path):
     back = load_any(path)  # the circuitlab block names the model
     assert torch.equal(back.scores.scores, c.scores.scores) and back.scores.scores.dtype == torch.float32
     assert torch.equal(back.keep, c.keep) and back.rule == c.rule and back.curve == c.curve
-    assert (back.scores.model, back.scores.task, back.scores.method, back.scores.steps) == \
-        (c.scores.model, "add_sub", "eap-ig", 5)
+    assert (back.scores.model, back.scores.task, back.scores.method, back.scores.steps, back.scores.ig_points) == \
+        (c.scores.model, "add_sub", "eap-ig", 5, c.scores.ig_points)
     assert back.edges() == c.edges() and back.nodes() == c.nodes()
 
 
-def test_import_of_a_foreign_file_averages_kv_heads_and_ors_in_graph():
-    """A file as EAP-IG itself writes it (no circuitlab block, per-head k/v scores that differ)."""
+def test_import_of_a_foreign_file_sums_kv_heads_and_ors_in_graph():
+    """A file as EAP-IG itself writes it (no circuitlab block, per-head k/v scores that differ): a group's
+    score is the sum of its heads' (the gradient into a shared input is the sum of its readers')."""
     m = model_info("tiny-llama-gqa")
     d = to_mib(random_circuit("tiny-llama-gqa"))
     del d["circuitlab"]
@@ -101,8 +114,24 @@ def test_import_of_a_foreign_file_averages_kv_heads_and_ors_in_graph():
     c = from_mib(d, m)
     g = c.graph
     r = g.qkv_readers(3, "k").start + 1
-    assert c.scores.scores[0, r] == 3.0 and bool(c.keep[0, r])
+    assert c.scores.scores[0, r] == 12.0 and bool(c.keep[0, r])
     assert c.rule == {"from": "mib"}
+
+
+def test_a_file_of_the_first_block_version_copied_kv_scores_and_is_read_with_the_mean():
+    c = random_circuit("tiny-llama-gqa", top_n=150, seed=5)
+    d = to_mib(c)
+    g = c.graph
+    names, ours = mib_readers(g)
+    for name, j in zip(names, ours.tolist()):  # as version 1 wrote it: the group's score on every head
+        for w, parent in enumerate(g.writer_names):
+            if f"{parent}->{name}" in d["edges"]:
+                d["edges"][f"{parent}->{name}"]["score"] = float(c.scores.scores[w, j])
+    d["circuitlab"]["schema"] = "circuitlab.edges.mib/1"
+    del d["circuitlab"]["ig_points"]
+    back = from_mib(d)
+    assert torch.equal(back.scores.scores, c.scores.scores) and torch.equal(back.keep, c.keep)
+    assert back.scores.ig_points == "right"  # eap-ig before the choice: k = 1..m
 
 
 def test_import_of_another_shape_is_one_clear_error(tmp_path):
