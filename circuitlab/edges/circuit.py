@@ -55,15 +55,17 @@ def prune(keep: Bool[Tensor, "writer reader"], g: Graph) -> Bool[Tensor, "writer
 
 
 def select(scores: Float[Tensor, "writer reader"], g: Graph, top_n: int | None = None,
-           threshold: float | None = None) -> Bool[Tensor, "writer reader"]:
+           threshold: float | None = None, within: Bool[Tensor, "writer reader"] | None = None
+           ) -> Bool[Tensor, "writer reader"]:
     """The top `top_n` edges by |score| (ties: the lower index first), or those with |score| >= threshold,
-    pruned."""
+    pruned; `within`: only among these edges (the ones a run scored)."""
     if (top_n is None) == (threshold is None):
         raise CircuitlabError("give exactly one of top_n and threshold")
-    mag = scores.abs().masked_fill(~g.edge_mask.to(scores.device), -1.0)
+    allowed = g.edge_mask.to(scores.device) if within is None else g.edge_mask.to(scores.device) & within.to(scores.device)
+    mag = scores.abs().masked_fill(~allowed, -1.0)
     if top_n is not None:
         flat = mag.flatten()
-        order = torch.argsort(-flat, stable=True)[: min(top_n, g.n_edges)]
+        order = torch.argsort(-flat, stable=True)[: min(top_n, int(allowed.sum()))]
         keep = torch.zeros_like(flat, dtype=torch.bool)
         keep[order] = True
         keep = keep.view_as(mag)
@@ -108,8 +110,9 @@ class EdgeCircuit:
     made_from: dict | None = None  # the identity it was made with (`circuitlab.edges.run.edges_identity`)
 
     @classmethod
-    def select(cls, scores: EdgeScores, top_n: int | None = None, threshold: float | None = None) -> "EdgeCircuit":
-        keep = select(scores.scores, scores.graph, top_n, threshold)
+    def select(cls, scores: EdgeScores, top_n: int | None = None, threshold: float | None = None,
+               within: Bool[Tensor, "writer reader"] | None = None) -> "EdgeCircuit":
+        keep = select(scores.scores, scores.graph, top_n, threshold, within)
         rule = {"top_n": top_n} if top_n is not None else {"threshold": threshold}
         return cls(scores, keep, rule)
 

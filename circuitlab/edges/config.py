@@ -72,6 +72,12 @@ class EdgesConfig:
     threshold: float | None = setting(None, "keep the edges with |score| >= T instead", minimum=0)
     ablation: str = setting("corrupted", "what edges outside the circuit carry when it is evaluated",
                             choices=ABLATIONS)
+    edges: str | None = setting(None, "score only these edges: an edge circuit (its kept edges), a MIB graph JSON "
+                                      "circuitlab wrote, or a text file of edge names, one per line; the circuit "
+                                      "is then these edges (exact on a real model: check a circuit's top edges)",
+                                metavar="FILE")
+    edges_top: int | None = setting(None, "with --edges FILE (an edge circuit): its top N edges by |score| instead "
+                                          "of its kept edges", minimum=1)
     curve: tuple[int, ...] | None = setting(None, "faithfulness of the top-N circuits for these N, e.g. "
                                                   "100,500,1000", parse=int_list, metavar="N,...")
 
@@ -82,6 +88,8 @@ class EdgesConfig:
         if METRICS[self.metric].flat_at_clean and self.method == "eap":
             raise ConfigError("metric", f"{self.metric} has zero gradient at the clean run, so eap would score "
                                         "every edge 0: use --method eap-ig")
+        if self.edges_top is not None and self.edges is None:
+            raise ConfigError("edges_top", "chooses from an --edges FILE: give one")
         if self.curve and any(n < 1 for n in self.curve):
             raise ConfigError("curve", "sizes must be positive")
 
@@ -95,10 +103,13 @@ class EdgesConfig:
         ks = range(self.steps) if self.ig_points == "left" else range(1, self.steps + 1)
         return tuple(k / self.steps for k in ks)
 
-    def rule(self, n_edges: int) -> dict:
-        """How the circuit is chosen from a graph of `n_edges` edges."""
+    def rule(self, n_edges: int, n_chosen: int | None = None) -> dict:
+        """How the circuit is chosen from a graph of `n_edges` edges (of which `n_chosen` were scored, with
+        --edges: by default all of them)."""
         if self.threshold is not None:
             return {"threshold": self.threshold}
+        if n_chosen is not None:
+            return {"top_n": min(self.top_n or n_chosen, n_chosen)}
         return {"top_n": self.top_n or max(1, round(TOP_FRACTION * n_edges))}
 
 

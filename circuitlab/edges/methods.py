@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from circuitlab.edges.forward import frozen, new_acts, run, writer_outputs
@@ -32,9 +32,11 @@ from circuitlab.edges.batches import PairBatch
 Scores = Float[Tensor, "writer reader"]
 
 
-def integrated(model, batch: PairBatch, metric: Metric, clean_lp, alphas: Sequence[float]) -> Scores:
+def integrated(model, batch: PairBatch, metric: Metric, clean_lp, alphas: Sequence[float],
+               only: list[tuple[int, int]] | None = None) -> Scores:
     """EAP-IG over the input embeddings: the gradient averaged over the inputs corrupted + a (clean -
-    corrupted) for each a in `alphas`; alphas = (1,) is EAP (the clean point)."""
+    corrupted) for each a in `alphas`; alphas = (1,) is EAP (the clean point). `only`: keep just these
+    (writer, reader) edges' scores (one backward scores them all anyway)."""
     g = Graph.of(model)
     scores = torch.zeros(g.n_writers, g.n_readers, dtype=torch.float32, device=model.device)
     with split_graph(model.bridge), frozen(model):
@@ -48,23 +50,34 @@ def integrated(model, batch: PairBatch, metric: Metric, clean_lp, alphas: Sequen
             hooks = [embed_input(emb), *catch_gradients(g, diff, scores, 1.0 / len(alphas))]
             logits = run(model, batch.clean, batch.attention_mask, hooks)
             metric(logits, batch, clean_lp).sum().backward()
-    return scores
+    return scores if only is None else scores * chosen_mask(g, only, scores.device)
 
 
-def eap(model, batch, metric, clean_lp, alphas: Sequence[float] = (1.0,)) -> Scores:
-    return integrated(model, batch, metric, clean_lp, (1.0,))
+def eap(model, batch, metric, clean_lp, alphas: Sequence[float] = (1.0,),
+        only: list[tuple[int, int]] | None = None) -> Scores:
+    return integrated(model, batch, metric, clean_lp, (1.0,), only)
+
+
+def chosen_mask(g: Graph, only: list[tuple[int, int]], device=None) -> Bool[Tensor, "writer reader"]:
+    mask = torch.zeros(g.n_writers, g.n_readers, dtype=torch.bool, device=device)
+    if only:
+        w, r = zip(*only)
+        mask[list(w), list(r)] = True
+    return mask
 
 
 @torch.no_grad()
-def exact(model, batch: PairBatch, metric: Metric, clean_lp, alphas: Sequence[float] = (), edges_per_forward: int = 64,
-          only: list[tuple[int, int]] | None = None) -> Scores:
+def exact(model, batch: PairBatch, metric: Metric, clean_lp, alphas: Sequence[float] = (),
+          only: list[tuple[int, int]] | None = None, edges_per_forward: int | None = None) -> Scores:
     """Patch each edge alone (its reader gets corrupted[w] - clean[w] added), many edges per forward:
-    the batch is repeated once per edge, each copy with its own missing edge. `only`: just these
+    the batch is repeated once per edge, each copy with its own missing edge; as many copies as fit in
+    a quarter of the free memory (`edges_that_fit`) unless `edges_per_forward` says. `only`: just these
     (writer, reader) edges; the others score 0."""
     g = Graph.of(model)
     scores = torch.zeros(g.n_writers, g.n_readers, dtype=torch.float32, device=model.device)
     edges = g.edge_mask.nonzero().tolist() if only is None else [list(e) for e in only]
     b = len(batch)
+    edges_per_forward = edges_per_forward or edges_that_fit(model, g, batch)
     with split_graph(model.bridge):
         corrupted = writer_outputs(model, g, batch.corrupted, batch.attention_mask)
         base = metric(run(model, batch.clean, batch.attention_mask, []), batch, clean_lp).sum()
@@ -83,6 +96,26 @@ def exact(model, batch: PairBatch, metric: Metric, clean_lp, alphas: Sequence[fl
             for i, (w, r) in enumerate(chunk):
                 scores[w, r] = base - values[i]
     return scores
+
+
+def edges_that_fit(model, g: Graph, batch: PairBatch, most: int = 64) -> int:
+    """How many edge copies of `batch` one forward of `exact` takes: each copy holds two float32 buffers of
+    every writer's output ([pairs, pos, writer, d_model]: the run's own and the corrupted one it patches
+    from), its missing-edge mask and about a dozen residual-width activations per layer; they get a
+    quarter of the free memory (the device's, or the machine's on a CPU)."""
+    pairs, pos = batch.clean.shape
+    acts = 2 * pairs * pos * g.n_writers * model.d_model * 4
+    per_copy = acts + pairs * g.n_writers * g.n_readers + 12 * g.n_layers * pairs * pos * model.d_model * 4
+    return max(1, min(most, free_memory(model.device) // 4 // per_copy))
+
+
+def free_memory(device) -> int:
+    """Bytes free on `device` now."""
+    if str(device).startswith("cuda"):
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    import psutil
+
+    return psutil.virtual_memory().available
 
 
 def _repeated(batch: PairBatch, e: int) -> PairBatch:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from circuitlab.core.errors import CircuitlabError
 from circuitlab.core.io import read_jsonl
@@ -72,7 +73,7 @@ def read_pairs(task: str | None = None, pairs_file=None, split: str = "test", ma
     if max_pairs is not None and max_pairs < 1:
         raise CircuitlabError(f"--max-pairs must be a positive integer, got {max_pairs}")
     if pairs_file is not None:
-        return load_pairs(pairs_file)[:max_pairs], str(pairs_file), None
+        return load_pairs(pairs_file)[:max_pairs], Path(pairs_file).name, None  # its name, not a machine path
     t = get_task(task)
     docs = load_docs(t, split, data_dir, limit=max_pairs)
     pairs = pairs_from_docs(docs, t.name)

@@ -1,7 +1,8 @@
 """An edge attribution run with the pairs in hand (`edges_to`; the job that reads them is
 `circuitlab.edges.job.edges_task`):
 
-    attribute (batch by batch, resumable) -> select the circuit -> faithfulness curve -> save
+    attribute (batch by batch, resumable; every edge or a chosen set) -> select the circuit -> faithfulness
+    curve -> save
 
 The circuit is an `Artefact` (`circuitlab.core.artefact`): the running sum lives in its partial state
 (`OUT.partial/`: the batches done and the sum so far), written atomically after every batch. Rerunning the
@@ -19,20 +20,24 @@ import torch
 from circuitlab.core.progress import progress_bar
 
 from circuitlab.circuits.circuit import ModelInfo
+from circuitlab.edges.chosen import digest, resolve
 from circuitlab.edges.circuit import EdgeCircuit, EdgeScores
 from circuitlab.edges.config import METHODS, METRICS, EdgesConfig
 from circuitlab.edges.evaluate import faithfulness_curve, writer_means
 from circuitlab.edges.forward import clean_answer_logprobs
 from circuitlab.edges.graph import Graph
+from circuitlab.edges.methods import chosen_mask
 from circuitlab.edges.metrics import first_difference
 from circuitlab.edges.batches import encode_pairs
 from circuitlab.edges.pairs import Pair, pairs_digest
 from circuitlab.core.artefact import Artefact
 
 
-def edges_identity(model, pairs: list[Pair], cfg: EdgesConfig) -> dict:
-    """Everything that decides an edge circuit: the model's weights, the pairs, every setting."""
-    return {"model": asdict(ModelInfo.of(model)), "pairs": pairs_digest(pairs), "n_pairs": len(pairs), **asdict(cfg)}
+def edges_identity(model, pairs: list[Pair], cfg: EdgesConfig, chosen: list[str] | None = None) -> dict:
+    """Everything that decides an edge circuit: the model's weights, the pairs, every setting, the chosen
+    edges (their digest, not the path of the file they came from)."""
+    return {"model": asdict(ModelInfo.of(model)), "pairs": pairs_digest(pairs), "n_pairs": len(pairs),
+            **asdict(cfg), "edges": digest(chosen)}
 
 
 def batches_of(model, pairs: list[Pair], cfg: EdgesConfig) -> list:
@@ -42,9 +47,11 @@ def batches_of(model, pairs: list[Pair], cfg: EdgesConfig) -> list:
 
 
 def attribute(model, pairs: list[Pair], cfg: EdgesConfig, state: Artefact | None = None, task: str = "pairs",
-              progress: bool = True, data_fingerprint: str | None = None) -> EdgeScores:
-    """Every edge's score averaged over `pairs`; with `state` (an edge circuit's `Artefact`) the running sum is
-    saved after every batch and an interrupted run continues after its last finished batch."""
+              progress: bool = True, data_fingerprint: str | None = None,
+              only: list[tuple[int, int]] | None = None) -> EdgeScores:
+    """Every edge's score averaged over `pairs` (with `only`: just those (writer, reader) edges'; the others
+    0); with `state` (an edge circuit's `Artefact`) the running sum is saved after every batch and an
+    interrupted run continues after its last finished batch."""
     metric, method = METRICS[cfg.metric], METHODS[cfg.method]
     batches = batches_of(model, pairs, cfg)
     if metric.name == "logit-diff":
@@ -61,7 +68,7 @@ def attribute(model, pairs: list[Pair], cfg: EdgesConfig, state: Artefact | None
         start = time.perf_counter()
         b = batches[i].to(model.device)
         clean_lp = clean_answer_logprobs(model, b) if metric.needs_clean else None
-        total += method.fn(model, b, metric, clean_lp, cfg.alphas()).cpu()
+        total += method.fn(model, b, metric, clean_lp, cfg.alphas(), only=only).cpu()
         seconds += time.perf_counter() - start
         if state is not None:
             state.save_state({"batches_done": i + 1, "seconds": seconds}, {"scores": total})
@@ -73,15 +80,22 @@ def attribute(model, pairs: list[Pair], cfg: EdgesConfig, state: Artefact | None
 
 
 def edges_to(out: str | Path, model, pairs: list[Pair], cfg: EdgesConfig, task: str = "pairs",
-             progress: bool = True, data_fingerprint: str | None = None, identity: dict | None = None) -> EdgeCircuit:
+             progress: bool = True, data_fingerprint: str | None = None, identity: dict | None = None,
+             chosen: list[str] | None = None) -> EdgeCircuit:
     """attribute -> select -> (faithfulness curve) -> save `out` (+ .safetensors). The circuit at `out` is an
-    `Artefact` of `identity` (default: `edges_identity`): reused when made from it, resumed, or refused."""
-    artefact = Artefact(out, identity or edges_identity(model, pairs, cfg), "edge circuit")
+    `Artefact` of `identity` (default: `edges_identity`): reused when made from it, resumed, or refused.
+    `chosen`: score only these edges (by name, `circuitlab.edges.chosen`); the circuit is chosen among them."""
+    g = Graph.of(model)
+    only = resolve(chosen, g) if chosen is not None else None  # a name not in the graph: refused before any work
+    artefact = Artefact(out, identity or edges_identity(model, pairs, cfg, chosen), "edge circuit")
     done = artefact.finished(EdgeCircuit.load)
     if done is not None:
         return done
-    scores = attribute(model, pairs, cfg, artefact, task, progress, data_fingerprint)
-    circuit = EdgeCircuit.select(scores, **cfg.rule(scores.graph.n_edges))
+    scores = attribute(model, pairs, cfg, artefact, task, progress, data_fingerprint, only)
+    within = None if only is None else chosen_mask(g, only)
+    circuit = EdgeCircuit.select(scores, **cfg.rule(g.n_edges, None if only is None else len(only)), within=within)
+    if chosen is not None:
+        circuit.rule["edges"] = digest(chosen)
     if cfg.curve:
         circuit.curve = curve_of(model, pairs, cfg, scores)
     circuit.made_from = artefact.identity

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+from circuitlab.core.errors import ConfigError
 from circuitlab.core.io import check_writable
 from circuitlab.edges.config import EdgesConfig
 from circuitlab.edges.pairs import read_pairs
@@ -51,6 +52,8 @@ def track(run_dir: str | Path, out: str | Path, *, model: ModelConfig | None = N
 
     `model`: where and in what precision to load the run's model (its name is the run's); `pairs_file`, else the
     run's task's own pairs of `split` (default: its evaluation split). Everything is checked before any loads."""
+    if config is not None and config.edges is not None:
+        raise ConfigError("edges", "is for one `circuitlab edges` run; track scores every edge at every checkpoint")
     run = read_run(run_dir)
     where = ModelConfig(**{**asdict(model or ModelConfig()), "model": run.config["model"]})
     task = get_task(run.config["task"])
