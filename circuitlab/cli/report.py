@@ -13,7 +13,8 @@ def _add_figures_command(sub, name: str, help: str, out: str) -> None:
 
 
 def add_plot(sub) -> None:
-    _add_figures_command(sub, "plot", "figures of one or more circuits: masking heatmaps, loss curves, patterns",
+    _add_figures_command(sub, "plot", "figures of one or more circuits: masking heatmaps, loss curves, patterns; "
+                         "an edge circuit as a graph",
                          "directory for the .html and .png files")
 
 

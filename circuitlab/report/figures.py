@@ -15,10 +15,13 @@ import plotly.graph_objects as go
 
 from circuitlab.circuits.circuit import Circuit
 from circuitlab.core.errors import CircuitlabError
-from circuitlab.core.io import check_writable
+from circuitlab.core.io import check_writable, read_json_object
+from circuitlab.edges.circuit import SCHEMA as EDGES_SCHEMA
+from circuitlab.edges.mib import is_mib, load_any
 from circuitlab.report import comparison_figures as cf
 from circuitlab.report.comparison import check_one_model, compare
 from circuitlab.report.curves import all_docs_curves, loss_curves
+from circuitlab.report.edge_graph import edge_graph_figure
 from circuitlab.report.heatmaps import circuit_patterns, score_heatmaps
 from circuitlab.report.overview import TABLES, overview
 from circuitlab.report.write import write_figures
@@ -87,10 +90,22 @@ def write_report_figures(circuits: list[Circuit], out_dir: str | Path, kinds: tu
 def circuit_files_figures(paths: list[str | Path], out_dir: str | Path, kinds: tuple[str, ...] = KINDS,
                           png: bool = True, plotlyjs: str = "directory") -> tuple[list[Circuit], list[Path]]:
     """`circuitlab plot` and `compare`: the circuit files read and checked to be of one model, the output
-    checked, then `write_report_figures`. Returns (the circuits, the files written)."""
-    circuits = [Circuit.load(p) for p in paths]
+    checked, then `write_report_figures`; an edge circuit (circuitlab's or a MIB graph JSON circuitlab wrote)
+    among them is drawn as a graph, `edges_<file stem>` (`circuitlab plot` only). Returns (the head
+    circuits, the files written)."""
+    docs = {p: read_json_object(p, "circuit file") for p in paths}
+    edge_paths = [p for p, d in docs.items() if d.get("schema") == EDGES_SCHEMA or is_mib(d)]
+    if edge_paths and "comparison" in kinds:
+        raise CircuitlabError(f"compare reads head circuits; {edge_paths[0]} is an edge circuit (plot draws it)")
+    circuits = [Circuit.load(p) for p in paths if p not in edge_paths]
+    edges = {f"edges_{Path(p).stem}": load_any(p) for p in edge_paths}
     if "comparison" in kinds and len(circuits) < 2:
         raise CircuitlabError("compare needs at least two circuit files")
-    check_one_model(circuits)
+    if circuits:
+        check_one_model(circuits)
     check_writable(out_dir, "dir")
-    return circuits, write_report_figures(circuits, out_dir, kinds, png=png, plotlyjs=plotlyjs)
+    written = write_report_figures(circuits, out_dir, kinds, png=png, plotlyjs=plotlyjs) if circuits else []
+    if edges:
+        written += write_figures({stem: edge_graph_figure(c) for stem, c in edges.items()}, out_dir, png=png,
+                                 plotlyjs=plotlyjs)
+    return circuits, list(dict.fromkeys(written))
