@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from circuitlab.cli.options import add_figure_options, figure_options
+from circuitlab.cli.options import add_data_dir_option, add_figure_options, add_settings, build, figure_options
+from circuitlab.report.stats import StatsConfig
 
 
 def _add_figures_command(sub, name: str, help: str, out: str) -> None:
@@ -59,4 +60,35 @@ def run_table(args) -> None:
         print(f"wrote {path}")
 
 
-COMMANDS = {"plot": (add_plot, run_plot), "compare": (add_compare, run_compare), "table": (add_table, run_table)}
+def add_stats(sub) -> None:
+    p = sub.add_parser("stats", help="two sets of fine-tuning runs compared paired by document and seed: per-seed "
+                                     "differences and McNemar, a bootstrap interval over documents and seeds")
+    p.add_argument("--a", nargs="+", required=True, metavar="RUN", help="runs of A (directories or result.json)")
+    p.add_argument("--b", nargs="+", required=True, metavar="RUN", help="runs of B, paired with A's by seed")
+    add_settings(p, StatsConfig)
+    add_data_dir_option(p)
+    p.add_argument("--json", help="also write the comparison to this JSON file")
+
+
+def run_stats(args) -> None:
+    from circuitlab.report.stats import stats, write_stats
+
+    r = stats(args.a, args.b, build(StatsConfig, args), args.data_dir)
+    points = 100 if r.measure != "margin" else 1  # right/wrong measures in percentage points
+    unit = " points" if points == 100 else " nats"
+    for s in r.per_seed:
+        test = f"; right only in A {s.only_a}, only in B {s.only_b}, exact McNemar p = {s.mcnemar_p:.4f}" \
+            if s.mcnemar_p is not None else ""
+        print(f"seed {s.seed}: A {points * s.a:.2f}, B {points * s.b:.2f}, A - B {points * s.difference:+.2f}{test}")
+    lo, hi = r.ci
+    p_seeds = "n/a (one seed)" if r.p_seeds is None else f"{r.p_seeds:.4f}"
+    print(f"{r.measure}, {len(r.seeds)} seed(s) x {r.n_docs} documents: A - B = {points * r.difference:+.2f}{unit}, "
+          f"{100 * r.confidence:.0f} % interval [{points * lo:+.2f}, {points * hi:+.2f}] (documents and seeds "
+          f"resampled, {r.n_bootstrap} draws); p over documents {r.p_documents:.4f}, over seeds {p_seeds}; "
+          f"smallest effect the document test detects (power 0.8): {points * r.min_detectable:.2f}{unit}")
+    if args.json:
+        print(f"wrote {write_stats(r, args.json)}")
+
+
+COMMANDS = {"plot": (add_plot, run_plot), "compare": (add_compare, run_compare), "table": (add_table, run_table),
+            "stats": (add_stats, run_stats)}

@@ -38,6 +38,10 @@ class EvalRecord:
     gold_counts: list[int] = field(default_factory=list)  # ...and was gold: shows a model that learned the prior
     preds: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    golds: list[int] = field(default_factory=list)  # per document, so paired statistics need no data directory
+    # per document: the gold choice's log-likelihood minus the best other choice's (> 0: right by `acc`);
+    # none for exact_match tasks, which rank nothing (`circuitlab stats` reads both)
+    margins: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -105,4 +105,10 @@ def evaluate_docs(model, task, docs: list[Doc], split: str, progress: bool) -> E
     n_choices = max(len(d.choices) for d in docs)
     return EvalRecord(split, result.n_docs, docs[0].index, result.data_fingerprint, result.metrics,
                       pred_counts=[preds.count(i) for i in range(n_choices)],
-                      gold_counts=[golds.count(i) for i in range(n_choices)], preds=preds, seconds=result.seconds)
+                      gold_counts=[golds.count(i) for i in range(n_choices)], preds=preds, seconds=result.seconds,
+                      golds=golds, margins=[margin(p.logprobs, p.gold) for p in result.predictions if p.logprobs])
+
+
+def margin(logprobs: list[float], gold: int) -> float:
+    """The gold choice's log-likelihood minus the best other choice's."""
+    return logprobs[gold] - max(lp for i, lp in enumerate(logprobs) if i != gold)

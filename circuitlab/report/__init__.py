@@ -1,20 +1,25 @@
-"""Showing circuits: the paper's figures (plotly), cross-task comparison (pandas), the Table-1-style
-table of fine-tuning runs, and the README of a reproduction.
+"""Showing circuits and runs: the paper's figures (plotly), cross-task comparison (pandas), edge circuit
+pictures, the Table-1-style table of fine-tuning runs, paired statistics of runs, and the README of a
+reproduction.
 
 `style` (the shared look), `heatmaps`, `curves`, `overview` (figure builders: pure, circuits in,
-figure out), `comparison` and `comparison_figures` (how circuits relate), `figures` (the one
-registry of figure files), `write` (HTML + PNG), `table`, `readme`.
+figure out), `comparison` and `comparison_figures` (how circuits relate), `edge_graph` (edge circuits
+drawn), `figures` (the one registry of figure files), `write` (HTML + PNG), `table`, `paired` and
+`stats` (`circuitlab stats`), `readme`. Names load on first use, so the command line can read
+`StatsConfig` without plotly or torch.
 """
 
-from circuitlab.report.comparison import Comparison, compare
-from circuitlab.report.curves import all_docs_curves, compared_curves, curve_points, loss_curves, strategy_curve
-from circuitlab.report.figures import FIGURES, figures_for, write_report_figures
-from circuitlab.report.heatmaps import circuit_patterns, score_heatmaps
-from circuitlab.report.overview import overview
-from circuitlab.report.write import png_available, write_figures
+from circuitlab.core.lazy import exports
 
-__all__ = [
-    "FIGURES", "Comparison", "all_docs_curves", "circuit_patterns", "compare", "compared_curves", "curve_points",
-    "figures_for", "loss_curves", "overview", "png_available", "score_heatmaps", "strategy_curve",
-    "write_figures", "write_report_figures",
-]
+__getattr__, _names = exports(__name__, {
+    "Comparison": "comparison", "compare": "comparison",
+    "all_docs_curves": "curves", "compared_curves": "curves", "curve_points": "curves",
+    "loss_curves": "curves", "strategy_curve": "curves",
+    "FIGURES": "figures", "figures_for": "figures", "write_report_figures": "figures",
+    "circuit_patterns": "heatmaps", "score_heatmaps": "heatmaps", "overview": "overview",
+    "png_available": "write", "write_figures": "write",
+})
+
+
+def __dir__() -> list[str]:
+    return sorted(_names())

@@ -135,6 +135,11 @@ CASES = [
     (["compare", "{in}/tiny.json", "--out", "{out}/cmp"], "at least two circuit files"),
     (["compare", "{in}/tiny.json", "{in}/gqa.json", "--out", "{out}/cmp"], "cannot compare circuits of different"),
     (["compare", "{in}/tiny.json", "{in}/other_weights.json", "--out", "{out}/cmp"], "fingerprint"),
+    # stats
+    (["stats", "--a", "{in}/missing", "--b", "{in}/missing"], "not found"),
+    (["stats", "--a", "{in}/tiny.json", "--b", "{in}/tiny.json"], "not a circuitlab finetune result.json"),
+    (["stats", "--a", "{in}/tiny.json", "--b", "{in}/tiny.json", "--bootstrap", "5"], "--bootstrap must be at least"),
+    (["stats", "--a", "{in}/tiny.json", "--b", "{in}/tiny.json", "--measure", "f1"], "invalid choice: 'f1'"),
     # reproduce
     (REPRODUCE[:4] + ["nope", "--out", "{out}/repro"], "unknown task 'nope'"),
     (REPRODUCE + ["--samples", "0"], "--samples must be a positive integer"),

@@ -160,3 +160,20 @@ def test_headmap_locates_a_circuit_when_none_is_given(tmp_path):
     assert located.strategy == "layer-conditioned" and located.task.name == "capitals"
     assert r.heads == {str(k): v for k, v in located.heads.items()}
     assert r.circuit["strategy"] == "layer-conditioned"
+
+
+def test_a_run_records_each_documents_gold_and_margin():
+    """What `circuitlab stats` pairs: per document the gold answer, and the gold log-likelihood minus the best
+    other choice's, taken from the evaluation's own per-choice log-likelihoods (positive exactly where `acc`
+    counts the document right, barring ties)."""
+    from circuitlab.evaluate.run import evaluate
+    from circuitlab.finetune.run import evaluate_docs
+
+    model = load_plain("tiny-llama")
+    docs = load_docs("capitals", "validation", limit=12)
+    record = evaluate_docs(model, "capitals", docs, "validation", progress=False)
+    preds = evaluate(model, "capitals", split="validation", progress=False, docs=docs).predictions
+    assert record.golds == [d.gold for d in docs] and len(record.margins) == len(docs)
+    for m, p in zip(record.margins, preds):
+        others = [lp for i, lp in enumerate(p.logprobs) if i != p.gold]
+        assert m == pytest.approx(p.logprobs[p.gold] - max(others)) and (m > 0) == (p.pred == p.gold)

@@ -1,0 +1,108 @@
+"""Paired statistics for two sets of runs scored on the same documents with the same seeds.
+
+The runs of one comparison are not independent samples: every seed of a method is scored on the same
+documents, so a pooled test over seeds x documents counts each document once per seed. Here the unit of
+replication is the document *and* the seed:
+
+- per seed: A's and B's mean measure, their difference, and (for right/wrong measures) an exact McNemar test
+  on the documents the two disagree on;
+- the mean difference over seeds, with a confidence interval from a clustered bootstrap that resamples the
+  seeds and the documents together (the same resampled documents for every resampled seed, as they were
+  scored), so the interval carries both sources of variation;
+- two tests that do not treat seeds of one document as independent: over documents (each document's
+  difference averaged over the seeds; a one-sample t-test, documents being the independent units) and over
+  seeds (the per-seed differences; t with seeds - 1 degrees of freedom: honest, and weak with few seeds);
+- the minimum detectable effect: the true difference the document-level test would find with probability
+  0.8 at two-sided alpha 0.05, (z_0.975 + z_0.8) x its standard error: what "no difference" can rule out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from jaxtyping import Float
+from scipy.stats import binomtest, norm, ttest_1samp
+
+Matrix = Float[np.ndarray, "seed doc"]
+BINARY_MEASURES = ("acc", "exact_match")
+
+
+@dataclass
+class SeedComparison:
+    seed: int | None
+    a: float  # mean over the documents
+    b: float
+    difference: float  # a - b
+    only_a: int | None = None  # right only in A (right/wrong measures)
+    only_b: int | None = None
+    mcnemar_p: float | None = None  # exact (binomial) McNemar test
+
+
+@dataclass
+class PairedComparison:
+    measure: str  # acc, exact_match (right = 1, wrong = 0) or margin (gold log-likelihood minus the best other)
+    n_docs: int
+    seeds: list
+    a: float  # mean over seeds and documents
+    b: float
+    difference: float
+    ci: tuple[float, float]  # clustered bootstrap, documents and seeds resampled together
+    confidence: float
+    n_bootstrap: int
+    p_documents: float  # t-test over documents of the seed-averaged differences
+    p_seeds: float | None  # t-test over the per-seed differences (None with one seed)
+    min_detectable: float  # the document-level test's minimum detectable effect (alpha 0.05, power 0.8)
+    per_seed: list[SeedComparison] = field(default_factory=list)
+
+
+def mcnemar(a: Float[np.ndarray, " doc"], b: Float[np.ndarray, " doc"]) -> tuple[int, int, float]:
+    """Right only in A, right only in B, and the exact McNemar p-value (two-sided binomial on the discordant
+    documents; 1 when there are none)."""
+    only_a, only_b = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+    return only_a, only_b, (binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0)
+
+
+def clustered_bootstrap(diff: Matrix, n: int, rng: np.random.Generator) -> Float[np.ndarray, " n"]:
+    """`n` bootstrap means of `diff` [seed, doc]: each draws seeds with replacement and documents with
+    replacement, the same documents for every drawn seed."""
+    n_seeds, n_docs = diff.shape
+    out = np.empty(n)
+    for i in range(n):
+        seeds = rng.integers(0, n_seeds, n_seeds)
+        docs = rng.integers(0, n_docs, n_docs)
+        out[i] = diff[np.ix_(seeds, docs)].mean()
+    return out
+
+
+def t_test_p(values: Float[np.ndarray, " n"]) -> float | None:
+    """Two-sided one-sample t-test of mean 0; None for fewer than 2 values; 1 when all are 0."""
+    if len(values) < 2:
+        return None
+    if np.all(values == values[0]):
+        return 1.0 if values[0] == 0 else 0.0
+    return float(ttest_1samp(values, 0.0).pvalue)
+
+
+def compare_paired(a: Matrix, b: Matrix, seeds: list, measure: str, n_bootstrap: int = 10_000,
+                   confidence: float = 0.95, seed: int = 0) -> PairedComparison:
+    """A against B: `a[s, d]`, `b[s, d]` the measure of seed `seeds[s]` on document d (the same documents)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] == 0:
+        raise ValueError(f"a and b must be [seed, doc] of one shape, got {a.shape} and {b.shape}")
+    diff = a - b
+    per_seed = []
+    for s, (ra, rb) in enumerate(zip(a, b)):
+        row = SeedComparison(seeds[s], float(ra.mean()), float(rb.mean()), float(ra.mean() - rb.mean()))
+        if measure in BINARY_MEASURES:
+            row.only_a, row.only_b, row.mcnemar_p = mcnemar(ra, rb)
+        per_seed.append(row)
+    boot = clustered_bootstrap(diff, n_bootstrap, np.random.default_rng(seed))
+    tail = (1 - confidence) / 2
+    by_doc = diff.mean(0)
+    se_doc = float(by_doc.std(ddof=1) / math.sqrt(len(by_doc))) if len(by_doc) > 1 else float("nan")
+    return PairedComparison(
+        measure, a.shape[1], list(seeds), float(a.mean()), float(b.mean()), float(diff.mean()),
+        (float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail))), confidence, n_bootstrap,
+        t_test_p(by_doc), t_test_p(diff.mean(1)), float((norm.ppf(0.975) + norm.ppf(0.8)) * se_doc), per_seed)

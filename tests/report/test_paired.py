@@ -1,0 +1,112 @@
+"""Paired statistics (`circuitlab stats`) against hand computations: McNemar by binomial sums, t-tests by their
+formulas, the clustered bootstrap by an element-by-element loop over the same draws, and the run files read,
+paired by seed and checked."""
+
+import json
+import math
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+from scipy.stats import t as t_dist
+
+from circuitlab.cli import main
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.finetune.results import EvalRecord, RunResult, TrainRecord
+from circuitlab.report.paired import compare_paired, mcnemar
+from circuitlab.report.stats import StatsConfig, stats
+
+
+def test_mcnemar_is_the_two_sided_binomial_on_the_discordant_documents():
+    a = np.array([1] * 7 + [0] * 2 + [1] * 5 + [0] * 4, dtype=float)  # 7 right only in A, 2 only in B
+    b = np.array([0] * 7 + [1] * 2 + [1] * 5 + [0] * 4, dtype=float)
+    only_a, only_b, p = mcnemar(a, b)
+    assert (only_a, only_b) == (7, 2)
+    assert p == pytest.approx(2 * sum(math.comb(9, k) for k in range(3)) / 2 ** 9)  # 92 / 512
+    assert mcnemar(a, a)[2] == 1.0
+
+
+def t_p(values):
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return 2 * t_dist.sf(abs(mean / (sd / math.sqrt(n))), n - 1)
+
+
+def test_the_tests_count_documents_and_seeds_not_their_product():
+    rng = np.random.default_rng(1)
+    a = (rng.random((3, 40)) < 0.7).astype(float)
+    b = (rng.random((3, 40)) < 0.6).astype(float)
+    r = compare_paired(a, b, [0, 1, 2], "acc", n_bootstrap=500)
+    diff = (a - b).tolist()
+    by_doc = [sum(diff[s][d] for s in range(3)) / 3 for d in range(40)]
+    by_seed = [sum(row) / 40 for row in diff]
+    assert r.p_documents == pytest.approx(t_p(by_doc), rel=1e-9)
+    assert r.p_seeds == pytest.approx(t_p(by_seed), rel=1e-9)
+    assert r.difference == pytest.approx(sum(by_seed) / 3)
+    sd = math.sqrt(sum((v - r.difference) ** 2 for v in by_doc) / 39)
+    assert r.min_detectable == pytest.approx((1.959964 + 0.841621) * sd / math.sqrt(40), rel=1e-5)
+    for s, row in enumerate(r.per_seed):
+        assert row.difference == pytest.approx(by_seed[s]) and row.mcnemar_p == mcnemar(a[s], b[s])[2]
+
+
+def test_the_bootstrap_resamples_seeds_and_documents_together():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(3, 25)), rng.normal(size=(3, 25))
+    r = compare_paired(a, b, [0, 1, 2], "margin", n_bootstrap=300, seed=7)
+    draws, means = np.random.default_rng(7), []
+    for _ in range(300):  # the same draws, averaged element by element
+        seeds = draws.integers(0, 3, 3)
+        docs = draws.integers(0, 25, 25)
+        cells = [a[s][d] - b[s][d] for s in seeds for d in docs]
+        means.append(sum(cells) / len(cells))
+    assert r.ci == pytest.approx((np.quantile(means, 0.025), np.quantile(means, 0.975)), rel=1e-9)
+    assert r.per_seed[0].mcnemar_p is None  # a continuous measure: no McNemar
+
+
+def test_seeds_that_disagree_widen_the_interval():
+    """The same per-document differences, once identical in every seed and once shifted by seed: only the
+    interval that resamples seeds sees the second."""
+    base = np.random.default_rng(3).normal(0, 1, size=25)
+    same = np.stack([base] * 3)
+    shifted = np.stack([base + 2, base - 2, base])
+    zeros = np.zeros((3, 25))
+    narrow = compare_paired(same, zeros, [0, 1, 2], "margin", n_bootstrap=2000)
+    wide = compare_paired(shifted, zeros, [0, 1, 2], "margin", n_bootstrap=2000)
+    assert (wide.ci[1] - wide.ci[0]) > 2 * (narrow.ci[1] - narrow.ci[0])
+
+
+def write_run(path, seed, preds, golds, margins=(), task="sst2", fingerprint="abc"):
+    r = RunResult({"task": task, "seed": seed, "method": "lora"}, "lora", {}, None, 0, 1, 0.0,
+                  TrainRecord("train", 0), EvalRecord("validation", len(preds), 0, fingerprint, {"acc": 0.0},
+                                                      preds=list(preds), golds=list(golds), margins=list(margins)))
+    path.mkdir(parents=True)
+    (path / "result.json").write_text(json.dumps(asdict(r)))
+    return path
+
+
+def test_stats_pairs_runs_by_seed_and_a_single_run_with_every_seed(tmp_path):
+    golds = [0, 1, 1, 0, 1, 0]
+    a = [write_run(tmp_path / f"a{s}", s, p, golds) for s, p in ((0, [0, 1, 1, 0, 0, 0]), (1, [0, 1, 0, 0, 1, 0]))]
+    b = [write_run(tmp_path / f"b{s}", s, p, golds) for s, p in ((1, [1, 1, 0, 0, 1, 1]), (0, [0, 0, 1, 1, 1, 0]))]
+    r = stats(a, b, StatsConfig(bootstrap=200))
+    assert r.seeds == [0, 1] and r.measure == "acc"
+    assert [s.difference for s in r.per_seed] == pytest.approx([5 / 6 - 4 / 6, 5 / 6 - 3 / 6])
+    base = write_run(tmp_path / "base", 0, [1] * 6, golds)
+    r = stats([base], b, StatsConfig(bootstrap=200))
+    assert r.seeds == [0, 1] and [s.a for s in r.per_seed] == pytest.approx([0.5, 0.5])
+
+
+def test_stats_refuses_runs_on_other_documents_and_missing_margins(tmp_path, capsys):
+    a = write_run(tmp_path / "a", 0, [0, 1], [0, 1], margins=[1.0, 2.0])
+    b = write_run(tmp_path / "b", 0, [0, 1], [0, 1], fingerprint="other")
+    with pytest.raises(CircuitlabError, match="other documents"):
+        stats([a], [b])
+    c = write_run(tmp_path / "c", 0, [0, 1], [0, 1])
+    with pytest.raises(CircuitlabError, match="no per-document margins"):
+        stats([a], [c], StatsConfig(measure="margin"))
+    assert main(["stats", "--a", str(a), "--b", str(c), "--measure", "margin"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "margins" in err[0]
+    assert main(["stats", "--a", str(a), "--b", str(c), "--bootstrap", "200", "--json", str(tmp_path / "s.json")]) == 0
+    assert json.loads((tmp_path / "s.json").read_text())["seeds"] == [0]
