@@ -2,9 +2,9 @@
 methods, and the training curves as figures.
 
 Runs are `RUNS/[TASK/]NAME-sSEED/result.json` (`NAME` = method label, e.g. headmap-circuit, lora, circuit-lora);
-`base` runs (no seed) are listed once. Paired tests compare A and B run on the same seed, document by document:
-an exact McNemar test per seed, and one over all seeds' documents pooled; plus the sign of the per-seed accuracy
-differences.
+`base` runs (no seed) are listed once. Paired comparisons of A and B are `circuitlab stats` (circuitlab.report.stats):
+an exact McNemar test per seed, then the mean difference with a bootstrap interval over documents and seeds, tests
+over documents and over seeds, and the smallest detectable difference.
 
     python results/study_summary.py runs/study2 --data-dir ../shared/data --compare headmap-circuit:headmap-random \
         --compare headmap-circuit:headmap-redundant --md results/study2.md --figures results/study2_figures
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import statistics
 from collections import defaultdict
@@ -23,13 +22,10 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
-from scipy.stats import binomtest
 
-from circuitlab.finetune import TrainConfig
-from circuitlab.finetune.splits import eval_docs
 from circuitlab.core.io import write_text_atomic
+from circuitlab.report.stats import StatsConfig, stats
 from circuitlab.report.write import write_figures
-from circuitlab.tasks import get_task, load_docs
 
 
 def main_metric(metrics: dict) -> str:
@@ -46,30 +42,6 @@ def load_runs(root: Path) -> list[dict]:
         runs.append({"path": path, "task": cfg["task"], "label": label, "seed": seed, "result": r,
                      "metric": main_metric(r["eval"]["metrics"])})
     return runs
-
-
-def correct(run: dict, data_dir: str | None) -> list[bool]:
-    """Per evaluation document: right or wrong (gold reconstructed as the run chose its documents)."""
-    r = run["result"]
-    cfg = TrainConfig.from_dict(r["config"])
-    task = get_task(cfg.task)
-    train = load_docs(task, cfg.train_split, data_dir, limit=cfg.max_train) if cfg.method != "base" else []
-    gold = [d.gold for d in eval_docs(task, r["eval"]["split"], data_dir, cfg, train)]
-    return [p == g for p, g in zip(r["eval"]["preds"], gold)]
-
-
-def paired_difference(only_a: int, only_b: int, n: int) -> tuple[float, float]:
-    """Accuracy of A minus B in points over `n` paired documents, and the half-width of its 95 % interval (normal
-    approximation for paired proportions: only the documents the two disagree on carry information)."""
-    diff = (only_a - only_b) / n
-    se = math.sqrt(max(only_a + only_b - n * diff * diff, 0.0)) / n
-    return 100 * diff, 100 * 1.96 * se
-
-
-def mcnemar(a: list[bool], b: list[bool]) -> tuple[int, int, float]:
-    only_a = sum(x and not y for x, y in zip(a, b))
-    only_b = sum(y and not x for x, y in zip(a, b))
-    return only_a, only_b, (binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0)
 
 
 def table(runs: list[dict]) -> list[str]:
@@ -89,28 +61,24 @@ def table(runs: list[dict]) -> list[str]:
 
 
 def paired(runs: list[dict], a: str, b: str, data_dir: str | None) -> list[str]:
-    by = {(r["task"], r["label"], r["seed"]): r for r in runs}
+    """Per seed: accuracies and the exact McNemar test; then `circuitlab stats` over documents and seeds."""
     lines = [f"| task | seed | {a} (%) | {b} (%) | right only in {a} | only in {b} | exact McNemar p |",
              "|---|---|---|---|---|---|---|"]
     for task in sorted({r["task"] for r in runs}):
-        seeds = sorted(s for (t, lab, s) in by if t == task and lab == a and (t, b, s) in by)
-        pooled_a, pooled_b, diffs = [], [], []
-        for s in seeds:
-            ca, cb = correct(by[(task, a, s)], data_dir), correct(by[(task, b, s)], data_dir)
-            oa, ob, p = mcnemar(ca, cb)
-            pooled_a += ca
-            pooled_b += cb
-            acc_a, acc_b = 100 * sum(ca) / len(ca), 100 * sum(cb) / len(cb)
-            diffs.append(acc_a - acc_b)
-            lines.append(f"| {task} | {s} | {acc_a:.2f} | {acc_b:.2f} | {oa} | {ob} | {p:.4f} |")
-        if seeds:
-            oa, ob, p = mcnemar(pooled_a, pooled_b)
-            wins = sum(d > 0 for d in diffs)
-            lines.append(f"| {task} | pooled ({len(seeds)} seeds) | {100 * sum(pooled_a) / len(pooled_a):.2f} | "
-                         f"{100 * sum(pooled_b) / len(pooled_b):.2f} | {oa} | {ob} | {p:.4f} |")
-            d, half = paired_difference(oa, ob, len(pooled_a))
-            lines.append(f"| {task} | {a} − {b}, pooled | {d:+.2f} points, 95 % CI ± {half:.2f} | | | | |")
-            lines.append(f"| {task} | {a} better on | {wins} of {len(seeds)} seeds | | | | |")
+        side = {lab: [r["path"].parent for r in runs if r["task"] == task and r["label"] == lab and r["seed"] is not None]
+                for lab in (a, b)}
+        if not side[a] or not side[b]:
+            continue
+        r = stats(side[a], side[b], StatsConfig(), data_dir)
+        for s in r.per_seed:
+            lines.append(f"| {task} | {s.seed} | {100 * s.a:.2f} | {100 * s.b:.2f} | {s.only_a} | {s.only_b} | "
+                         f"{s.mcnemar_p:.4f} |")
+        lo, hi = r.ci
+        p_seeds = "–" if r.p_seeds is None else f"{r.p_seeds:.4f}"
+        lines.append(f"| {task} | {a} − {b}, {len(r.seeds)} seeds × {r.n_docs} documents | "
+                     f"{100 * r.difference:+.2f} points, 95 % CI [{100 * lo:+.2f}, {100 * hi:+.2f}] | | "
+                     f"p over documents {r.p_documents:.4f} | p over seeds {p_seeds} | "
+                     f"detectable {100 * r.min_detectable:.2f} |")
     return lines
 
 
