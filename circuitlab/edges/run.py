@@ -31,6 +31,7 @@ from circuitlab.edges.metrics import first_difference
 from circuitlab.edges.batches import encode_pairs
 from circuitlab.edges.pairs import Pair, pairs_digest
 from circuitlab.core.artefact import Artefact
+from circuitlab.core.errors import CircuitlabError
 
 
 def edges_identity(model, pairs: list[Pair], cfg: EdgesConfig, chosen: list[str] | None = None) -> dict:
@@ -87,6 +88,8 @@ def edges_to(out: str | Path, model, pairs: list[Pair], cfg: EdgesConfig, task: 
     `chosen`: score only these edges (by name, `circuitlab.edges.chosen`); the circuit is chosen among them."""
     g = Graph.of(model)
     only = resolve(chosen, g) if chosen is not None else None  # a name not in the graph: refused before any work
+    if only is not None and cfg.curve and max(cfg.curve) > len(only):
+        raise CircuitlabError(f"--curve {max(cfg.curve)}: only {len(only)} edges are scored (--edges)")
     artefact = Artefact(out, identity or edges_identity(model, pairs, cfg, chosen), "edge circuit")
     done = artefact.finished(EdgeCircuit.load)
     if done is not None:

@@ -96,6 +96,7 @@ def _copy_bytes(m, g, b):
     ("m0->m1\nm0->m1\n", [], "names 'm0->m1' twice"),
     ("# nothing\n", [], "chooses no edge"),
     ("m0->m1\n", ["--edges-top", "3"], "--edges-top needs an edge circuit's scores"),
+    ("m0->m1\n", ["--curve", "2"], "only 1 edges are scored"),
 ])
 def test_a_bad_edges_file_is_one_line_and_writes_nothing(content, extra, match, tmp_path, capsys):
     (tmp_path / "e.txt").write_text(content)
