@@ -16,7 +16,7 @@ __getattr__, _names = exports(__name__, {
     "all_docs_curves": "curves", "compared_curves": "curves", "curve_points": "curves",
     "loss_curves": "curves", "strategy_curve": "curves",
     "FIGURES": "figures", "figures_for": "figures", "write_report_figures": "figures",
-    "circuit_patterns": "heatmaps", "score_heatmaps": "heatmaps", "overview": "overview",
+    "circuit_patterns": "heatmaps", "score_heatmaps": "heatmaps",
     "png_available": "write", "write_figures": "write",
 })
 
