@@ -55,6 +55,7 @@ def integrated(model, batch: PairBatch, metric: Metric, clean_lp, alphas: Sequen
 
 def eap(model, batch, metric, clean_lp, alphas: Sequence[float] = (1.0,),
         only: list[tuple[int, int]] | None = None) -> Scores:
+    """EAP: the gradient at the clean run alone (the registry's one signature; `alphas` is not used)."""
     return integrated(model, batch, metric, clean_lp, (1.0,), only)
 
 
