@@ -24,6 +24,8 @@ def add_reproduce(sub) -> None:
     add_settings(p, ReproduceConfig, flags={"random_seeds": "--seeds", "attention": "--attn-implementation"})
     name_flags(p, n_per_layer="--heads-per-layer")  # checked by LocateConfig against the model
     add_figure_options(p)
+    p.add_argument("--redraw", action="store_true", help="only draw the figures, tables and README again from the "
+                                                          "circuits in --out (after an upgrade); no model is loaded")
 
 
 def run_reproduce(args) -> None:
@@ -31,7 +33,8 @@ def run_reproduce(args) -> None:
 
     log = print if launched_main() else (lambda line: None)
     result = reproduce(build(ModelConfig, args), args.tasks, args.data_dir, args.out, build(ReproduceConfig, args),
-                       command=command_line(args), progress=launched_main(), log=log, **figure_options(args))
+                       command=command_line(args), progress=launched_main(), log=log, redraw=args.redraw,
+                       **figure_options(args))
     log(f"wrote {len(result.figures)} figure files and {result.readme}")
 
 
@@ -49,7 +52,8 @@ def command_line(args) -> str:
         if name in ("device", "processes") or value is None or (name not in ALWAYS_SHOWN and value == defaults.get(name)):
             continue
         argv += [flag, ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)]
-    return shlex.join(["circuitlab", "reproduce", *argv, *(["--plotlyjs", args.plotlyjs] if args.plotlyjs != "directory" else [])])
+    return shlex.join(["circuitlab", "reproduce", *argv, *(["--plotlyjs", args.plotlyjs] if args.plotlyjs != "directory" else []),
+                       *(["--redraw"] if getattr(args, "redraw", False) else [])])
 
 
 def add_track(sub) -> None:

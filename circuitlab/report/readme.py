@@ -70,7 +70,8 @@ def _markdown(df, digits: int = 3) -> str:
 
 
 def write_readme(by_task: dict[str, Circuit], out_dir: Path, config, command: str | None, plotlyjs: str = "directory",
-                 all_tasks: tuple[str, ...] = (), split_rows: dict[str, int] | None = None) -> Path:
+                 all_tasks: tuple[str, ...] = (), split_rows: dict[str, int] | None = None,
+                 notes: tuple[str, ...] = ()) -> Path:
     """`out_dir/README.md` for the circuits of a reproduce run (`config`: its ReproduceConfig;
     `split_rows`: how many rows each task's locating split has, where known)."""
     circuits = list(by_task.values())
@@ -107,6 +108,7 @@ def write_readme(by_task: dict[str, Circuit], out_dir: Path, config, command: st
     ]
     if not_run:
         lines.append(f"Not run yet: {', '.join(not_run)} (add them with `--tasks`; the command resumes).")
+    lines += [f"{note}" for note in notes]
     if val:
         lines.append(f"{', '.join(val)}: no training split offline, so the samples come from the validation "
                      "split (the figures say so in their panel titles).")

@@ -48,11 +48,15 @@ class ReproduceConfig:
         float rounding only: "auto" is recorded as MAX_BATCH_TOKENS, which the finished tasks of earlier
         runs recorded, and the attention kernel not at all. The protocol is recorded when it is not
         `paper`, so the tasks finished before it existed are still reused."""
+        return {"model": model.name, "fingerprint": model.fingerprint(), "task": task, "split": split,
+                **self.key_settings()}
+
+    def key_settings(self) -> dict:
+        """`key` without the model and the task: the settings alone, as a finished task records them."""
         tokens = MAX_BATCH_TOKENS if self.max_batch_tokens == "auto" else self.max_batch_tokens
         settings = {k: v for k, v in asdict(self).items()
                     if k != "attention" and not (k == "protocol" and v == "paper")}
-        return {"model": model.name, "fingerprint": model.fingerprint(), "task": task, "split": split,
-                **settings, "random_seeds": list(self.random_seeds), "max_batch_tokens": tokens}
+        return {**settings, "random_seeds": list(self.random_seeds), "max_batch_tokens": tokens}
 
 
 def locating_split(task: str, data_dir=None) -> str:

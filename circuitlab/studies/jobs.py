@@ -25,15 +25,20 @@ from circuitlab.tasks import get_task, load_docs
 
 def reproduce(model, tasks: str | list[str], data_dir, out_dir: str | Path, config: ReproduceConfig | None = None,
               *, command: str | None = None, png: bool = True, plotlyjs: str = "directory", progress: bool = True,
-              log=print):
+              log=print, redraw: bool = False):
     """Every task's circuit (resumable task by task), then all figures, tables and the README. `tasks`: names, or
     "all" / a comma-separated list; every task's split is read and `model` (a `ModelConfig` or a name, loaded
-    after the checks) is checked against `config` before anything loads."""
+    after the checks) is checked against `config` before anything loads. `redraw`: only the figures, tables
+    and README, again, from the circuits already in `out_dir` (no model is loaded)."""
     config = config or ReproduceConfig()
     tasks = parse_tasks(tasks) if isinstance(tasks, str) else tuple(tasks)
     out_dir = check_writable(out_dir, "dir")
     for task in tasks:  # every split exists and reads, before the model loads
         load_docs(task, locating_split(task, data_dir), data_dir, limit=config.max_docs)
+    if redraw:
+        from circuitlab.studies.reproduce import redraw_reproduction
+
+        return redraw_reproduction(tasks, data_dir, out_dir, config, command, png, plotlyjs, log)
     name = model.name if hasattr(model, "bridge") else (model.model if isinstance(model, ModelConfig) else model)
     LocateConfig(n_per_layer=config.heads_per_layer).plan(model_dims(name))
     from circuitlab.studies.reproduce import run_reproduction  # torch and TransformerLens: every check has passed

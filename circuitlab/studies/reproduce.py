@@ -21,6 +21,8 @@ from circuitlab.core.progress import progress_bar
 from circuitlab.circuits.circuit import AllDocsCurve, Circuit, Sample, Selection
 from circuitlab.circuits.heads import HeadMask
 from circuitlab.core.artefact import Artefact
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.core.io import read_json_object
 from circuitlab.core.processes import Shard
 from circuitlab.core.protocol import DEFAULT_PROTOCOL
 from circuitlab.locate.config import LocateConfig
@@ -104,6 +106,38 @@ class Reproduction:
     circuits: dict[str, Circuit]
     figures: list[Path] = field(default_factory=list)
     readme: Path | None = None
+
+
+def redraw_reproduction(tasks: tuple[str, ...], data_dir, out_dir: Path, config: ReproduceConfig,
+                        command: str | None, png: bool, plotlyjs: str, log) -> Reproduction:
+    """`reproduce --redraw`: the figures, tables and README again from the circuits already in `out_dir` (after
+    an upgrade of circuitlab), with no model and no locating. A circuit that records other settings than
+    `config` is refused; one from before circuits recorded their settings is used as it is, and the README
+    names it."""
+    circuits, unrecorded = {}, []
+    for task in tasks:
+        path = circuit_path(out_dir, task)
+        if not path.is_file():
+            raise CircuitlabError(f"--redraw: {path} is missing: run without --redraw to locate {task}")
+        recorded = reproduced_with(read_json_object(path, "circuit"))
+        if recorded is None:
+            unrecorded.append(task)
+        else:
+            wanted = {k: v for k, v in config.key_settings().items() if k in recorded}
+            differs = sorted(k for k, v in wanted.items() if recorded[k] != v)
+            if differs:
+                raise CircuitlabError(f"--redraw: {path} was made with other settings (differs in: "
+                                      f"{', '.join(differs)})")
+        circuits[task] = Circuit.load(path)
+        log(f"{task}: {path}")
+    notes = () if not unrecorded else (
+        f"Redrawn with `--redraw` from the circuits in `circuits/`; those of {', '.join(unrecorded)} were made by an "
+        "earlier circuitlab that did not record its settings in them, and are used as they are.",)
+    result = Reproduction(circuits)
+    result.figures = write_report_figures(list(circuits.values()), out_dir, png=png, plotlyjs=plotlyjs)
+    rows = {t: len(load_docs(get_task(t), c.task.split, data_dir)) for t, c in circuits.items()}
+    result.readme = write_readme(circuits, out_dir, config, command, plotlyjs, PAPER_TASKS, rows, notes)
+    return result
 
 
 def run_reproduction(model, tasks: tuple[str, ...], data_dir, out_dir: Path, config: ReproduceConfig,

@@ -165,3 +165,32 @@ def test_summary_table_reads_the_circuits(run):
         for column, other in (("above greedy", greedy), ("above random", rand)):
             above = [k for k in range(len(other)) if c.loss_curve[k] > other[k]]
             assert row[column] == f"{len(above)}/{c.model.n_layers}"
+
+
+def test_redraw_draws_again_from_the_circuits_without_a_model(run, data_dir, tmp_path, monkeypatch):
+    """`--redraw` after an upgrade: the same figures and tables from the circuits in OUT, no model loaded; a
+    circuit with no recorded settings is used and named; one with other settings is refused."""
+    import json
+    import shutil
+
+    _, out, _ = run
+    copy = tmp_path / "copy"
+    shutil.copytree(out / "circuits", copy / "circuits")
+    doc = json.loads((copy / "circuits" / "hellaswag.json").read_text())
+    doc.pop("run")  # as circuits from before they recorded their settings
+    (copy / "circuits" / "hellaswag.json").write_text(json.dumps(doc))
+    monkeypatch.setattr(rp, "as_bridged", lambda *a, **k: pytest.fail("redraw loaded a model"))
+    result = reproduce("tiny-llama", ["capitals", "hellaswag"], data_dir, copy, CONFIG, command="X --redraw",
+                       png=False, progress=False, log=lambda s: None, redraw=True)
+    drawn = sorted(p.name for p in copy.iterdir() if p.suffix == ".html")
+    assert drawn == sorted(p.name for p in out.iterdir() if p.suffix == ".html")
+    for table in sorted((out / "tables").glob("*.csv")):
+        assert (copy / "tables" / table.name).read_text() == table.read_text()
+    readme = result.readme.read_text()
+    assert "X --redraw" in readme and "those of hellaswag were made by an earlier circuitlab" in readme
+    with pytest.raises(CircuitlabError, match=r"other settings \(differs in: samples\)"):
+        reproduce("tiny-llama", ["capitals"], data_dir, copy, ReproduceConfig(**{**CONFIG.__dict__, "samples": 5}),
+                  png=False, progress=False, log=lambda s: None, redraw=True)
+    with pytest.raises(CircuitlabError, match="is missing: run without --redraw"):
+        reproduce("tiny-llama", ["capitals", "boolq"], data_dir, tmp_path / "empty", CONFIG, png=False,
+                  progress=False, log=lambda s: None, redraw=True)
