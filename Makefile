@@ -7,7 +7,7 @@ LOCK := constraints.txt
 STAMP := .make/installed
 DEMO := demo
 
-.PHONY: install demo test test-quick bench gpu-bench lock clean
+.PHONY: install figures-js demo test test-quick bench gpu-bench lock clean
 
 # torch first, torch==2.13.0, kept when installed: on this project's machines pip takes the CPU wheel that lies on
 # disk; left to resolve torch through another package, pip would pull a CUDA build of several GB.
@@ -18,17 +18,22 @@ $(STAMP): pyproject.toml $(LOCK)
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium not installed: PNG export will be skipped"
 	mkdir -p .make && touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) figures-js
 
-demo: $(STAMP)
+# The committed figures' HTML reads plotly.min.js beside it; the file (4.7 MB) is not tracked, so it is written here
+# from the installed plotly.
+figures-js: $(STAMP)
+	$(PY) -c "import pathlib; from circuitlab.report.write import write_plotlyjs; [write_plotlyjs(d.parent) for d in pathlib.Path('figures').glob('*/README.md')]"
+
+demo: $(STAMP) figures-js
 	$(PY) -m circuitlab locate --model smollm2-135m --task capitals --samples 16 --out $(DEMO)/smollm2-135m__capitals.json
 	$(PY) -m circuitlab plot $(DEMO)/smollm2-135m__capitals.json --out $(DEMO)/figures
 	@echo "The demo circuit's figures: open $(DEMO)/figures/fig5_layer_conditioned_losses.png (the masking heatmap, chosen heads outlined) and $(DEMO)/figures/fig6_loss_curves.png (HTML beside them)"
 
-test: $(STAMP)
+test: $(STAMP) figures-js
 	$(PY) -m pytest -q tests
 
-test-quick: $(STAMP)
+test-quick: $(STAMP) figures-js
 	$(PY) -m pytest -q -m "not smollm2" tests
 
 bench: $(STAMP)

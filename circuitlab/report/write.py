@@ -19,6 +19,12 @@ def png_available() -> bool:
     return Chromium.find_browser(skip_local=False) is not None
 
 
+def write_plotlyjs(out_dir: str | Path) -> Path:
+    """`out_dir/plotly.min.js`, the plotly.js the "directory" HTML files beside it read. A repository keeps it out
+    of version control (4.7 MB) and writes it again with this (`make figures-js`)."""
+    return write_text_atomic(Path(out_dir) / "plotly.min.js", get_plotlyjs())
+
+
 def write_figures(figs: dict[str, go.Figure], out_dir: str | Path, png: bool = True, scale: float = 2,
                   plotlyjs: str = "directory") -> list[Path]:
     """`stem.html` for every figure (`plotlyjs`: "directory", "inline" or "cdn") and `stem.png`, all PNGs rendered
@@ -31,7 +37,7 @@ def write_figures(figs: dict[str, go.Figure], out_dir: str | Path, png: bool = T
     written = [write_text_atomic(out_dir / f"{stem}.html", fig.to_html(include_plotlyjs=include, full_html=True))
                for stem, fig in figs.items()]
     if plotlyjs == "directory" and figs:
-        written.append(write_text_atomic(out_dir / "plotly.min.js", get_plotlyjs()))
+        written.append(write_plotlyjs(out_dir))
     if png and figs:
         if not png_available():
             warnings.warn("Chromium not found: PNG export skipped (install it: apt-get install chromium)")
