@@ -16,6 +16,7 @@ from circuitlab.core.errors import CircuitlabError
 from circuitlab.circuits.heads import HeadMask
 from circuitlab.core.io import nan_to_null, null_to_nan, read_json_object, write_json_atomic
 from circuitlab.models.identity import ModelDims, ModelIdentity, check_same_model
+from circuitlab.models.names import public_name
 
 SCHEMA_VERSION = 2
 Heads = dict[int, list[int]]  # layer -> sorted query-head indices
@@ -36,7 +37,7 @@ class ModelInfo:
     @classmethod
     def of(cls, model) -> "ModelInfo":
         """From a `circuitlab.models.LoadedModel`."""
-        return cls(model.name, model.hf_id, model.revision, model.fingerprint(), **asdict(model.dims))
+        return cls(public_name(model.name), model.hf_id, model.revision, model.fingerprint(), **asdict(model.dims))
 
     @property
     def dims(self) -> ModelDims:

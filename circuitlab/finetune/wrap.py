@@ -8,12 +8,14 @@ the paper trains its combinations (`param_groups`: HeadMap's maps by name, the r
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
 
+from circuitlab.core.errors import CircuitlabError
 from circuitlab.finetune.config import PEFT_TARGETS, PEFT_TARGETS_WITH_HEADMAP, TrainConfig
 from circuitlab.core.io import write_text_atomic
 from circuitlab.headmap.adapter import base_info
@@ -21,6 +23,7 @@ from circuitlab.headmap.cards import headmap_card
 from circuitlab.headmap.config import HeadMapConfig
 from circuitlab.headmap.tuner import register
 from circuitlab.models.identity import count_params
+from circuitlab.models.names import public_name
 
 HEADMAP_PARAM = ".headmap_map."  # in the names of HeadMap's parameters inside a PEFT model
 
@@ -88,8 +91,23 @@ def wrap(model, cfg: TrainConfig, heads: dict[int, list[int]] | None, config=Non
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         pm = get_peft_model(hf, config if config is not None else peft_config(cfg, heads))
+    check_in_memory(pm)
     return Wrapped(pm, base_params)
 
 
+def check_in_memory(peft_model) -> None:
+    """One line when a trained layer sits in a block the device map offloads to disk. accelerate puts such a
+    block's weights back on the meta device after every forward, the adapter's with them, and reads them
+    again from its disk copy, which has no adapter: training cannot run there. Blocks on the CPU or a GPU can."""
+    offloaded = sorted({int(m.group(1)) for name, p in peft_model.named_parameters()
+                        if p.requires_grad and p.device.type == "meta"
+                        for m in [re.search(r"layers\.(\d+)\.", name)] if m is not None})
+    if offloaded or any(p.requires_grad and p.device.type == "meta" for p in peft_model.parameters()):
+        blocks = ", ".join(f"model.layers.{i}" for i in offloaded) or "the adapted modules"
+        raise CircuitlabError(f"the device map offloads {blocks} to disk, but the adapter trains there: raise "
+                              f"--max-memory, or give --device-map as a JSON object that keeps those blocks on "
+                              f'"cpu" (docs/scale.md)')
+
+
 def adapter_base(model, fingerprint: str) -> dict:
-    return base_info(model.hf_model, model.name, model.hf_id, fingerprint, model.revision)
+    return base_info(model.hf_model, public_name(model.name), model.hf_id, fingerprint, model.revision)

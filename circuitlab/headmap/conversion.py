@@ -28,6 +28,7 @@ from circuitlab.headmap.dirs import PEFT_CONFIG, PEFT_WEIGHTS, adapter_dir, is_a
 from circuitlab.headmap.layer import HS_CANNOT_MERGE, HeadMapLayer
 from circuitlab.headmap.tuner import maps
 from circuitlab.models.llama import decoder_layers
+from circuitlab.models.dims import stored_dtype
 from circuitlab.models.plain import load_plain
 
 
@@ -56,12 +57,13 @@ def new_dir(out: str | Path, command: str) -> Path:
 
 
 def base_model(source: Path, model_name: str | None) -> tuple:
-    """The adapter's base model as a plain HF model (and its tokenizer): `model_name`, else the one it names."""
+    """The adapter's base model as a plain HF model (and its tokenizer): `model_name`, else the one it names, in
+    the precision its checkpoint is stored in (what a merged model is saved in)."""
     config = read_config(source)
     name = model_name or (config.base_model or {}).get("name")
     if name is None:
         raise CircuitlabError(f"{source} names no base model: give --model")
-    plain = load_plain(name)
+    plain = load_plain(name, dtype=stored_dtype(name))
     return plain.hf_model, plain.tokenizer
 
 

@@ -41,3 +41,14 @@ def model_dims(name: str | ModelSource) -> ModelDims:
     from circuitlab.models.sources import model_config  # nowhere on disk: transformers reads it (or the hub)
 
     return ModelDims.of_config(model_config(src))
+
+
+def stored_dtype(name: str | ModelSource) -> str:
+    """The precision the model's checkpoint is stored in (config.json's `dtype`, `torch_dtype` before
+    transformers 5), float32 when it says none. Rewriting a checkpoint (merge, export) loads it so: float32 on the
+    CPU would double a bf16 7B model to 27 GB, more than a 24 GB machine holds, and save it twice as large."""
+    src = resolve(name) if isinstance(name, str) else name
+    path = config_file(src) if src.kind != "tiny" else None
+    config = json.loads(path.read_text()) if path is not None else {}
+    dtype = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return dtype if dtype in ("float32", "bfloat16", "float16") else "float32"

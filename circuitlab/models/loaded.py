@@ -73,4 +73,4 @@ def bridge_hf(name: str, hf_model, tokenizer, dtype: torch.dtype | None = None,
     dtype = dtype if dtype is not None else hf_model.dtype
     bridge = TransformerBridge.boot_transformers(src.bridge_name, hf_model=hf_model, tokenizer=tokenizer, dtype=dtype)
     bridge.eval()
-    return LoadedModel(name=name, hf_id=src.hf_id, revision=revision, bridge=bridge, tokenizer=tokenizer)
+    return LoadedModel(name=name, hf_id=src.public_id, revision=revision, bridge=bridge, tokenizer=tokenizer)

@@ -36,6 +36,25 @@ class ModelSource:
         """The architecture name TransformerBridge is booted with (the weights are passed in)."""
         return self.hf_id if "/" in self.hf_id else "meta-llama/" + self.hf_id
 
+    @property
+    def public_id(self) -> str:
+        """What artefacts record as the model's hub id: a local directory by its own name only (a machine path
+        means nothing on another machine; the weight fingerprint beside it says which weights they were)."""
+        return Path(self.hf_id).resolve().name if self.kind == "local" else self.hf_id
+
+    @property
+    def public_name(self) -> str:
+        return self.public_id if self.kind == "local" else self.name
+
+
+def public_name(name: str) -> str:
+    """The name artefacts record for `--model NAME` (see `ModelSource.public_id`); a name that is not a model's
+    (a benchmark's shape built in memory) as it is."""
+    try:
+        return resolve(name).public_name
+    except CircuitlabError:
+        return name
+
 
 def resolve(name: str) -> ModelSource:
     if name == EMBEDDED:

@@ -48,7 +48,7 @@ def load_plain(name: str, device: str | None = "cpu", dtype: str | torch.dtype =
     model, tok = load_hf(src, revision=revision, where=where)
     if not where.dispatched:
         model = model.to(where.device)
-    return PlainModel(name=name, hf_id=src.hf_id, revision=revision, hf_model=model, tokenizer=tok)
+    return PlainModel(name=name, hf_id=src.public_id, revision=revision, hf_model=model, tokenizer=tok)
 
 
 def as_plain(model: "PlainModel | ModelConfig | str | HFModelView") -> PlainModel:

@@ -6,8 +6,10 @@ takes ~15 s, so the dequantized weights are cached as safetensors under the user
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -48,7 +50,7 @@ def load_hf(name: str | ModelSource, dtype: str | torch.dtype = DEFAULT_DTYPE, r
         model, tok = _pretrained(src, dtype, revision, **dispatch_kw)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model.name_or_path = model.config.name_or_path = src.hf_id  # what PEFT records: the hub id, not a cache path
+    model.name_or_path = model.config.name_or_path = src.public_id  # what PEFT records: the hub id, never a path
     return model.eval(), tok
 
 
@@ -110,8 +112,11 @@ def embedded_tokenizer():
 
 @lru_cache(maxsize=1)
 def offload_folder() -> str:
-    """Where weights a device map sends to "disk" are kept, for this process."""
-    return tempfile.mkdtemp(prefix="circuitlab-offload-")
+    """Where weights a device map sends to "disk" are kept, for this process, removed when it exits (accelerate
+    writes a copy of every offloaded weight there that is not in a safetensors checkpoint: GBs at 7B)."""
+    folder = tempfile.mkdtemp(prefix="circuitlab-offload-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def dispatch(model, where: Placement):

@@ -73,3 +73,19 @@ def test_peft_layers_change_the_bridge_output_once_trained():
             after = model.hf_model(ids).logits
     assert captured and (after - before).abs().max() > 1e-3
     assert adapters.n_trainable > 0
+
+
+def test_an_adapter_in_a_block_offloaded_to_disk_is_refused_in_one_line():
+    """accelerate empties a disk-offloaded block after every forward and reloads it from a copy without the
+    adapter: training there cannot work, so `wrap` names the blocks; blocks kept in memory train."""
+    from circuitlab.core.errors import CircuitlabError
+
+    on_disk = load_plain("tiny-llama", None, device_map="sequential", max_memory="cpu=13MB")
+    assert on_disk.hf_model.hf_device_map["model.layers.2"] == "disk"
+    with pytest.raises(CircuitlabError, match=r"offloads model\.layers\.2 to disk"):
+        wrap(on_disk, cfg(model="tiny-llama", method="headmap-mha", rank=4), {0: [1], 2: [0, 3]})
+    kept = load_plain("tiny-llama", None, device_map='{"model.embed_tokens": "cpu", "model.layers.0": "cpu", '
+                      '"model.layers.1": "disk", "model.layers.2": "cpu", "model.layers.3": "disk", '
+                      '"model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"}')
+    wrapped = wrap(kept, cfg(model="tiny-llama", method="headmap-mha", rank=4), {0: [1], 2: [0, 3]})
+    assert all(p.device.type == "cpu" for p in wrapped.peft_model.parameters() if p.requires_grad)

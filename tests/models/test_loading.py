@@ -49,3 +49,21 @@ def test_unknown_or_unreachable_model_is_one_line(name, monkeypatch):
     with pytest.raises(CircuitlabError) as e:
         load_model(name)
     assert "\n" not in str(e.value)
+
+
+def test_a_local_directory_is_recorded_by_its_name_not_its_path(tmp_path):
+    """Artefacts record a model by name and fingerprint; a machine path means nothing elsewhere."""
+    from circuitlab.circuits.circuit import ModelInfo
+    from circuitlab.finetune.wrap import adapter_base
+    from circuitlab.models.plain import load_plain
+
+    plain = load_plain("tiny-llama")
+    folder = tmp_path / "my-llama"
+    plain.hf_model.save_pretrained(folder)
+    plain.tokenizer.save_pretrained(folder)
+    m = load_model(str(folder))
+    assert m.fingerprint() == load_model("tiny-llama").fingerprint()
+    recorded = [ModelInfo.of(m).name, ModelInfo.of(m).hf_id, m.hf_model.name_or_path,
+                adapter_base(m, m.fingerprint())["name"], load_plain(str(folder)).hf_id]
+    assert recorded == ["my-llama"] * 5
+    assert str(tmp_path) not in repr(ModelInfo.of(m))

@@ -45,3 +45,19 @@ def test_a_device_map_naming_a_gpu_this_machine_lacks():
         parse_device_map('{"model.layers.0": "cuda:3"}')
     with pytest.raises(ConfigError, match="names 0"):
         parse_max_memory("0=20GiB")
+
+
+def test_weights_offloaded_to_disk_are_removed_when_the_process_ends(tmp_path):
+    """accelerate copies offloaded weights that are not in a safetensors checkpoint into the offload folder: at
+    7B that is GBs per run, which used to stay in /tmp after every run."""
+    import subprocess
+    import sys
+
+    code = ("from circuitlab.models import load_model\n"
+            "from circuitlab.models.sources import offload_folder\n"
+            "m = load_model('tiny-llama', device=None, device_map='sequential', max_memory='cpu=13MB')\n"
+            "import pathlib; print(offload_folder(), sum(1 for _ in pathlib.Path(offload_folder()).rglob('*.dat')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    folder, files = out[-2], int(out[-1])
+    assert files > 0  # the tiny model went to disk, so the folder did hold weights
+    assert not __import__("pathlib").Path(folder).exists()
