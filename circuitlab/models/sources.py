@@ -11,7 +11,6 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -110,10 +109,11 @@ def embedded_tokenizer():
     return AutoTokenizer.from_pretrained(cached)
 
 
-@lru_cache(maxsize=1)
 def offload_folder() -> str:
-    """Where weights a device map sends to "disk" are kept, for this process, removed when it exits (accelerate
-    writes a copy of every offloaded weight there that is not in a safetensors checkpoint: GBs at 7B)."""
+    """A new folder for the weights one load's device map sends to "disk", removed when the process exits
+    (accelerate writes a copy of every offloaded weight there that is not in a safetensors checkpoint: GBs at 7B).
+    One per load: accelerate reuses a folder that already holds an index, so a second model dispatched into the
+    first one's folder would run on the first one's weights."""
     folder = tempfile.mkdtemp(prefix="circuitlab-offload-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder

@@ -50,14 +50,26 @@ def test_a_device_map_naming_a_gpu_this_machine_lacks():
 def test_weights_offloaded_to_disk_are_removed_when_the_process_ends(tmp_path):
     """accelerate copies offloaded weights that are not in a safetensors checkpoint into the offload folder: at
     7B that is GBs per run, which used to stay in /tmp after every run."""
+    import os
     import subprocess
     import sys
 
     code = ("from circuitlab.models import load_model\n"
-            "from circuitlab.models.sources import offload_folder\n"
             "m = load_model('tiny-llama', device=None, device_map='sequential', max_memory='cpu=13MB')\n"
-            "import pathlib; print(offload_folder(), sum(1 for _ in pathlib.Path(offload_folder()).rglob('*.dat')))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    folder, files = out[-2], int(out[-1])
-    assert files > 0  # the tiny model went to disk, so the folder did hold weights
-    assert not __import__("pathlib").Path(folder).exists()
+            "import pathlib, tempfile; print(sum(1 for _ in pathlib.Path(tempfile.gettempdir()).rglob('*.dat')))\n")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert int(out.split()[-1]) > 0  # the tiny model went to disk, so the folder did hold weights
+    assert not list(tmp_path.glob("circuitlab-offload-*"))
+
+
+def test_two_models_offloaded_in_one_process_keep_their_own_weights():
+    """accelerate reuses an offload folder that holds an index: one folder per process gave the second model
+    dispatched the first one's weights (or a shape error)."""
+    from circuitlab.models import load_model
+
+    first = load_model("tiny-llama", device=None, device_map="sequential", max_memory="cpu=13MB")
+    second = load_model("tiny-llama-gqa", device=None, device_map="sequential", max_memory="cpu=13MB")
+    assert "disk" in set(first.hf_model.hf_device_map.values()) & set(second.hf_model.hf_device_map.values())
+    assert second.fingerprint() == load_model("tiny-llama-gqa").fingerprint()
+    assert first.fingerprint() == load_model("tiny-llama").fingerprint()
