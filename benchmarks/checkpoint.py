@@ -12,9 +12,9 @@ The tokenizer is the embedded SmolLM2's byte-level BPE resized to the shape's vo
 V ids (with the merges that stay inside them) for Llama-2's 32,000, or extended by reserved special tokens
 for Llama-3's 128,256 (Llama-3 has 256 of its own). Prompts tokenize as SmolLM2 tokenizes them.
 
-    python benchmarks/checkpoint.py llama2-7b --out /tmp/ckpt/llama2-7b-random   # 13.5 GB, 2 min here
-    python benchmarks/checkpoint.py llama3-8b --out /tmp/ckpt/llama3-8b-random   # 16.1 GB, 2.5 min
-    circuitlab locate --model /tmp/ckpt/llama2-7b-random --task hellaswag --device-map auto --max-memory cpu=10GiB ...
+    python benchmarks/checkpoint.py llama2-7b --out ckpt/llama2-7b-random   # 13.5 GB, 2 min here
+    python benchmarks/checkpoint.py llama3-8b --out ckpt/llama3-8b-random   # 16.1 GB, 2.5 min
+    circuitlab locate --model ckpt/llama2-7b-random --task hellaswag --device-map auto --max-memory cpu=10GiB ...
 
 Name the directory for what it is (`...-random`): artefacts record a local model by its directory's name (and
 the weight fingerprint), and `llama2-7b` alone is the alias of the real hub model. Nothing written here belongs
@@ -82,10 +82,8 @@ def resized_tokenizer(vocab: int, out: Path):
     spec = json.loads(base.backend_tokenizer.to_str())
     kept = {t: i for t, i in spec["model"]["vocab"].items() if i < vocab}
     spec["model"]["vocab"] = kept
-    spec["model"]["merges"] = [m for m in spec["model"]["merges"]
-                               if (m.split(" ") if isinstance(m, str) else m)[0] in kept
-                               and (m.split(" ") if isinstance(m, str) else m)[1] in kept
-                               and "".join(m.split(" ") if isinstance(m, str) else m) in kept]
+    pairs = [m.split(" ") if isinstance(m, str) else m for m in spec["model"]["merges"]]  # either JSON form
+    spec["model"]["merges"] = [[a, b] for a, b in pairs if a in kept and b in kept and a + b in kept]
     spec["added_tokens"] = [a for a in spec["added_tokens"] if a["id"] < vocab]
     core = Tokenizer.from_str(json.dumps(spec))
     tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token=base.bos_token, eos_token=base.eos_token,

@@ -99,11 +99,10 @@ def check_in_memory(peft_model) -> None:
     """One line when a trained layer sits in a block the device map offloads to disk. accelerate puts such a
     block's weights back on the meta device after every forward, the adapter's with them, and reads them
     again from its disk copy, which has no adapter: training cannot run there. Blocks on the CPU or a GPU can."""
-    offloaded = sorted({int(m.group(1)) for name, p in peft_model.named_parameters()
-                        if p.requires_grad and p.device.type == "meta"
-                        for m in [re.search(r"layers\.(\d+)\.", name)] if m is not None})
-    if offloaded or any(p.requires_grad and p.device.type == "meta" for p in peft_model.parameters()):
-        blocks = ", ".join(f"model.layers.{i}" for i in offloaded) or "the adapted modules"
+    on_disk = [name for name, p in peft_model.named_parameters() if p.requires_grad and p.device.type == "meta"]
+    if on_disk:
+        layers = sorted({int(m.group(1)) for m in map(re.compile(r"layers\.(\d+)\.").search, on_disk) if m})
+        blocks = ", ".join(f"model.layers.{i}" for i in layers) or "the adapted modules"
         raise CircuitlabError(f"the device map offloads {blocks} to disk, but the adapter trains there: raise "
                               f"--max-memory, or give --device-map as a JSON object that keeps those blocks on "
                               f'"cpu" (docs/scale.md)')

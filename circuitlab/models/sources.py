@@ -44,7 +44,7 @@ def load_hf(name: str | ModelSource, dtype: str | torch.dtype = DEFAULT_DTYPE, r
     elif src.kind == "tiny":
         model, tok = tiny_model(src.name, dtype)
         if dispatch_kw:
-            model = dispatch(model, where)
+            model = dispatch(model, where, dispatch_kw["offload_folder"])
     else:
         model, tok = _pretrained(src, dtype, revision, **dispatch_kw)
     if tok.pad_token is None:
@@ -119,7 +119,7 @@ def offload_folder() -> str:
     return folder
 
 
-def dispatch(model, where: Placement):
+def dispatch(model, where: Placement, folder: str | None = None):
     """A model built in memory (the tiny test models) dispatched as `from_pretrained` would do it."""
     from accelerate import dispatch_model, infer_auto_device_map
     from accelerate.utils import get_balanced_memory
@@ -132,7 +132,7 @@ def dispatch(model, where: Placement):
             memory = get_balanced_memory(model, max_memory=memory, no_split_module_classes=no_split,
                                          low_zero=dmap == "balanced_low_0")
         dmap = infer_auto_device_map(model, max_memory=memory, no_split_module_classes=no_split)
-    return dispatch_model(model, device_map=dmap, offload_dir=offload_folder())
+    return dispatch_model(model, device_map=dmap, offload_dir=folder or offload_folder())
 
 
 # -- tiny random models ----------------------------------------------------------------------------

@@ -2,24 +2,10 @@
 the script's seeded tensors and whose tokenizer has exactly the shape's vocabulary; and circuitlab loads it
 dispatched with part of it on disk, recording the model by its directory's name."""
 
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def checkpoint():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("checkpoint")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 def test_a_small_sharded_checkpoint_loads_as_written(checkpoint, tmp_path):

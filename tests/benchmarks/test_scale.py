@@ -1,23 +1,6 @@
 """benchmarks/scale.py at the CPU shape: the run CI does in seconds (the numbers themselves are not asserted)."""
 
-import importlib
 import json
-import sys
-from pathlib import Path
-
-import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def scale():
-    """benchmarks/scale.py imported by its own name: its all-gather timing spawns processes that import it."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("scale")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 def test_cpu_tiny_runs_and_agrees_with_plain(scale, tmp_path):
