@@ -3,7 +3,8 @@ circuit) and `pairs` (a task's clean/corrupted pairs as JSON Lines)."""
 
 from __future__ import annotations
 
-from circuitlab.cli.options import add_data_dir_option, add_data_options, add_model_options, add_settings, build
+from circuitlab.cli.options import (add_data_dir_option, add_data_options, add_model_options, add_progress_option,
+                                    add_settings, build)
 from circuitlab.edges.config import EdgesConfig
 from circuitlab.models.config import ModelConfig
 
@@ -18,7 +19,7 @@ def add_edges(sub) -> None:
     p.add_argument("--split", default="test", help="the task's split to take pairs from (default: test)")
     p.add_argument("--max-pairs", type=int, help="use only the first N pairs")
     add_settings(p, EdgesConfig)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.add_argument("--out", required=True, help="circuit JSON to write (the scores go beside it as .safetensors)")
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from circuitlab.cli.options import add_data_dir_option, add_model_options, add_settings, build, name_flags
+from circuitlab.cli.options import (add_data_dir_option, add_model_options, add_progress_option, add_settings, build,
+                                    name_flags)
 from circuitlab.core.processes import launched_main
 from circuitlab.finetune.config import RunOptions, TrainConfig
 from circuitlab.models.config import ModelConfig
@@ -19,6 +20,7 @@ def add_finetune(sub) -> None:
                  flags=TRAIN_FLAGS)
     add_settings(p, RunOptions)
     name_flags(p, n_per_layer="--heads-per-layer")  # when a circuit is located first
+    add_progress_option(p)
     p.add_argument("--out", required=True, help="run directory, e.g. runs/NAME (rerun to resume)")
 
 
@@ -27,7 +29,8 @@ def run_finetune(args) -> None:
 
     where = build(ModelConfig, args)
     cfg = build(TrainConfig, args, model=where.model, dtype=where.dtype_name)
-    result = finetune(where, cfg, args.out, options=build(RunOptions, args), data_dir=args.data_dir)
+    result = finetune(where, cfg, args.out, options=build(RunOptions, args), data_dir=args.data_dir,
+                      progress=not args.no_progress)
     if launched_main():
         metrics = "  ".join(f"{k}={v:.4f}" for k, v in result.eval.metrics.items())
         print(f"{result.method} on {cfg.task} ({result.protocol} protocol): trainable {result.trainable_params:,} "

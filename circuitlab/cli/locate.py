@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from circuitlab.cli.options import add_data_options, add_model_options, add_settings, build, given, name_flags, note
+from circuitlab.cli.options import (add_data_options, add_model_options, add_progress_option, add_settings, build,
+                                    given, name_flags, note)
 from circuitlab.core.processes import launched_main
 from circuitlab.models.config import ModelConfig
 from circuitlab.locate.config import LocateConfig
@@ -24,7 +25,7 @@ def add(sub) -> None:
     p.add_argument("--seed", type=int, help="random/redundant: one seed (the same as --seeds S)")
     p.add_argument("--circuit", help="redundant: the circuit JSON whose heads are excluded")
     name_flags(p, circuit="--circuit", samples_file="--samples-file")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_option(p)
     p.add_argument("--out", help="circuit JSON to write (default: circuits/MODEL__TASK[__STRATEGY].json)")
 
 

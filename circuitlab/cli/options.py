@@ -106,6 +106,11 @@ def figure_options(args) -> dict:
     return {"png": not args.no_png, "plotlyjs": args.plotlyjs}
 
 
+def add_progress_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (they are off when stderr is not "
+                                                                  "a terminal)")
+
+
 def add_data_dir_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir",
                    help="local data laid out like ../shared/data (default: $CIRCUITLAB_DATA, else the hub)")

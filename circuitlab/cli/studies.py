@@ -6,8 +6,8 @@ import dataclasses
 import shlex
 
 from circuitlab.cli.options import (
-    MODEL_FIELDS, add_data_dir_option, add_figure_options, add_model_options, add_settings, build, figure_options,
-    name_flags, note,
+    MODEL_FIELDS, add_data_dir_option, add_figure_options, add_model_options, add_progress_option, add_settings, build,
+    figure_options, name_flags, note,
 )
 from circuitlab.core.processes import launched_main
 from circuitlab.edges.config import EdgesConfig
@@ -70,7 +70,7 @@ def add_track(sub) -> None:
     p.add_argument("--heads", action="store_true", help="also locate the head circuit (layer-conditioned) at every "
                                                         "checkpoint, on the same pairs, and compare those")
     add_figure_options(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(p)
     p.add_argument("--out", required=True, help="directory for step-N.json files, track.json and the figures")
 
 

@@ -12,6 +12,7 @@ a run records the names' digest, not the file's path.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 from circuitlab.core.errors import CircuitlabError
@@ -65,6 +66,8 @@ def _from_circuit(path: Path, top: int | None) -> list[str]:
 def resolve(names: list[str], g) -> list[tuple[int, int]]:
     """The (writer, reader) index of each name in graph `g`; a name not in it is one clear error."""
     index = {g.edge_name(w, r): (w, r) for w, r in g.edge_mask.nonzero().tolist()}
+    if g.n_kv_heads == g.n_heads:  # names written before a multi-head graph's k/v readers were named by head
+        names = [re.sub(r"\.g(\d+)<([kv])>$", r".h\1<\2>", n) for n in names]
     missing = [n for n in names if n not in index]
     if missing:
         raise CircuitlabError(f"--edges: {len(missing)} edge(s) are not in the model's graph ({g.n_layers} layers x "

@@ -19,6 +19,7 @@ from circuitlab.core.settings import check_settings, int_list, setting
 TOP_FRACTION = 0.05  # the paper's circuits: the top 5 % of edges
 ABLATIONS = ("corrupted", "zero", "mean")  # what edges outside a circuit carry when it is evaluated
 IG_POINTS = ("left", "right")  # EAP-IG's Riemann sum: k = 0..m-1 or k = 1..m
+KV_READERS = ("grouped", "per-head")  # under GQA: a k/v reader per KV group or per query head
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class EdgesConfig:
     ig_points: str = setting("left", "eap-ig: the gradient at k/m of the way from the corrupted to the clean input "
                                      "for k = 0..m-1 (left: hannamw/EAP-IG since 13c0033, MIB) or k = 1..m (right: "
                                      "the paper's code, EAP-IG before)", choices=IG_POINTS)
+    kv: str = setting("grouped", "GQA's k and v readers: grouped (one per KV group, TransformerLens 4's split) or "
+                                 "per-head (one per query head, the EAP-IG library's ungrouped graph: the model "
+                                 "runs as its multi-head equivalent)", choices=KV_READERS)
     batch_size: int = setting(8, "pairs per forward", minimum=1)
     top_n: int | None = setting(None, "keep the top N edges by |score| (default: the top 5 percent, the paper's)", minimum=1)
     threshold: float | None = setting(None, "keep the edges with |score| >= T instead", minimum=0)

@@ -11,7 +11,8 @@ reader's input:
 
 Indices are fixed by the model's shape, so a score matrix [writer, reader] is a plain tensor, and names
 follow the EAP-IG / MIB convention: nodes `input`, `a{l}.h{h}`, `m{l}`, `logits`; a KV group's reader
-is `a{l}.g{g}` (circuitlab's own: one reader shared by the group's query heads).
+is `a{l}.g{g}` (circuitlab's own: one reader shared by the group's query heads), a head's own k/v reader (no GQA,
+or `--kv per-head`) `a{l}.h{h}`.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ class Graph:
         return [self.writer_name(w) for w in range(self.n_writers)]
 
     def reader_name(self, r: int) -> str:
-        """`a{l}.h{h}<q>`, `a{l}.g{g}<k>`, `a{l}.g{g}<v>`, `m{l}`, `logits`."""
+        """`a{l}.h{h}<q>`, `a{l}.g{g}<k>`, `a{l}.g{g}<v>`, `m{l}`, `logits`; without GQA (or with `--kv per-head`)
+        a k/v reader is its head's own, `a{l}.h{h}<k>`, as EAP-IG and MIB name it."""
         if r == self.logits_reader:
             return "logits"
         layer, offset = divmod(r, self.readers_per_layer)
@@ -123,7 +125,7 @@ class Graph:
             return f"a{layer}.h{offset}<q>"
         g, which = (offset - self.n_heads, "k") if offset < self.n_heads + self.n_kv_heads else \
             (offset - self.n_heads - self.n_kv_heads, "v")
-        return f"a{layer}.g{g}<{which}>"
+        return f"a{layer}.{'h' if self.n_kv_heads == self.n_heads else 'g'}{g}<{which}>"
 
     @cached_property
     def reader_names(self) -> list[str]:
@@ -143,7 +145,7 @@ class Graph:
         layer = r // self.readers_per_layer
         if name.endswith("<q>"):
             return [name[:-3]]
-        g = int(name.split(".g")[1].split("<")[0])
+        g = int(name.split(".", 1)[1][1:].split("<")[0])
         per = self.n_heads // self.n_kv_heads
         return [f"a{layer}.h{h}" for h in range(g * per, (g + 1) * per)]
 

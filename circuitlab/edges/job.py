@@ -11,9 +11,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from circuitlab.core.errors import CircuitlabError
 from circuitlab.core.io import check_writable
 from circuitlab.edges.config import EdgesConfig
 from circuitlab.edges.pairs import read_pairs
+from circuitlab.models.config import ModelConfig
+from circuitlab.models.placement import maps_to_disk
+
+
+def refuse_disk(blocks: list[str]) -> None:
+    """Attribution reads every attention's weights outside its forward (TransformerLens's per-head q/k/v
+    inputs), and a block offloaded to disk holds none then: refused in one line, naming the blocks."""
+    if blocks:
+        raise CircuitlabError(f"the device map offloads {', '.join(blocks)} to disk, and edges reads every "
+                              f"block's weights outside its forward: raise --max-memory (bf16 weights stay "
+                              f'memory-mapped, docs/scale.md) or keep those blocks on "cpu" in a JSON --device-map')
 
 
 def edges_task(model, task: str | None = None, *, pairs_file=None, split: str = "test", max_pairs: int | None = None,
@@ -21,6 +33,8 @@ def edges_task(model, task: str | None = None, *, pairs_file=None, split: str = 
     """The edge circuit (`EdgeCircuit`) of a task's clean/corrupted pairs, or of a pairs file's, into `out` (+
     .safetensors); resumable. `model`: a loaded model, a `ModelConfig` or a name (loaded after the checks)."""
     config = config or EdgesConfig()
+    if isinstance(model, ModelConfig):
+        refuse_disk(maps_to_disk(model.where))
     pairs, name, fingerprint = read_pairs(task, pairs_file, split, max_pairs, data_dir)
     out = check_writable(out)
     chosen = None
@@ -30,5 +44,11 @@ def edges_task(model, task: str | None = None, *, pairs_file=None, split: str = 
         chosen = read_edges(config.edges, config.edges_top)
     from circuitlab.edges.run import edges_to  # torch and TransformerLens: every check has passed
     from circuitlab.models.loaded import as_bridged
+    from circuitlab.models.placement import blocks_on_disk
+    from circuitlab.models.ungroup import ungroup_kv_heads
 
-    return edges_to(out, as_bridged(model, "edges"), pairs, config, name, progress, fingerprint, chosen=chosen)
+    if config.kv == "per-head" and not isinstance(model, (str, ModelConfig)) and model.n_kv_heads < model.n_heads:
+        raise CircuitlabError("--kv per-head changes the model before it is bridged: give its name or ModelConfig")
+    model = as_bridged(model, "edges", ungroup_kv_heads if config.kv == "per-head" else None)
+    refuse_disk(blocks_on_disk(model.hf_model.named_parameters()))
+    return edges_to(out, model, pairs, config, name, progress, fingerprint, chosen=chosen)

@@ -109,6 +109,11 @@ class TrainConfig:
     alpha_ratio: float | None = setting(None, "circuit-lora: LoRA alpha = this x rank (default 2)", minimum=0)
     normalise_change: bool = setting(False, "circuit-lora: divide each circuit's scores by its total |score| "
                                             "before taking the edge change")
+    loss_on: str = setting("text", "text: every token of the training text (HeadMap's protocols); answer: the "
+                                   "answer's tokens only (CircuitLoRA's code)", choices=("text", "answer"))
+    separator: str = setting("task", "between prompt and answer, in training and evaluation: task (as the task "
+                                     "writes it, a space) or newline (prompt + \"\\n\" + answer, CircuitLoRA's "
+                                     "code)", choices=("task", "newline"))
     mixed_precision: str = setting("no", "autocast the forward pass (bf16: CUDA or CPU, fp16: CUDA); weights "
                                          "keep --dtype",
                                    choices=MIXED_PRECISION)

@@ -30,7 +30,7 @@ from circuitlab.core.processes import launched_main
 from circuitlab.finetune.config import RunOptions, TrainConfig, check_run
 from circuitlab.finetune.heads import choose_heads
 from circuitlab.finetune.results import RunResult, made_from
-from circuitlab.finetune.splits import eval_docs, held_out_docs
+from circuitlab.finetune.splits import eval_docs, held_out_docs, with_separator
 from circuitlab.locate.config import default_heads_per_layer
 from circuitlab.models.config import ModelConfig
 from circuitlab.models.dims import model_dims
@@ -59,6 +59,7 @@ def prepare(cfg: TrainConfig, data_dir=None, dims: ModelDims | None = None) -> R
     loaded = load_docs(task, cfg.train_split, data_dir, limit=cfg.max_train) if cfg.spec.trains else []
     train_docs, held_out = held_out_docs(task, loaded, cfg, data_dir)
     evaluated = eval_docs(task, eval_split, data_dir, cfg, loaded)
+    train_docs, held_out, evaluated = (with_separator(d, cfg.separator) for d in (train_docs, held_out, evaluated))
     circuit = Circuit.load(cfg.circuit) if cfg.circuit is not None and cfg.spec.uses_heads else None
     if circuit is not None:
         if dims is not None:

@@ -53,7 +53,7 @@ def train_run(model, cfg: TrainConfig, inputs, out: Path, run: Artefact, options
     if cfg.spec.trains:
         base = adapter_base(model, model_info.fingerprint)
         wrapped = wrap(model, cfg, heads, plan.lora_config(model.hf_model) if plan else None)
-        seqs = [encode_docs(model.tokenizer, d, cfg.max_len, cfg.rules.train_eos)
+        seqs = [encode_docs(model.tokenizer, d, cfg.max_len, cfg.rules.train_eos, cfg.loss_on == "answer")
                 for d in (inputs.train_docs, inputs.held_out_docs)]
         record = TrainRecord(record.split, record.n_docs, record.data_fingerprint,
                              **train(model, wrapped, cfg, *seqs, out / "checkpoint", options, progress, on_step))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -45,3 +46,13 @@ def eval_docs(task, split: str, data_dir, cfg, train_docs: list[Doc]) -> list[Do
     if not docs:
         raise CircuitlabError(f"no {task.name} {split} documents left to evaluate on")
     return docs
+
+
+def with_separator(docs: list[Doc], separator: str) -> list[Doc]:
+    """The docs as the task writes them (`task`: the answer follows the prompt after a space), or with the
+    answer on a new line (`newline`: `prompt + "\n" + answer`, CircuitLoRA's code), for training and
+    evaluation alike, so a run is scored in the format it was trained on."""
+    if separator == "task":
+        return docs
+    return [dataclasses.replace(d, prompt=d.prompt + "\n", choices=tuple(c.lstrip(" ") for c in d.choices))
+            for d in docs]

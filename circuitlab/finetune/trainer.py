@@ -73,6 +73,17 @@ class StepHooks(TrainerCallback):
             self.bar.close()
 
 
+class NoInputGradients(TrainerCallback):
+    """transformers makes the embeddings' output require a gradient whenever gradient checkpointing is on
+    (reentrant checkpoints need it), so every backward pass runs down to the embeddings, even when only the
+    last layers train: for a circuit in the last layer of a 7B model, 31 blocks of backward for nothing.
+    circuitlab's checkpoints are non-reentrant, which need no such gradient: the hook is removed once
+    Trainer has set it. The trained parameters' gradients are the same."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        model.disable_input_require_grads()
+
+
 def training_arguments(cfg: TrainConfig, opts: RunOptions, out: Path, n_train: int, device: torch.device,
                        world: int = 1) -> TrainingArguments:
     """TrainingArguments for `cfg`: `batch_size` documents per optimizer step as `micro_batch_size` per
@@ -114,7 +125,8 @@ def train(model, wrapped, cfg: TrainConfig, train_seqs: list[list[int]], held_se
         model=wrapped.peft_model, args=args, cfg=cfg, train_dataset=TokenDataset(train_seqs),
         eval_dataset=TokenDataset(held_seqs) if args.eval_strategy != "no" else None,
         data_collator=PadCollator(model.tokenizer.pad_token_id),
-        callbacks=[StepHooks(f"{cfg.method} {cfg.task}", progress, on_step), *(callbacks or [])],
+        callbacks=[StepHooks(f"{cfg.method} {cfg.task}", progress, on_step),
+                   *([NoInputGradients()] if opts.gradient_checkpointing else []), *(callbacks or [])],
     )
     for quiet in (PrinterCallback, ProgressCallback):  # the bar above shows the loss; no dict per step
         trainer.remove_callback(quiet)

@@ -8,7 +8,6 @@ the paper trains its combinations (`param_groups`: HeadMap's maps by name, the r
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from circuitlab.headmap.config import HeadMapConfig
 from circuitlab.headmap.tuner import register
 from circuitlab.models.identity import count_params
 from circuitlab.models.names import public_name
+from circuitlab.models.placement import blocks_on_disk
 
 HEADMAP_PARAM = ".headmap_map."  # in the names of HeadMap's parameters inside a PEFT model
 
@@ -99,10 +99,9 @@ def check_in_memory(peft_model) -> None:
     """One line when a trained layer sits in a block the device map offloads to disk. accelerate puts such a
     block's weights back on the meta device after every forward, the adapter's with them, and reads them
     again from its disk copy, which has no adapter: training cannot run there. Blocks on the CPU or a GPU can."""
-    on_disk = [name for name, p in peft_model.named_parameters() if p.requires_grad and p.device.type == "meta"]
+    on_disk = blocks_on_disk((n, p) for n, p in peft_model.named_parameters() if p.requires_grad)
     if on_disk:
-        layers = sorted({int(m.group(1)) for m in map(re.compile(r"layers\.(\d+)\.").search, on_disk) if m})
-        blocks = ", ".join(f"model.layers.{i}" for i in layers) or "the adapted modules"
+        blocks = ", ".join(on_disk)
         raise CircuitlabError(f"the device map offloads {blocks} to disk, but the adapter trains there: raise "
                               f"--max-memory, or give --device-map as a JSON object that keeps those blocks on "
                               f'"cpu" (docs/scale.md)')

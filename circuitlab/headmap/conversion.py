@@ -29,6 +29,7 @@ from circuitlab.headmap.layer import HS_CANNOT_MERGE, HeadMapLayer
 from circuitlab.headmap.tuner import maps
 from circuitlab.models.llama import decoder_layers
 from circuitlab.models.dims import stored_dtype
+from circuitlab.models.export import save_model
 from circuitlab.models.plain import load_plain
 
 
@@ -103,7 +104,7 @@ def merge(source: str | Path, out: str | Path, model_name: str | None = None, ch
         raise CircuitlabError(HS_CANNOT_MERGE)
     hf, tok = base_model(src, model_name)
     merged = load(hf, src, check=check).merge_and_unload()
-    return write_dir_atomic(out, lambda tmp: [obj.save_pretrained(tmp) for obj in (tok, merged)])
+    return write_dir_atomic(out, lambda tmp: save_model(merged, tok, tmp))
 
 
 # -- PEFT LoRA on o_proj ---------------------------------------------------------------------------

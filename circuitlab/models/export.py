@@ -6,6 +6,7 @@ through the wrappers, so `save_pretrained` cannot write it) and written whole or
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from circuitlab.core.errors import CircuitlabError
@@ -22,4 +23,36 @@ def export_model(name: str, out: str | Path) -> Path:
     check_writable(out, "dir")
     model_dims(name)  # the model exists (or the hub answers) before anything loads
     plain = load_plain(name, "cpu", "float32")
-    return write_dir_atomic(out, lambda tmp: [obj.save_pretrained(tmp) for obj in (plain.tokenizer, plain.hf_model)])
+    return write_dir_atomic(out, lambda tmp: save_model(plain.hf_model, plain.tokenizer, tmp))
+
+
+def save_model(hf_model, tokenizer, directory: str | Path) -> None:
+    """`save_pretrained` of both, written so that transformers 4 (and the tools on it: TransformerLens 2,
+    the EAP-IG library) reads what transformers 5 means. Two things it would get wrong, silently or not:
+    - RoPE: transformers 5 writes `rope_parameters` only; transformers 4 reads `rope_theta` and, finding none,
+      runs 10,000 (SmolLM2's is 100,000: same shapes, other logits). The legacy keys are written too.
+    - the tokenizer's class, `TokenizersBackend`, which transformers 4 cannot load; both load
+      `PreTrainedTokenizerFast` from tokenizer.json."""
+    tokenizer.save_pretrained(directory)
+    hf_model.save_pretrained(directory)
+    _update_json(Path(directory) / "tokenizer_config.json", lambda c: {
+        **c, "tokenizer_class": "PreTrainedTokenizerFast"} if c.get("tokenizer_class") == "TokenizersBackend" else c)
+    _update_json(Path(directory) / "config.json", _legacy_rope)
+
+
+def _legacy_rope(config: dict) -> dict:
+    rope = config.get("rope_parameters")
+    if not isinstance(rope, dict) or "rope_theta" not in rope or "rope_theta" in config:
+        return config
+    scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
+    legacy = {"rope_theta": rope["rope_theta"]}
+    if scaling.get("rope_type", "default") != "default":
+        legacy["rope_scaling"] = scaling
+    return {**config, **legacy}
+
+
+def _update_json(path: Path, change) -> None:
+    config = json.loads(path.read_text())
+    new = change(config)
+    if new != config:
+        path.write_text(json.dumps(new, indent=2, ensure_ascii=False) + "\n")

@@ -31,14 +31,16 @@ class LoadedModel(HFModelView):
         return self.bridge.original_model
 
 
-def as_bridged(model: "LoadedModel | ModelConfig | str", command: str = "this command") -> LoadedModel:
+def as_bridged(model: "LoadedModel | ModelConfig | str", command: str = "this command",
+               before_bridge=None) -> LoadedModel:
     """`model` itself when loaded, else loaded as its `ModelConfig` says (a name: on the CPU, dtype auto), in
-    this process's part of the machine when torchrun started several (`ModelConfig.start`)."""
+    this process's part of the machine when torchrun started several (`ModelConfig.start`). `before_bridge`:
+    a change to the HF model before the bridge wraps it (`ungroup_kv_heads`)."""
     if isinstance(model, LoadedModel):
         return model
     _, config = (model if isinstance(model, ModelConfig) else ModelConfig(model=model)).start(command)
     return load_model(config.model, config.device, config.dtype, device_map=config.device_map,
-                      max_memory=config.max_memory)
+                      max_memory=config.max_memory, before_bridge=before_bridge)
 
 
 def load_model(
@@ -48,6 +50,7 @@ def load_model(
     revision: str | None = None,
     device_map: str | dict | None = None,
     max_memory: str | None = None,
+    before_bridge=None,
 ) -> LoadedModel:
     """Load `name` as a TransformerBridge (eager attention, raw HF weights) plus its tokenizer: on one
     `device`, or dispatched by `device_map` (accelerate's semantics; `max_memory` "0=20GiB,cpu=60GiB").
@@ -60,6 +63,8 @@ def load_model(
     model, tok = load_hf(src, revision=revision, where=where)
     if not where.dispatched:
         model = model.to(where.device)
+    if before_bridge is not None:
+        before_bridge(model)
     return bridge_hf(name, model, tok, torch_dtype(where.dtype), revision)
 
 

@@ -88,3 +88,22 @@ def _target(value, field: str):
     except ConfigError as e:
         raise ConfigError(field, f"names {value!r}: {e.problem}") from None
     return value
+
+
+def blocks_on_disk(named_parameters) -> list[str]:
+    """The blocks ("model.layers.3", or the parameter's module) whose parameters accelerate's disk offload keeps
+    on the meta device between forwards: they exist only while their own module runs. Code that reads such
+    a weight from outside (TransformerLens's per-head projections) or trains it cannot run there."""
+    blocks = set()
+    for name, p in named_parameters:
+        if p.device.type == "meta":
+            m = re.search(r"((?:model\.)?layers\.\d+)\.", name)  # PEFT's prefix dropped
+            bare = name.replace("._original_component", "")  # the bridge's wrapping
+            blocks.add(m.group(1) if m else bare.rpartition(".")[0])
+    return sorted(blocks, key=lambda b: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", b)])
+
+
+def maps_to_disk(where: Placement) -> list[str]:
+    """The modules an explicit JSON device map sends to "disk" (a strategy's are known only once it is computed)."""
+    return [name for name, target in (where.device_map or {}).items() if target == "disk"] \
+        if isinstance(where.device_map, dict) else []

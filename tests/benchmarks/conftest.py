@@ -26,3 +26,8 @@ def scale():
 @pytest.fixture(scope="module")
 def checkpoint():
     yield from benchmark("checkpoint")
+
+
+@pytest.fixture(scope="module")
+def eap_library():
+    yield from benchmark("eap_library")

@@ -104,3 +104,21 @@ def test_a_bad_edges_file_is_one_line_and_writes_nothing(content, extra, match, 
     one_line_error(capsys, ["edges", "--model", "tiny-llama-gqa", "--pairs", str(pairs_file(tmp_path)), "--method",
                             "exact", "--edges", str(tmp_path / "e.txt"), *extra, "--out", str(out)], match)
     assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("placement, blocks", [
+    (["--device-map", '{"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "cpu", '
+                     '"model.layers.2": "disk", "model.layers.3": "disk", "model.norm": "cpu", '
+                     '"model.rotary_emb": "cpu", "lm_head": "cpu"}'],
+     "model.layers.2, model.layers.3 to disk"),  # refused before the model loads
+    (["--device-map", "sequential", "--max-memory", "cpu=13MB"],
+     "model.layers.1, model.layers.2, model.layers.3, model.norm to disk"),  # known once the map is made
+])
+def test_blocks_offloaded_to_disk_are_refused_in_one_line(placement, blocks, tmp_path, capsys):
+    """Attribution reads each attention's weights outside its forward (TransformerLens's per-head q/k/v
+    inputs), and a block accelerate offloads to disk holds them only while it runs (TransformerLens raises
+    deep in the first forward otherwise)."""
+    out = tmp_path / "out" / "c.json"
+    one_line_error(capsys, ["edges", "--model", "tiny-llama", "--pairs", str(pairs_file(tmp_path)), "--method", "eap",
+                            *placement, "--out", str(out)], f"offloads {blocks}")
+    assert not out.parent.exists()

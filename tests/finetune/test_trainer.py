@@ -89,6 +89,25 @@ def test_gradient_checkpointing_gives_the_same_losses(tmp_path):
     assert max(abs(a - b) for a, b in zip(*curves)) < 1e-5
 
 
+def test_checkpointing_a_circuit_in_the_last_layer_runs_no_backward_below_it(tmp_path):
+    """transformers' checkpointing makes the embeddings' output require a gradient, so the backward pass
+    would run through every block; circuitlab removes that (non-reentrant checkpoints need none). Block 0
+    then computes nothing that needs a gradient, and the losses are those of a run without checkpointing."""
+    c = cfg(method="headmap-mha", circuit=tiny_circuit(load_model("tiny-llama"), tmp_path, {3: [0, 1]}),
+            max_train=8, epochs=1)
+    curves = []
+    for gc in (False, True):
+        plain = load_plain("tiny-llama")
+        needs_grad = []
+        plain.hf_model.model.layers[0].register_forward_hook(
+            lambda m, i, out: needs_grad.append((out[0] if isinstance(out, tuple) else out).requires_grad)
+            if torch.is_grad_enabled() else None)
+        curves.append(finetune(plain, c, tmp_path / str(gc), progress=False,
+                               options=RunOptions(gradient_checkpointing=gc)).train.loss_curve)
+        assert needs_grad and not any(needs_grad)
+    assert max(abs(a - b) for a, b in zip(*curves)) < 1e-6
+
+
 def test_bf16_mixed_precision_on_the_cpu_autocasts_the_forward_and_keeps_fp32_weights(tmp_path):
     """--mixed-precision bf16 on the CPU: step 1's loss is the bf16-autocast forward's (computed here with
     torch.autocast), not the fp32 one, and the trained adapter stays fp32."""
