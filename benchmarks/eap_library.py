@@ -15,7 +15,7 @@ The library was written for a GPU: the one tensor it puts on "cuda" (its score m
     python -m venv eapvenv && eapvenv/bin/pip install torch==2.13.0 'transformer-lens>=2.15,<3' matplotlib
     eapvenv/bin/pip install --no-deps -e EAP-IG          # its source: `fetch` github:hannamw/EAP-IG
     python benchmarks/eap_library.py --library-python eapvenv/bin/python --pairs 8 --steps 5 --repeats 3 \
-        --json benchmarks/results/eap_library.json
+        --json benchmarks/results/eap_library.json --figure benchmarks/results/eap_library.png
 """
 
 from __future__ import annotations
@@ -77,6 +77,34 @@ def compare(ours: dict[str, float], theirs: dict[str, float]) -> dict:
             "top5pct_overlap": len(top(a) & top(b)) / k}
 
 
+def figure(ours: dict[str, float], theirs: dict[str, float], result: dict, path: Path) -> None:
+    """Every edge's score, circuitlab's against the library's, and the times of each repeat side by side."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    names = sorted(theirs)
+    a = result["agreement"]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], subplot_titles=[
+        f"{a['edges']:,} edge scores (r = {a['pearson_r']:.7f}, max |difference| {a['max_abs_difference']:.1e})",
+        f"EAP-IG attribution, {result['pairs']} pairs x {result['steps']} points ({result['threads']} threads)"])
+    fig.add_trace(go.Scatter(x=[theirs[n] for n in names], y=[ours[n] for n in names], mode="markers",
+                             marker={"size": 3, "color": "#1f77b4"}, showlegend=False), 1, 1)
+    lim = a["max_abs_score"] * 1.05
+    fig.add_trace(go.Scatter(x=[-lim, lim], y=[-lim, lim], mode="lines", line={"dash": "dot", "color": "#999"},
+                             showlegend=False), 1, 1)
+    for side, color in (("circuitlab", "#1f77b4"), ("library", "#d62728")):
+        times = result["seconds"][side]
+        fig.add_trace(go.Bar(x=[f"run {i + 1}" for i in range(len(times))], y=times, name=side, marker_color=color),
+                      1, 2)
+    fig.update_xaxes(title_text="EAP-IG library (TransformerLens 2.18)", row=1, col=1)
+    fig.update_yaxes(title_text="circuitlab --kv per-head (TransformerLens 4)", row=1, col=1)
+    fig.update_yaxes(title_text="seconds", row=1, col=2)
+    fig.update_layout(width=1400, height=600, template="plotly_white", title=(
+        f"circuitlab vs hannamw/EAP-IG on {result['model']} / {result['task']}: {result['speedup_median']:.2f}x the "
+        f"library's speed (median); scores within {a['relative_difference']:.1e} of the largest"))
+    fig.write_image(str(path))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--library-python", required=True, help="python of the EAP-IG library's virtual environment")
@@ -86,6 +114,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data-dir")
     ap.add_argument("--json")
+    ap.add_argument("--figure", help="PNG of the scores against each other and the times")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="eap-library-") as tmp:
@@ -118,6 +147,8 @@ def main() -> None:
     print(json.dumps({k: v for k, v in result.items() if k != "seconds"}, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    if args.figure:
+        figure(ours, lib["scores"], result, Path(args.figure))
 
 
 if __name__ == "__main__":

@@ -148,3 +148,21 @@ def edge_change_figure(before: EdgeCircuit, after: EdgeCircuit, labels: tuple[st
     return _finish(fig, traces, sizes, top, g, 2, title,
                    [("positive score", POSITIVE, "solid"), ("negative score", NEGATIVE, "solid"),
                     ("only in this circuit", "#555555", "dash")])
+
+
+def faithfulness_figure(circuit: EdgeCircuit) -> go.Figure:
+    """An edge circuit's faithfulness curve (`edges --curve`): (m(C) - m(empty)) / (m(full) - m(empty)) of its
+    top-N circuits against the edges they keep after pruning (log scale), 1 = the whole model."""
+    s, curve = circuit.scores, circuit.curve
+    points = sorted(curve["points"], key=lambda p: p["n_edges"])
+    fig = go.Figure(go.Scatter(
+        x=[p["n_edges"] for p in points], y=[p["faithfulness"] for p in points], mode="lines+markers",
+        hovertemplate="%{x:,} edges: faithfulness %{y:.3f}<extra></extra>", line={"color": POSITIVE}))
+    fig.add_hline(y=1.0, line={"dash": "dot", "color": "#555555"}, annotation_text="whole model")
+    share = [100 * p["n_edges"] / circuit.graph.n_edges for p in points]
+    fig.update_layout(
+        title=f"Faithfulness: {s.model.name} / {s.task}<br><sup>{s.method}, {s.metric}, {s.n_pairs} pairs, "
+              f"{curve['ablation']} ablation; {share[0]:.2g}-{share[-1]:.2g} % of {circuit.graph.n_edges:,} edges</sup>",
+        xaxis={"title": "edges kept (after pruning)", "type": "log"}, yaxis={"title": "faithfulness"},
+        width=900, height=520, template="plotly_white")
+    return fig

@@ -21,7 +21,7 @@ from circuitlab.edges.mib import is_mib, load_any
 from circuitlab.report import comparison_figures as cf
 from circuitlab.report.comparison import check_one_model, compare
 from circuitlab.report.curves import all_docs_curves, loss_curves
-from circuitlab.report.edge_graph import edge_graph_figure
+from circuitlab.report.edge_graph import edge_graph_figure, faithfulness_figure
 from circuitlab.report.heatmaps import circuit_patterns, score_heatmaps
 from circuitlab.report.overview import TABLES, overview
 from circuitlab.report.write import write_figures
@@ -106,6 +106,7 @@ def circuit_files_figures(paths: list[str | Path], out_dir: str | Path, kinds: t
     check_writable(out_dir, "dir")
     written = write_report_figures(circuits, out_dir, kinds, png=png, plotlyjs=plotlyjs) if circuits else []
     if edges:
-        written += write_figures({stem: edge_graph_figure(c) for stem, c in edges.items()}, out_dir, png=png,
-                                 plotlyjs=plotlyjs)
+        figures = {stem: edge_graph_figure(c) for stem, c in edges.items()}
+        figures |= {f"{stem}_faithfulness": faithfulness_figure(c) for stem, c in edges.items() if c.curve}
+        written += write_figures(figures, out_dir, png=png, plotlyjs=plotlyjs)
     return circuits, list(dict.fromkeys(written))

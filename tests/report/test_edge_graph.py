@@ -11,7 +11,7 @@ from circuitlab.cli import main
 from circuitlab.circuits.circuit import ModelInfo
 from circuitlab.edges.circuit import EdgeCircuit, EdgeScores
 from circuitlab.edges.graph import Graph
-from circuitlab.report.edge_graph import SIZES, edge_change_figure, edge_graph_figure
+from circuitlab.report.edge_graph import SIZES, edge_change_figure, edge_graph_figure, faithfulness_figure
 from circuitlab.report.write import write_figures
 
 MODEL = ModelInfo("tiny-llama-gqa", "tiny-llama-gqa", None, "f" * 16, 4, 8, 2, 8, 64)
@@ -110,3 +110,16 @@ def test_write_figures_renders_both_figures(tmp_path):
     written = write_figures({"one": edge_graph_figure(circuit(4)), "two": edge_change_figure(circuit(4), circuit(5))},
                             tmp_path, scale=1)
     assert sorted(p.name for p in written if p.suffix == ".png") == ["one.png", "two.png"]
+
+
+def test_a_circuit_with_a_curve_gets_its_faithfulness_figure(tmp_path):
+    c = circuit(4)
+    c.curve = {"ablation": "corrupted", "metric_full": -1.0, "metric_empty": -3.0,
+               "points": [{"n_edges": 300, "metric": -1.2, "faithfulness": 0.9},
+                          {"n_edges": 30, "metric": -2.0, "faithfulness": 0.5}]}
+    fig = faithfulness_figure(c)
+    assert list(fig.data[0].x) == [30, 300] and list(fig.data[0].y) == [0.5, 0.9]  # sorted by size
+    assert fig.layout.xaxis.type == "log" and "corrupted ablation" in fig.layout.title.text
+    c.save(tmp_path / "add_sub.json")
+    assert main(["plot", str(tmp_path / "add_sub.json"), "--out", str(tmp_path / "figs"), "--no-png"]) == 0
+    assert (tmp_path / "figs" / "edges_add_sub_faithfulness.html").is_file()
