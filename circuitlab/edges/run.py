@@ -36,9 +36,11 @@ from circuitlab.core.errors import CircuitlabError
 
 def edges_identity(model, pairs: list[Pair], cfg: EdgesConfig, chosen: list[str] | None = None) -> dict:
     """Everything that decides an edge circuit: the model's weights, the pairs, every setting, the chosen
-    edges (their digest, not the path of the file they came from)."""
+    edges (their digest, not the path of the file they came from). `kv` appears only when per-head, so a
+    circuit made before the choice existed is still this identity's."""
+    settings = {k: v for k, v in asdict(cfg).items() if not (k == "kv" and v == "grouped")}
     return {"model": asdict(ModelInfo.of(model)), "pairs": pairs_digest(pairs), "n_pairs": len(pairs),
-            **asdict(cfg), "edges": digest(chosen)}
+            **settings, "edges": digest(chosen)}
 
 
 def batches_of(model, pairs: list[Pair], cfg: EdgesConfig) -> list:

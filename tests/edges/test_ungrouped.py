@@ -10,9 +10,10 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from circuitlab.edges.batches import encode_pairs
 from circuitlab.edges.circuit import EdgeCircuit
-from circuitlab.edges.config import METHODS, METRICS
+from circuitlab.edges.config import METHODS, METRICS, EdgesConfig
 from circuitlab.edges.graph import Graph
 from circuitlab.edges.pairs import Pair
+from circuitlab.edges.run import edges_identity
 from circuitlab.models import load_hf, load_model
 from circuitlab.models.ungroup import ungroup_kv_heads
 from tests.helpers import run_cli
@@ -98,3 +99,10 @@ def test_edges_kv_per_head_writes_the_ungrouped_graph(tmp_path, capsys):
     want = METHODS["eap"].fn(m, encode_pairs(m.tokenizer, [PAIR]), METRICS["logprob"], None)
     assert circuit.graph == Graph(4, 8, 8) and circuit.made_from["kv"] == "per-head"
     assert torch.allclose(circuit.scores.scores, want, atol=1e-7)
+
+
+def test_the_identity_names_kv_only_when_per_head():
+    """A circuit made before `--kv` existed records no `kv`; with the default it is still that identity."""
+    m = load_model("tiny-llama-gqa")
+    assert "kv" not in edges_identity(m, [PAIR], EdgesConfig())
+    assert edges_identity(m, [PAIR], EdgesConfig(kv="per-head"))["kv"] == "per-head"
