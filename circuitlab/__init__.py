@@ -9,6 +9,7 @@ Every job is one call, and nothing heavy is imported before one is used:
     cl.evaluate_task("smollm2-135m", "arc_easy", cl.EvalConfig(limit=200))
     cl.reproduce("smollm2-135m", "sst2,boolq", "../shared/data", "figures/x")
     cl.track("runs/x", "runs/x/track")
+    cl.held_out(["figures/x/circuits/sst2.json"], "figures/x/held_out", data_dir="../shared/data")
 """
 
 from circuitlab.core.errors import CircuitlabError
@@ -23,6 +24,7 @@ __getattr__, _names = exports(__name__, {
     "TrainConfig": "finetune.config", "RunOptions": "finetune.config",
     "evaluate_task": "evaluate.job", "EvalConfig": "evaluate.config",
     "reproduce": "studies.jobs", "ReproduceConfig": "studies.config", "track": "studies.jobs",
+    "held_out": "studies.jobs", "HeldOutConfig": "studies.config",
 })
 
 

@@ -17,6 +17,7 @@ import json
 import re
 import statistics
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -24,6 +25,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from circuitlab.core.io import write_text_atomic
+from circuitlab.report.comparison_figures import paired_differences
 from circuitlab.report.stats import StatsConfig, stats
 from circuitlab.report.write import write_figures
 
@@ -60,8 +62,9 @@ def table(runs: list[dict]) -> list[str]:
     return lines
 
 
-def paired(runs: list[dict], a: str, b: str, data_dir: str | None) -> list[str]:
-    """Per seed: accuracies and the exact McNemar test; then `circuitlab stats` over documents and seeds."""
+def paired(runs: list[dict], a: str, b: str, data_dir: str | None, found: list | None = None) -> list[str]:
+    """Per seed: accuracies and the exact McNemar test; then `circuitlab stats` over documents and seeds (each
+    comparison also appended to `found` as (task, "a − b", its dict), for the figure)."""
     lines = [f"| task | seed | {a} (%) | {b} (%) | right only in {a} | only in {b} | exact McNemar p |",
              "|---|---|---|---|---|---|---|"]
     for task in sorted({r["task"] for r in runs}):
@@ -70,6 +73,8 @@ def paired(runs: list[dict], a: str, b: str, data_dir: str | None) -> list[str]:
         if not side[a] or not side[b]:
             continue
         r = stats(side[a], side[b], StatsConfig(), data_dir)
+        if found is not None:
+            found.append((task, f"{a} − {b}", asdict(r)))
         for s in r.per_seed:
             lines.append(f"| {task} | {s.seed} | {100 * s.a:.2f} | {100 * s.b:.2f} | {s.only_a} | {s.only_b} | "
                          f"{s.mcnemar_p:.4f} |")
@@ -116,15 +121,21 @@ def main() -> None:
     args = p.parse_args()
     runs = load_runs(Path(args.runs))
     out = ["## Accuracy over seeds", "", *table(runs)]
+    found: list = []
     for pair in args.compare:
         a, b = pair.split(":")
-        out += ["", f"## {a} vs {b}, paired by seed", "", *paired(runs, a, b, args.data_dir)]
+        out += ["", f"## {a} vs {b}, paired by seed", "", *paired(runs, a, b, args.data_dir, found)]
     text = "\n".join(out) + "\n"
     print(text)
     if args.md:
         write_text_atomic(args.md, text)
     if args.figures:
-        write_figures(curves(runs), args.figures)
+        figs = curves(runs)
+        if found:
+            figs["paired_differences"] = paired_differences(
+                found, "Paired differences (mean over seeds and documents; bars: bootstrap 95 % interval over both)",
+                "difference (points)", scale=100)
+        write_figures(figs, args.figures)
 
 
 if __name__ == "__main__":

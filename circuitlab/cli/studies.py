@@ -1,4 +1,5 @@
-"""`circuitlab reproduce` (the paper's locating figures for many tasks) and `track` (circuits over fine-tuning)."""
+"""`circuitlab reproduce` (the paper's locating figures for many tasks), `track` (circuits over fine-tuning) and
+`held-out` (Finding 1 out of sample)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from circuitlab.cli.options import (
 from circuitlab.core.processes import launched_main
 from circuitlab.edges.config import EdgesConfig
 from circuitlab.models.config import ModelConfig
-from circuitlab.studies.config import ReproduceConfig
+from circuitlab.studies.config import HeldOutConfig, ReproduceConfig
 
 
 def add_reproduce(sub) -> None:
@@ -89,4 +90,30 @@ def run_track(args) -> None:
     print(f"wrote {args.out}/track.json and {len(result.steps)} step files")
 
 
-COMMANDS = {"reproduce": (add_reproduce, run_reproduce), "track": (add_track, run_track)}
+def add_held_out(sub) -> None:
+    p = sub.add_parser("held-out", help="Finding 1 out of sample: each selection of `reproduce` circuits (layer-"
+                                        "conditioned, greedy, random) masked on held-out docs, with intervals")
+    p.add_argument("circuits", nargs="+", metavar="CIRCUIT", help="circuit files written by `circuitlab reproduce`")
+    add_model_options(p, names=[f for f in MODEL_FIELDS if f not in ("model", "processes")])  # the circuits' model
+    add_data_dir_option(p)
+    add_settings(p, HeldOutConfig)
+    p.add_argument("--out", required=True, help="directory for one TASK.json per circuit (reused when finished)")
+
+
+def run_held_out(args) -> None:
+    from circuitlab.studies.jobs import held_out
+
+    for r in held_out(args.circuits, args.out, model=build(ModelConfig, args), config=build(HeldOutConfig, args),
+                      data_dir=args.data_dir, log=note):
+        for row in r.comparisons:
+            parts = [f"{r.task} ({len(r.doc_indices)} {r.split} docs), layers 0..{row['point']} masked:"]
+            for other in ("greedy", "random"):
+                if other in row:
+                    c = row[other]
+                    parts.append(f"circuit - {other} {c['difference']:+.2f} nats [{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}]")
+            print(" ".join(parts))
+    print(f"wrote {args.out}")
+
+
+COMMANDS = {"reproduce": (add_reproduce, run_reproduce), "track": (add_track, run_track),
+            "held-out": (add_held_out, run_held_out)}

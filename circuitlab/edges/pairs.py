@@ -19,7 +19,7 @@ from pathlib import Path
 
 from circuitlab.core.errors import CircuitlabError
 from circuitlab.core.io import read_jsonl
-from circuitlab.tasks import GENERATED, data_fingerprint, get_task, load_docs, pairs as task_pairs
+from circuitlab.tasks import GENERATED, data_fingerprint, get_task, load_docs, pairs as task_pairs, separate
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,17 @@ def pairs_from_docs(docs, task: str) -> list[Pair]:
         raise CircuitlabError(f"task {task} has no corrupted prompts (edges need clean/corrupted pairs: "
                               "an arithmetic task, or --pairs FILE.jsonl)")
     return [Pair(d.prompt, d.corrupted, d.target) for d in docs]
+
+
+def separated(pairs: list[Pair], separator: str) -> list[Pair]:
+    """The pairs as a run with `--separator` trained on its texts (`circuitlab.tasks.separate`): the clean and
+    corrupted prompts end alike, so the two stay the same token length."""
+    out = []
+    for p in pairs:
+        clean, answer = separate(p.clean, p.answer, separator)
+        corrupted, corrupted_answer = separate(p.corrupted, p.corrupted_answer or "", separator)
+        out.append(Pair(clean, corrupted, answer, corrupted_answer if p.corrupted_answer is not None else None))
+    return out
 
 
 def read_pairs(task: str | None = None, pairs_file=None, split: str = "test", max_pairs: int | None = None,

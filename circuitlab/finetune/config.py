@@ -14,6 +14,7 @@ from circuitlab.models.device import DEFAULT_DTYPE, DTYPES, cuda_available
 from circuitlab.models.names import EMBEDDED
 from circuitlab.core.protocol import DEFAULT_PROTOCOL, PROTOCOL_NAMES, Protocol, get_protocol
 from circuitlab.core.settings import check_settings, setting
+from circuitlab.tasks.docs import SEPARATORS
 
 
 class Method(NamedTuple):
@@ -113,7 +114,7 @@ class TrainConfig:
                                    "answer's tokens only (CircuitLoRA's code)", choices=("text", "answer"))
     separator: str = setting("task", "between prompt and answer, in training and evaluation: task (as the task "
                                      "writes it, a space) or newline (prompt + \"\\n\" + answer, CircuitLoRA's "
-                                     "code)", choices=("task", "newline"))
+                                     "code)", choices=SEPARATORS)
     mixed_precision: str = setting("no", "autocast the forward pass (bf16: CUDA or CPU, fp16: CUDA); weights "
                                          "keep --dtype",
                                    choices=MIXED_PRECISION)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from circuitlab.core.errors import CircuitlabError
-from circuitlab.tasks import Doc, load_docs
+from circuitlab.tasks import Doc, load_docs, separate
 
 HELD_OUT_FRACTION = 0.1  # the official code's `train_test_split(test_size=0.1, seed=...)`
 VALIDATION_HELD_OUT = ("arc_easy", "arc_challenge", "openbookqa")  # have validation and test docs
@@ -52,7 +52,5 @@ def with_separator(docs: list[Doc], separator: str) -> list[Doc]:
     """The docs as the task writes them (`task`: the answer follows the prompt after a space), or with the
     answer on a new line (`newline`: `prompt + "\n" + answer`, CircuitLoRA's code), for training and
     evaluation alike, so a run is scored in the format it was trained on."""
-    if separator == "task":
-        return docs
-    return [dataclasses.replace(d, prompt=d.prompt + "\n", choices=tuple(c.lstrip(" ") for c in d.choices))
-            for d in docs]
+    return [dataclasses.replace(d, prompt=separate(d.prompt, "", separator)[0],
+                                choices=tuple(separate("", c, separator)[1] for c in d.choices)) for d in docs]

@@ -117,9 +117,14 @@ class Engine:
         Step k branches off the masked trunk after layer k and runs the later layers unmasked; all
         steps alive at layer j go through block j in the same forwards as the trunk, so a curve
         costs the same FLOPs as its steps one by one, in far fewer and larger matmuls."""
+        return [set_loss(per_sample, self.n_tokens) for per_sample in self.sample_curve(sel, layers)]
+
+    def sample_curve(self, sel: HeadMask, layers: Sequence[int]) -> list[list[float]]:
+        """`curve` before the samples are averaged: for each k in `layers`, each sample's mean target NLL, so
+        that a selection's effect on held-out documents can carry an interval over those documents."""
         samples = self._mine(list(range(self.n_samples)))
         nll = self._gathered(self._retrying(lambda: self._curve(sel, layers, samples)))
-        return [set_loss([nll[(s, k)] for s in range(self.n_samples)], self.n_tokens) for k in layers]
+        return [[nll[(s, k)] for s in range(self.n_samples)] for k in layers]
 
     # -- sharing the work between processes, and memory
 

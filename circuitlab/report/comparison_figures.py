@@ -1,4 +1,5 @@
-"""How circuits of several tasks relate, as figures (Figures 2a, 2b and 8, and head frequency)."""
+"""How circuits of several tasks relate, as figures (Figures 2a, 2b and 8, and head frequency), and paired
+differences with their intervals (`paired_differences`)."""
 
 from __future__ import annotations
 
@@ -76,4 +77,24 @@ def frequency_distribution_bar(comparison: Comparison) -> go.Figure:
     fig.update_yaxes(title_text="number of heads")
     fig.update_layout(title="Distribution of head selection frequency across tasks", height=440, width=660,
                       legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"))
+    return fig
+
+
+def paired_differences(rows: list[tuple[str, str, dict]], title: str, unit: str, scale: float = 1.0) -> go.Figure:
+    """A forest plot of paired comparisons (`circuitlab.report.paired.PairedComparison` as dicts): one marker per
+    (group, label) at the mean difference, its bar the bootstrap interval, a line at zero. Overlapping arms stay
+    legible as differences from one reference, each with the uncertainty that decides it."""
+    fig = go.Figure()
+    groups = list(dict.fromkeys(g for g, _, _ in rows))
+    for g in groups:
+        mine = [(label, c) for group, label, c in rows if group == g]
+        fig.add_trace(go.Scatter(
+            x=[scale * c["difference"] for _, c in mine], y=[f"{g}: {label}" for label, _ in mine], mode="markers",
+            name=g, marker={"size": 9},
+            error_x={"type": "data", "symmetric": False,
+                     "array": [scale * (c["ci"][1] - c["difference"]) for _, c in mine],
+                     "arrayminus": [scale * (c["difference"] - c["ci"][0]) for _, c in mine]}))
+    fig.add_vline(x=0, line={"color": "grey", "dash": "dash"})
+    fig.update_layout(title=title, xaxis_title=unit, height=240 + 40 * len(rows), width=1000,
+                      yaxis={"autorange": "reversed"}, margin={"l": 260})
     return fig

@@ -66,3 +66,19 @@ def locating_split(task: str, data_dir=None) -> str:
     if path is None or any((path / t.name / f"train{ext}").is_file() for ext in (".jsonl", ".jsonl.gz")):
         return "train"
     return t.eval_split
+
+
+@dataclass
+class HeldOutConfig:
+    """What `circuitlab held-out` masks each selection of a circuit on: Finding 1 out of sample."""
+
+    docs: int = setting(64, "held-out documents per task (the first N of the split)", minimum=1)
+    split: str | None = setting(None, "split of the held-out docs (default: the task's evaluation split; the "
+                                      "circuits' samples come from train)")
+    points: tuple[int, ...] | None = setting(None, "curve points k (heads of layers 0..k masked), e.g. 9,19,29 "
+                                                   "(default: the last layer: all masked)", parse=int_list)
+    max_batch_tokens: int | str = setting("auto", "padded tokens per forward (see locate)", parse=int_or_auto)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        check_int_or_auto(self, "max_batch_tokens")

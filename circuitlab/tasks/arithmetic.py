@@ -4,8 +4,9 @@
 Six generators (`add_sub`, `mul_div`, `sequence`, `lcm`, `function`, `composition`) follow the paper's
 code notes. Each row is drawn from a `random.Random(seed)` of its own (never the global state), so a
 split is the same on every machine; prompts are deduplicated, and the `test` split (the rows the
-paper finds circuits on) is the first `SPLIT_SIZES["test"]` unique rows, `train` the next ones, so the
-two never share a prompt.
+paper finds circuits on) is the first `SPLIT_SIZES["test"]` unique rows, `train` the next ones, and
+`test_large` (2,000 rows, for comparisons that need more than 500 test rows to resolve a few points) the
+ones after those, so no two splits share a prompt and adding `test_large` changed neither of the others.
 
 A corrupted prompt changes only numbers for numbers of the same digit count (or an operator for an
 operator), because SmolLM2's tokenizer writes every digit as its own token: the clean and corrupted
@@ -31,7 +32,8 @@ from circuitlab.core.errors import CircuitlabError
 from circuitlab.tasks.docs import Doc, Task
 
 DEFAULT_SEED = 2502  # the paper's arXiv month: any fixed number makes `circuitlab eval` reproducible
-SPLIT_SIZES = {"test": 500, "train": 2000}  # test first: its rows do not depend on the train size
+SPLIT_SIZES = {"test": 500, "train": 2000, "test_large": 2000}  # drawn in this order: each split's rows depend
+# only on the sizes before it
 METRICS = ("exact_match",)
 CALCULATE = "Calculate the result of the following arithmetic expression and provide only the final answer:"
 OPS: dict[str, Callable[[int, int], int]] = {"+": operator.add, "-": operator.sub, "*": operator.mul,
@@ -217,12 +219,14 @@ def generate(name: str, n: int, seed: int = DEFAULT_SEED) -> tuple[Row, ...]:
 
 
 def split_rows(name: str, split: str, seed: int | None = None) -> tuple[Row, ...]:
-    """One split: test = the first `SPLIT_SIZES["test"]` generated rows, train = the rest."""
+    """One split: the generated rows in `SPLIT_SIZES`' order (test, then train, then test_large)."""
     if split not in SPLIT_SIZES:
         raise CircuitlabError(f"task {name!r} has no {split!r} split (available: {', '.join(SPLIT_SIZES)})")
-    n_test = SPLIT_SIZES["test"]
-    rows = generate(name, n_test + SPLIT_SIZES["train"], DEFAULT_SEED if seed is None else seed)
-    return rows[:n_test] if split == "test" else rows[n_test:]
+    sizes = list(SPLIT_SIZES.values())
+    k = list(SPLIT_SIZES).index(split)
+    start = sum(sizes[:k])
+    rows = generate(name, start + sizes[k], DEFAULT_SEED if seed is None else seed)
+    return rows[start:start + sizes[k]]
 
 
 def source(name: str) -> Callable[[str], list[tuple[str, dict]]]:

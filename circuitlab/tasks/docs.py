@@ -38,6 +38,18 @@ class Doc:
         return self.choices[self.gold]
 
 
+SEPARATORS = ("task", "newline")
+
+
+def separate(prompt: str, answer: str, separator: str) -> tuple[str, str]:
+    """`prompt` and `answer` joined as `separator` says: `task` as the task writes them (the answer after a
+    space, the answer holding it), `newline` as CircuitLoRA's code does (`prompt + "\n" + answer`). One rule for
+    training, evaluation and the pairs a circuit is found on, so each sees the text the model was tuned on."""
+    if separator not in SEPARATORS:
+        raise CircuitlabError(f"separator must be one of {', '.join(SEPARATORS)}, got {separator!r}")
+    return (prompt, answer) if separator == "task" else (prompt + "\n", answer.lstrip(" "))
+
+
 @dataclass(frozen=True)
 class Task:
     """A benchmark: where its rows live and how a row becomes a Doc."""

@@ -134,9 +134,10 @@ def test_a_headmap_mha_run_is_tracked_merged_with_its_heads(runs, tmp_path):
         assert c["head_jaccard"] == pytest.approx(len(a & b) / len(a | b))
 
 
-def fake_run(root, method="lora", peft_type="LORA", variant=None, checkpoint=True):
+def fake_run(root, method="lora", peft_type="LORA", variant=None, checkpoint=True, **config):
     root.mkdir()
-    (root / "config.json").write_text(json.dumps({"model": "tiny-llama", "task": "capitals", "method": method}))
+    (root / "config.json").write_text(json.dumps({"model": "tiny-llama", "task": "capitals", "method": method,
+                                                  **config}))
     if checkpoint:
         d = root / "checkpoint" / "checkpoint-1"
         d.mkdir(parents=True)
@@ -175,3 +176,24 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, monk
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("separator", ["task", "newline"])
+def test_the_task_pairs_follow_the_runs_separator(tmp_path, monkeypatch, separator):
+    """A run trained on `prompt + "\\n" + answer` is tracked on pairs written the same way; a pairs file as it is."""
+    import circuitlab.studies.track
+    from circuitlab.studies.jobs import track as track_job
+    from circuitlab.tasks.arithmetic import split_rows
+
+    seen = []
+    monkeypatch.setattr(circuitlab.studies.track, "circuits_over_training", lambda run, out, pairs, *a: seen.append(pairs))
+    fake_run(tmp_path / "run", task="add_sub", separator=separator)
+    track_job(tmp_path / "run", tmp_path / "out", max_pairs=3)
+    rows = split_rows("add_sub", "test")[:3]
+    end, space = ("\n", "") if separator == "newline" else ("", " ")
+    assert [(p.clean, p.corrupted, p.answer, p.corrupted_answer) for p in seen[0]] == [
+        (r.prompt + end, r.corrupted + end, f"{space}{r.answer}", f"{space}{r.corrupted_answer}") for r in rows]
+    pairs = tmp_path / "p.jsonl"
+    pairs.write_text(json.dumps(PAIRS[0]) + "\n")
+    track_job(tmp_path / "run", tmp_path / "out2", pairs_file=pairs)
+    assert [p.clean for p in seen[1]] == [PAIRS[0]["clean"]]

@@ -88,18 +88,21 @@ def test_same_seed_same_rows_other_seed_other_rows():
 
 def test_splits_have_their_sizes_distinct_prompts_and_no_shared_prompt():
     for name in ar.NAMES:
-        test, train = load_docs(name, "test"), load_docs(name, "train")
-        assert (len(test), len(train)) == (ar.SPLIT_SIZES["test"], ar.SPLIT_SIZES["train"])
+        test, train, large = (load_docs(name, s) for s in ("test", "train", "test_large"))
+        assert (len(test), len(train), len(large)) == (500, 2000, 2000)
         assert [d.index for d in test] == list(range(len(test)))
-        prompts = [d.prompt for d in test + train]
+        prompts = [d.prompt for d in test + train + large]
         assert len(set(prompts)) == len(prompts)
+        # drawn after the others: one stream of 4,500 distinct rows, cut in the splits' order
+        assert ar.split_rows(name, "test") + ar.split_rows(name, "train") + ar.split_rows(name, "test_large") \
+            == ar.generate.__wrapped__(name, 4500, ar.DEFAULT_SEED)
     with pytest.raises(ar.CircuitlabError, match="no 'validation' split"):
         load_docs("add_sub", "validation")
 
 
 def test_answers_recomputed_from_the_prompt_text():
     for name in ar.NAMES:
-        for split in ("test", "train"):
+        for split in ar.SPLIT_SIZES:
             rows = ar.split_rows(name, split)
             for doc, row in zip(load_docs(name, split), rows):
                 answer = expected(name, doc.prompt)
@@ -161,13 +164,12 @@ def greedy_by_hand(model, prompt: str, target: str) -> str:
 
 @pytest.fixture(scope="module")
 def memorizer(tiny):
-    """tiny-llama trained a little on the answers (and a newline) of three add_sub docs, so that some
-    of its greedy answers are right and others wrong; the shared model stays as it is."""
-    import copy
+    """tiny-llama as a plain HF model (no bridge: it decodes with its KV cache), trained a little on the answers
+    (and a newline) of three add_sub docs, so that some of its greedy answers are right and others wrong."""
+    from circuitlab.models.plain import load_plain
 
-    from circuitlab.models import LoadedModel
-
-    hf = copy.deepcopy(tiny.hf_model)
+    model = load_plain("tiny-llama")
+    hf = model.hf_model
     hf.train()
     opt = torch.optim.Adam(hf.parameters(), lr=1e-2)
     batch = []
@@ -181,12 +183,7 @@ def memorizer(tiny):
         sum(hf(input_ids=x, labels=y).loss for x, y in batch).backward()
         opt.step()
     hf.eval()
-
-    class Model:  # a LoadedModel's hf_model, tokenizer, device and name, without a bridge
-        name, tokenizer, hf_model = "tiny-llama-memorized", tiny.tokenizer, hf
-        device = property(LoadedModel.device.fget)
-
-    return Model()
+    return model
 
 
 @pytest.mark.parametrize("which", ["tiny", "memorizer"])
@@ -196,6 +193,18 @@ def test_exact_match_agrees_with_a_greedy_loop(which, request, one_thread):
     gens = generate_answers(model, docs, batch_size=3, progress=False)  # batches pad to different widths
     by_hand = [greedy_by_hand(model, d.prompt, d.target) for d in docs]
     assert [g.generated for g in gens] == by_hand
+    # the plain model decodes with its KV cache by default (one new token per forward after the prompt), the bridged
+    # one cannot (the bridge does not fill the cache) and falls back to full forwards; forced full forwards agree
+    widths = []
+    hook = model.hf_model.register_forward_pre_hook(
+        lambda module, args, kwargs: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        assert [g.generated for g in generate_answers(model, docs[:1], progress=False)] == by_hand[:1]
+    finally:
+        hook.remove()
+    assert len(widths) > 1 and (widths[1:] == [1] * (len(widths) - 1)) == (which == "memorizer"), widths
+    full = generate_answers(model, docs, batch_size=3, progress=False, cache=False)
+    assert [g.generated for g in full] == by_hand
     flags = [leading_integer(t) == int(d.target) for t, d in zip(by_hand, docs)]
     assert [g.correct for g in gens] == flags
     if which == "memorizer":
