@@ -68,9 +68,12 @@ def separated(pairs: list[Pair], separator: str) -> list[Pair]:
     corrupted prompts end alike, so the two stay the same token length."""
     out = []
     for p in pairs:
-        clean, answer = separate(p.clean, p.answer, separator)
-        corrupted, corrupted_answer = separate(p.corrupted, p.corrupted_answer or "", separator)
-        out.append(Pair(clean, corrupted, answer, corrupted_answer if p.corrupted_answer is not None else None))
+        clean, answer = separate(separator, p.clean, p.answer)
+        if p.corrupted_answer is None:
+            (corrupted,), corrupted_answer = separate(separator, p.corrupted), None
+        else:
+            corrupted, corrupted_answer = separate(separator, p.corrupted, p.corrupted_answer)
+        out.append(Pair(clean, corrupted, answer, corrupted_answer))
     return out
 
 

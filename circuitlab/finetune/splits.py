@@ -52,5 +52,8 @@ def with_separator(docs: list[Doc], separator: str) -> list[Doc]:
     """The docs as the task writes them (`task`: the answer follows the prompt after a space), or with the
     answer on a new line (`newline`: `prompt + "\n" + answer`, CircuitLoRA's code), for training and
     evaluation alike, so a run is scored in the format it was trained on."""
-    return [dataclasses.replace(d, prompt=separate(d.prompt, "", separator)[0],
-                                choices=tuple(separate("", c, separator)[1] for c in d.choices)) for d in docs]
+    out = []
+    for d in docs:
+        prompt, *choices = separate(separator, d.prompt, *d.choices)
+        out.append(dataclasses.replace(d, prompt=prompt, choices=tuple(choices)))
+    return out

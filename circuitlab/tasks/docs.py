@@ -41,13 +41,15 @@ class Doc:
 SEPARATORS = ("task", "newline")
 
 
-def separate(prompt: str, answer: str, separator: str) -> tuple[str, str]:
-    """`prompt` and `answer` joined as `separator` says: `task` as the task writes them (the answer after a
+def separate(separator: str, prompt: str, *answers: str) -> tuple[str, ...]:
+    """`prompt` and its `answers` as `separator` joins them: `task` as the task writes them (each answer after a
     space, the answer holding it), `newline` as CircuitLoRA's code does (`prompt + "\n" + answer`). One rule for
     training, evaluation and the pairs a circuit is found on, so each sees the text the model was tuned on."""
     if separator not in SEPARATORS:
         raise CircuitlabError(f"separator must be one of {', '.join(SEPARATORS)}, got {separator!r}")
-    return (prompt, answer) if separator == "task" else (prompt + "\n", answer.lstrip(" "))
+    if separator == "task":
+        return (prompt, *answers)
+    return (prompt + "\n", *(a.lstrip(" ") for a in answers))
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,8 @@ CASES = [
      "pair 1: the clean prompt has 6 tokens, the corrupted one 7", AFTER_LOAD),
     (["pairs", "--task", "capitals", "--split", "train", "--out", "{out}/p.jsonl"], "no corrupted prompts"),
     (["track", "{in}/nowhere", "--out", "{out}/t"], "no config.json (not a `circuitlab finetune` run directory)"),
+    (["held-out", "{in}/missing.json", "--out", "{out}/h"], "missing.json"),
+    (["held-out", "{in}/missing.json", "--docs", "0", "--out", "{out}/h"], "docs"),
     (["edges-convert", "{in}/missing.json", "--to", "mib", "--out", "{out}/m.json"], "not found"),
     (["edges-convert", "{in}/tiny.json", "--to", "mib", "--out", "{out}/m.json"], "tiny.json"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
