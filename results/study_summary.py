@@ -4,7 +4,9 @@ methods, and the training curves as figures.
 Runs are `RUNS/[TASK/]NAME-sSEED/result.json` (`NAME` = method label, e.g. headmap-circuit, lora, circuit-lora);
 `base` runs (no seed) are listed once. Paired comparisons of A and B are `circuitlab stats` (circuitlab.report.stats):
 an exact McNemar test per seed, then the mean difference with a bootstrap interval over documents and seeds, tests
-over documents and over seeds, and the smallest detectable difference.
+over documents and over seeds, and the smallest detectable difference. `--groups A:B` compares runs that do not pair
+by seed (the circuit at several seeds against random head draws: `circuitlab stats --pairing none`): the documents
+pair, each side's runs are an independent group.
 
     python results/study_summary.py runs/study2 --data-dir ../shared/data --compare headmap-circuit:headmap-random \
         --compare headmap-circuit:headmap-redundant --md results/study2.md --figures results/study2_figures
@@ -34,9 +36,11 @@ def main_metric(metrics: dict) -> str:
     return "exact_match" if "exact_match" in metrics else "acc"
 
 
-def load_runs(root: Path) -> list[dict]:
+def load_runs(root: Path, exclude: tuple[str, ...] = ()) -> list[dict]:
     runs = []
     for path in sorted(root.rglob("result.json")):
+        if set(path.relative_to(root).parts) & set(exclude):
+            continue
         r = json.loads(path.read_text())
         m = re.fullmatch(r"(.+)-s(\d+)", path.parent.name)
         label, seed = (m.group(1), int(m.group(2))) if m else (path.parent.name, None)
@@ -87,6 +91,26 @@ def paired(runs: list[dict], a: str, b: str, data_dir: str | None, found: list |
     return lines
 
 
+def groups(runs: list[dict], a: str, b: str, data_dir: str | None, found: list | None = None) -> list[str]:
+    """A's runs against B's as two independent groups on the same documents (`circuitlab stats --pairing none`)."""
+    lines = [f"| task | runs | {a} (%) | {b} (%) | {a} − {b} (points), 95 % CI | p over documents | "
+             f"p over runs (Welch) | {b} runs below {a}'s mean | detectable |", "|---|---|---|---|---|---|---|---|---|"]
+    for task in sorted({r["task"] for r in runs}):
+        side = {lab: [r["path"].parent for r in runs if r["task"] == task and r["label"] == lab and r["seed"] is not None]
+                for lab in (a, b)}
+        if not side[a] or not side[b]:
+            continue
+        r = stats(side[a], side[b], StatsConfig(pairing="none"), data_dir)
+        if found is not None:
+            found.append((task, f"{a} − {b}", asdict(r)))
+        lo, hi = r.ci
+        p_runs = "–" if r.p_runs is None else f"{r.p_runs:.4f}"
+        lines.append(f"| {task} | {len(r.runs_a)} : {len(r.runs_b)} | {100 * r.a:.2f} | {100 * r.b:.2f} | "
+                     f"{100 * r.difference:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}] | {r.p_documents:.4f} | {p_runs} | "
+                     f"{r.b_below_a} of {len(r.runs_b)} | {100 * r.min_detectable:.2f} |")
+    return lines
+
+
 def curves(runs: list[dict], window: int = 10) -> dict[str, go.Figure]:
     """Training loss per optimizer step as a running mean over `window` steps (one step's loss is 16 documents,
     too noisy to tell methods apart by eye); one line per run, one colour per method."""
@@ -115,16 +139,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs")
     p.add_argument("--data-dir")
+    p.add_argument("--exclude", action="append", default=[], metavar="DIR", help="skip runs under folders of this name")
     p.add_argument("--compare", action="append", default=[], metavar="A:B")
+    p.add_argument("--groups", action="append", default=[], metavar="A:B", help="unpaired runs, compared as groups")
     p.add_argument("--md", help="write the tables here (markdown)")
     p.add_argument("--figures", help="write the training-curve figures into this directory")
     args = p.parse_args()
-    runs = load_runs(Path(args.runs))
+    runs = load_runs(Path(args.runs), tuple(args.exclude))
     out = ["## Accuracy over seeds", "", *table(runs)]
     found: list = []
     for pair in args.compare:
         a, b = pair.split(":")
         out += ["", f"## {a} vs {b}, paired by seed", "", *paired(runs, a, b, args.data_dir, found)]
+    for pair in args.groups:
+        a, b = pair.split(":")
+        out += ["", f"## {a} vs {b}, the runs as two groups on the same documents", "",
+                *groups(runs, a, b, args.data_dir, found)]
     text = "\n".join(out) + "\n"
     print(text)
     if args.md:
@@ -133,7 +163,7 @@ def main() -> None:
         figs = curves(runs)
         if found:
             figs["paired_differences"] = paired_differences(
-                found, "Paired differences (mean over seeds and documents; bars: bootstrap 95 % interval over both)",
+                found, "Differences (mean over runs and documents; bars: bootstrap 95 % interval over both)",
                 "difference (points)", scale=100)
         write_figures(figs, args.figures)
 

@@ -54,6 +54,13 @@ def top_heads(row: Sequence[float], n: int) -> list[int]:
     return sorted(sorted(evaluated, key=lambda h: (-row[h], h))[:n])
 
 
+def bottom_heads(row: Sequence[float], n: int) -> list[int]:
+    """The n heads with the lowest score (ties: lower index), NaN never chosen: the heads whose masking
+    hurts least, the "anti-circuit" a control arm trains instead of the circuit's top n."""
+    evaluated = [h for h, x in enumerate(row) if not math.isnan(x)]
+    return sorted(sorted(evaluated, key=lambda h: (row[h], h))[:n])
+
+
 def random_heads(seed: int, layers: Sequence[int], n_heads: int, n: int, exclude: HeadMask = HeadMask()) -> HeadMask:
     """n heads per layer drawn with `random.Random(seed)`, layer by layer in order, never from
     `exclude`: the one sampler behind `locate --strategy random|redundant` and `finetune --heads`."""

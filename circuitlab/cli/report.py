@@ -64,7 +64,8 @@ def add_stats(sub) -> None:
     p = sub.add_parser("stats", help="two sets of fine-tuning runs compared paired by document and seed: per-seed "
                                      "differences and McNemar, a bootstrap interval over documents and seeds")
     p.add_argument("--a", nargs="+", required=True, metavar="RUN", help="runs of A (directories or result.json)")
-    p.add_argument("--b", nargs="+", required=True, metavar="RUN", help="runs of B, paired with A's by seed")
+    p.add_argument("--b", nargs="+", required=True, metavar="RUN",
+                   help="runs of B, paired with A's by seed (or, with --pairing none, an independent group)")
     add_settings(p, StatsConfig)
     add_data_dir_option(p)
     p.add_argument("--json", help="also write the comparison to this JSON file")
@@ -76,15 +77,24 @@ def run_stats(args) -> None:
     r = stats(args.a, args.b, build(StatsConfig, args), args.data_dir)
     points = 100 if r.measure != "margin" else 1  # right/wrong measures in percentage points
     unit = " points" if points == 100 else " nats"
-    for s in r.per_seed:
-        test = f"; right only in A {s.only_a}, only in B {s.only_b}, exact McNemar p = {s.mcnemar_p:.4f}" \
-            if s.mcnemar_p is not None else ""
-        print(f"seed {s.seed}: A {points * s.a:.2f}, B {points * s.b:.2f}, A - B {points * s.difference:+.2f}{test}")
     lo, hi = r.ci
-    p_seeds = "n/a (one seed)" if r.p_seeds is None else f"{r.p_seeds:.4f}"
-    print(f"{r.measure}, {len(r.seeds)} seed(s) x {r.n_docs} documents: A - B = {points * r.difference:+.2f}{unit}, "
-          f"{100 * r.confidence:.0f} % interval [{points * lo:+.2f}, {points * hi:+.2f}] (documents and seeds "
-          f"resampled, {r.n_bootstrap} draws); p over documents {r.p_documents:.4f}, over seeds {p_seeds}; "
+    if hasattr(r, "per_seed"):
+        for s in r.per_seed:
+            test = f"; right only in A {s.only_a}, only in B {s.only_b}, exact McNemar p = {s.mcnemar_p:.4f}" \
+                if s.mcnemar_p is not None else ""
+            print(f"seed {s.seed}: A {points * s.a:.2f}, B {points * s.b:.2f}, "
+                  f"A - B {points * s.difference:+.2f}{test}")
+        runs, resampled = f"{len(r.seeds)} seed(s)", "documents and seeds"
+        p_runs = "over seeds " + ("n/a (one seed)" if r.p_seeds is None else f"{r.p_seeds:.4f}")
+    else:
+        for side, seeds, means in (("A", r.seeds_a, r.runs_a), ("B", r.seeds_b, r.runs_b)):
+            print(f"{side}: " + ", ".join(f"seed {s} {points * m:.2f}" for s, m in zip(seeds, means)))
+        print(f"{r.b_below_a} of B's {len(r.runs_b)} runs are below A's mean")
+        runs, resampled = f"{len(r.runs_a)} and {len(r.runs_b)} unpaired runs", "documents and each side's runs"
+        p_runs = "over runs (Welch) " + ("n/a (one run)" if r.p_runs is None else f"{r.p_runs:.4f}")
+    print(f"{r.measure}, {runs} x {r.n_docs} documents: A - B = {points * r.difference:+.2f}{unit}, "
+          f"{100 * r.confidence:.0f} % interval [{points * lo:+.2f}, {points * hi:+.2f}] ({resampled} "
+          f"resampled, {r.n_bootstrap} draws); p over documents {r.p_documents:.4f}, {p_runs}; "
           f"smallest effect the document test detects (power 0.8): {points * r.min_detectable:.2f}{unit}")
     if args.json:
         print(f"wrote {write_stats(r, args.json)}")

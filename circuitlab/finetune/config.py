@@ -52,7 +52,7 @@ METHODS: dict[str, Method] = {
 # TrainConfig's fields that only CircuitLoRA reads.
 CIRCUIT_LORA_FIELDS = ("circuit_before", "circuit_after", "critical_layers", "rank_critical", "rank_other",
                        "match_lora_rank", "alpha_ratio", "normalise_change")
-HEAD_MODES = ("circuit", "random", "redundant")
+HEAD_MODES = ("circuit", "random", "redundant", "anti")
 PEFT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj")
 PEFT_TARGETS_WITH_HEADMAP = ("v_proj", "up_proj", "down_proj")  # the paper's "HeadMap + LoRA (V, U, D)"
 HEADMAP_LR, PEFT_LR = 1e-3, 2e-4  # the paper's learning rates (Section 6)
@@ -66,9 +66,10 @@ class TrainConfig:
     model: str = setting(EMBEDDED, "alias, hub id or local directory")
     task: str = setting(None, "task name (see `circuitlab tasks`) or a custom .jsonl file")
     method: str = setting(None, "base = zero-shot, no training", choices=tuple(METHODS))
-    heads: str = setting("circuit", "the circuit's heads, random heads, or random heads outside the circuit",
+    heads: str = setting("circuit", "the circuit's heads, random heads, random heads outside the circuit, or "
+                                     "the anti-circuit (each layer's lowest-scoring heads)",
                          choices=HEAD_MODES)
-    heads_per_layer: int | None = setting(None, "heads per layer for random/redundant (default: the circuit's)",
+    heads_per_layer: int | None = setting(None, "heads per layer for random/redundant/anti (default: the circuit's)",
                                           minimum=1)
     circuit: str | None = setting(None, "circuit JSON for HeadMap's heads (may come from another task); "
                                         "default: locate one on the training docs")

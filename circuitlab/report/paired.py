@@ -14,6 +14,11 @@ replication is the document *and* the seed:
   seeds (the per-seed differences; t with seeds - 1 degrees of freedom: honest, and weak with few seeds);
 - the minimum detectable effect: the true difference the document-level test would find with probability
   0.8 at two-sided alpha 0.05, (z_0.975 + z_0.8) x its standard error: what "no difference" can rule out.
+
+When A's and B's runs do not pair (`compare_groups`: e.g. the circuit's heads at several seeds against heads
+drawn at random, each draw its own head set), the documents still pair but the runs are two independent groups:
+the interval resamples documents and each side's runs separately, the run-level test is Welch's over the runs'
+means (a head set being the unit of replication), and `b_below_a` says how many of B's runs fall below A's mean.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from jaxtyping import Float
-from scipy.stats import binomtest, norm, ttest_1samp
+from scipy.stats import binomtest, norm, ttest_1samp, ttest_ind
 
 Matrix = Float[np.ndarray, "seed doc"]
 BINARY_MEASURES = ("acc", "exact_match")
@@ -106,3 +111,58 @@ def compare_paired(a: Matrix, b: Matrix, seeds: list, measure: str, n_bootstrap:
         measure, a.shape[1], list(seeds), float(a.mean()), float(b.mean()), float(diff.mean()),
         (float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail))), confidence, n_bootstrap,
         t_test_p(by_doc), t_test_p(diff.mean(1)), float((norm.ppf(0.975) + norm.ppf(0.8)) * se_doc), per_seed)
+
+
+@dataclass
+class GroupComparison:
+    """A's runs against B's on the same documents, the runs of each side independent draws (no seed pairing)."""
+
+    measure: str
+    n_docs: int
+    seeds_a: list
+    seeds_b: list
+    a: float  # mean over runs and documents
+    b: float
+    difference: float
+    ci: tuple[float, float]  # bootstrap: documents, A's runs and B's runs resampled
+    confidence: float
+    n_bootstrap: int
+    p_documents: float  # t-test over documents of (A's run mean - B's run mean)
+    p_runs: float | None  # Welch's t-test over the runs' means (None with one run on a side)
+    min_detectable: float  # the document-level test's (alpha 0.05, power 0.8)
+    runs_a: list[float] = field(default_factory=list)  # each run's mean over the documents
+    runs_b: list[float] = field(default_factory=list)
+    b_below_a: int = 0  # B's runs whose mean is below A's mean over its runs
+
+
+def group_bootstrap(a: Matrix, b: Matrix, n: int, rng: np.random.Generator) -> Float[np.ndarray, " n"]:
+    """`n` bootstrap values of mean(a) - mean(b): documents drawn with replacement (the same for both sides, as
+    they were scored), and each side's runs drawn with replacement on their own."""
+    out = np.empty(n)
+    for i in range(n):
+        docs = rng.integers(0, a.shape[1], a.shape[1])
+        ra, rb = rng.integers(0, len(a), len(a)), rng.integers(0, len(b), len(b))
+        out[i] = a[np.ix_(ra, docs)].mean() - b[np.ix_(rb, docs)].mean()
+    return out
+
+
+def compare_groups(a: Matrix, b: Matrix, seeds_a: list, seeds_b: list, measure: str, n_bootstrap: int = 10_000,
+                   confidence: float = 0.95, seed: int = 0) -> GroupComparison:
+    """A against B: `a[i, d]` run i of A on document d, `b[j, d]` run j of B on the same documents."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or a.shape[1] == 0:
+        raise ValueError(f"a and b must be [run, doc] over the same documents, got {a.shape} and {b.shape}")
+    by_doc = a.mean(0) - b.mean(0)
+    se_doc = float(by_doc.std(ddof=1) / math.sqrt(len(by_doc))) if len(by_doc) > 1 else float("nan")
+    runs_a, runs_b = a.mean(1), b.mean(1)
+    p_runs = None
+    if len(runs_a) > 1 and len(runs_b) > 1:
+        p_runs = 1.0 if np.ptp(np.r_[runs_a, runs_b]) == 0 else float(ttest_ind(runs_a, runs_b, equal_var=False).pvalue)
+    boot = group_bootstrap(a, b, n_bootstrap, np.random.default_rng(seed))
+    tail = (1 - confidence) / 2
+    return GroupComparison(
+        measure, a.shape[1], list(seeds_a), list(seeds_b), float(a.mean()), float(b.mean()),
+        float(runs_a.mean() - runs_b.mean()),
+        (float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail))), confidence, n_bootstrap,
+        t_test_p(by_doc), p_runs, float((norm.ppf(0.975) + norm.ppf(0.8)) * se_doc),
+        runs_a.tolist(), runs_b.tolist(), int((runs_b < runs_a.mean()).sum()))

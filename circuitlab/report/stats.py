@@ -5,10 +5,14 @@
     documents and over seeds, the minimum detectable effect)
 
 Runs pair by their `seed`; a single unseeded-or-seeded run on one side (e.g. the base model) pairs with every
-seed of the other. The per-document measure is right/wrong (`acc`, or `exact_match` for generated answers)
-or, with `measure="margin"`, the gold choice's log-likelihood minus the best other's, which runs record
-since `margins` was added (older runs: rescore them with `circuitlab eval --adapter`). Runs that predate
-`golds` get their gold answers from the task's documents (`data_dir`), chosen as the run chose them.
+seed of the other. With `pairing="none"` the runs of each side are independent draws (the circuit at several seeds
+against random head sets, each with its own seed: the head set is the unit of replication) and are compared as two
+groups on the same documents (`paired.compare_groups`).
+
+The per-document measure is right/wrong (`acc`, or `exact_match` for generated answers) or, with
+`measure="margin"`, the gold choice's log-likelihood minus the best other's, which runs record since `margins`
+was added (older runs: rescore them with `circuitlab eval --adapter`). Runs that predate `golds` get their gold
+answers from the task's documents (`data_dir`), chosen as the run chose them.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ from circuitlab.finetune.splits import eval_docs
 from circuitlab.tasks import get_task, load_docs
 
 if TYPE_CHECKING:
-    from circuitlab.report.paired import PairedComparison
+    from circuitlab.report.paired import GroupComparison, PairedComparison
 
 MEASURES = ("correct", "margin")
+PAIRINGS = ("seed", "none")
 
 
 @dataclass
@@ -40,6 +45,9 @@ class StatsConfig:
     bootstrap: int = setting(10_000, "bootstrap resamples of documents and seeds", minimum=100)
     confidence: float = setting(0.95, "of the bootstrap interval", minimum=0.5)
     seed: int = setting(0, "of the bootstrap's random draws", minimum=0)
+    pairing: str = setting("seed", "seed: A's run of a seed against B's of the same seed; none: each side's runs are "
+                                   "independent draws (e.g. different head sets), compared as groups on the same "
+                                   "documents", choices=PAIRINGS)
 
     def __post_init__(self) -> None:
         check_settings(self)
@@ -103,32 +111,38 @@ def by_seed(paths: list, side: str) -> dict:
     return runs
 
 
-def stats(a: list, b: list, config: StatsConfig | None = None, data_dir=None) -> PairedComparison:
-    """A's runs against B's (run directories or result.json files), paired by document and seed."""
+def stats(a: list, b: list, config: StatsConfig | None = None,
+          data_dir=None) -> PairedComparison | GroupComparison:
+    """A's runs against B's (run directories or result.json files) on the same documents, paired by seed or (with
+    `pairing="none"`) as two independent groups of runs."""
     config = config or StatsConfig()
     if not a or not b:
         raise CircuitlabError("stats needs runs on both sides (--a RUN ... --b RUN ...)")
-    runs_a, runs_b = by_seed(a, "--a"), by_seed(b, "--b")
-    pairs = pair_by_seed(runs_a, runs_b)
-    first = pairs[0][1][0]
-    for _, (ra, pa), (rb, pb) in pairs:
-        for run, path in ((ra, pa), (rb, pb)):
-            same = (run.config["task"], run.eval.split, run.eval.data_fingerprint, run.eval.n_docs)
-            if same != (first.config["task"], first.eval.split, first.eval.data_fingerprint, first.eval.n_docs):
-                raise CircuitlabError(f"{path} was evaluated on other documents than {pairs[0][1][1]} "
-                                      "(task, split, data fingerprint or count differ): nothing to pair")
-    from circuitlab.report.paired import compare_paired  # scipy: every check has passed
+    if config.pairing == "none":
+        side_a, side_b = [(read_run(p), p) for p in a], [(read_run(p), p) for p in b]
+        seeds = None
+    else:
+        pairs = pair_by_seed(by_seed(a, "--a"), by_seed(b, "--b"))
+        side_a, side_b = [ra for _, ra, _ in pairs], [rb for _, _, rb in pairs]
+        seeds = [s for s, _, _ in pairs]
+    first, where = side_a[0]
+    for run, path in side_a + side_b:
+        same = (run.config["task"], run.eval.split, run.eval.data_fingerprint, run.eval.n_docs)
+        if same != (first.config["task"], first.eval.split, first.eval.data_fingerprint, first.eval.n_docs):
+            raise CircuitlabError(f"{path} was evaluated on other documents than {where} "
+                                  "(task, split, data fingerprint or count differ): nothing to pair")
+    from circuitlab.report.paired import compare_groups, compare_paired  # scipy: every check has passed
 
-    rows_a, rows_b, names = [], [], set()
-    for _, (ra, pa), (rb, pb) in pairs:
-        (na, va), (nb, vb) = measure_of(ra, config.measure, data_dir, str(pa)), measure_of(rb, config.measure,
-                                                                                           data_dir, str(pb))
-        rows_a.append(va)
-        rows_b.append(vb)
-        names |= {na, nb}
-    return compare_paired(np.stack(rows_a), np.stack(rows_b), [s for s, _, _ in pairs], names.pop(),
-                          config.bootstrap, config.confidence, config.seed)
+    measured = [[measure_of(run, config.measure, data_dir, str(path)) for run, path in side]
+                for side in (side_a, side_b)]
+    names = {name for side in measured for name, _ in side}
+    rows_a, rows_b = (np.stack([values for _, values in side]) for side in measured)
+    args = (config.bootstrap, config.confidence, config.seed)
+    if seeds is None:
+        seeds_a, seeds_b = ([run.config.get("seed") for run, _ in side] for side in (side_a, side_b))
+        return compare_groups(rows_a, rows_b, seeds_a, seeds_b, names.pop(), *args)
+    return compare_paired(rows_a, rows_b, seeds, names.pop(), *args)
 
 
-def write_stats(result: "PairedComparison", path: str | Path) -> Path:
+def write_stats(result: "PairedComparison | GroupComparison", path: str | Path) -> Path:
     return write_json_atomic(path, asdict(result))

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from circuitlab.core.errors import CircuitlabError
-from circuitlab.circuits.heads import HeadMask, random_heads, top_heads
+from circuitlab.circuits.heads import HeadMask, bottom_heads, random_heads, top_heads
 
 
 def test_head_mask_value_type():
@@ -19,6 +19,15 @@ def test_head_mask_value_type():
 def test_top_heads_breaks_ties_by_index_and_skips_nan():
     assert top_heads([1.0, 3.0, 3.0, math.nan, 2.0], 2) == [1, 2]
     assert top_heads([math.nan, 1.0], 2) == [1]
+
+
+def test_bottom_heads_mirror_top_heads():
+    assert bottom_heads([1.0, 3.0, 3.0, math.nan, 2.0], 2) == [0, 4]
+    assert bottom_heads([2.0, 1.0, 1.0, 1.0], 2) == [1, 2]  # ties: the lower index
+    assert bottom_heads([math.nan, 1.0], 2) == [1]
+    row = [0.3, -1.0, 2.5, 0.0, 7.0, 1.5]
+    by_sort = sorted(range(6), key=row.__getitem__)  # an independent ranking: argsort of the scores
+    assert bottom_heads(row, 3) == sorted(by_sort[:3]) and top_heads(row, 3) == sorted(by_sort[3:])
 
 
 def test_random_heads_are_seeded_per_layer_and_avoid_the_excluded():

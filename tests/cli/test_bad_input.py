@@ -155,6 +155,8 @@ CASES = [
     (FINETUNE + ["--method", "headmap-mha", "--circuit", "{in}/gqa.json"], "circuit was located on tiny-llama-gqa"),
     (FINETUNE + ["--method", "headmap-mha", "--circuit", "{in}/tiny.json", "--heads-per-layer", "3"],
      "differs from the circuit's 1"),
+    (FINETUNE + ["--method", "headmap-mha", "--heads", "anti", "--circuit", "{in}/tiny.json"],
+     "records no score table"),
     (FINETUNE + ["--method", "lora", "--rank", "0"], "--rank must be a positive integer"),
     (FINETUNE + ["--method", "lora", "--epochs", "0"], "--epochs must be a positive integer"),
     (FINETUNE + ["--method", "lora", "--batch-size", "4", "--micro-batch-size", "3"], "not a multiple"),

@@ -34,6 +34,15 @@ def test_random_and_redundant_heads(tmp_path):
     assert all(set(red[layer]) == {2, 3} for layer in range(4))  # the only non-circuit heads
     with pytest.raises(CircuitlabError, match="fewer than n=3"):
         choose_heads(circuit, "redundant", 3, 0)
+    anti = Circuit.load(circuit.save(tmp_path / "c.json"))
+    with pytest.raises(CircuitlabError, match="no score table"):
+        choose_heads(anti, "anti", None, 0)
+    anti.selected_by = "conditioned"
+    anti.scores = {"conditioned": [[4.0, 3.0, float(h), 0.5] for h in range(4)]}  # layer l: head 2 scores l
+    # each layer's two lowest: 0.5 (head 3) and min(l, 3.0) -> head 2 below 3.0, head 1 from layer 3 on (tie: index)
+    assert choose_heads(anti, "anti", None, 7) == {0: [2, 3], 1: [2, 3], 2: [2, 3], 3: [1, 3]}
+    assert choose_heads(anti, "anti", 1, 0) == {0: [2], 1: [3], 2: [3], 3: [3]}  # layer 0's head 2 scores 0
+    assert heads_circuit(anti, choose_heads(anti, "anti", None, 7), "anti", 7).seed is None
     uneven = {0: [], 1: [2, 3], 2: [1], 3: []}  # an edge circuit's heads: layer 0 may hold none
     assert heads_circuit(circuit, uneven, "circuit", 0).n_per_layer == 2
 

@@ -13,7 +13,7 @@ from scipy.stats import t as t_dist
 from circuitlab.cli import main
 from circuitlab.core.errors import CircuitlabError
 from circuitlab.finetune.results import EvalRecord, RunResult, TrainRecord
-from circuitlab.report.paired import compare_paired, mcnemar
+from circuitlab.report.paired import compare_groups, compare_paired, mcnemar
 from circuitlab.report.stats import StatsConfig, stats
 
 
@@ -76,6 +76,46 @@ def test_seeds_that_disagree_widen_the_interval():
     assert (wide.ci[1] - wide.ci[0]) > 2 * (narrow.ci[1] - narrow.ci[0])
 
 
+def welch_p(x, y):
+    """Welch's two-sample t-test by its formula (Welch-Satterthwaite degrees of freedom)."""
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    vx = sum((v - mx) ** 2 for v in x) / (len(x) - 1) / len(x)
+    vy = sum((v - my) ** 2 for v in y) / (len(y) - 1) / len(y)
+    df = (vx + vy) ** 2 / (vx ** 2 / (len(x) - 1) + vy ** 2 / (len(y) - 1))
+    return 2 * t_dist.sf(abs(mx - my) / math.sqrt(vx + vy), df)
+
+
+def test_groups_of_unpaired_runs_count_documents_and_each_sides_runs():
+    """The circuit at 3 seeds against 5 head draws: documents pair, runs do not."""
+    rng = np.random.default_rng(4)
+    a = (rng.random((3, 30)) < 0.7).astype(float)
+    b = (rng.random((5, 30)) < 0.6).astype(float)
+    r = compare_groups(a, b, [0, 1, 2], [0, 1, 2, 3, 4], "acc", n_bootstrap=300, seed=5)
+    runs_a, runs_b = [sum(row) / 30 for row in a.tolist()], [sum(row) / 30 for row in b.tolist()]
+    by_doc = [sum(a[:, d]) / 3 - sum(b[:, d]) / 5 for d in range(30)]
+    assert r.difference == pytest.approx(sum(runs_a) / 3 - sum(runs_b) / 5)
+    assert r.p_documents == pytest.approx(t_p(by_doc), rel=1e-9)
+    assert r.p_runs == pytest.approx(welch_p(runs_a, runs_b), rel=1e-9)
+    assert r.b_below_a == sum(m < sum(runs_a) / 3 for m in runs_b)
+    draws, values = np.random.default_rng(5), []
+    for _ in range(300):  # the same draws, element by element: shared documents, each side's runs on its own
+        docs = draws.integers(0, 30, 30)
+        ra, rb = draws.integers(0, 3, 3), draws.integers(0, 5, 5)
+        mean_a = sum(a[i][d] for i in ra for d in docs) / (3 * 30)
+        values.append(mean_a - sum(b[j][d] for j in rb for d in docs) / (5 * 30))
+    assert r.ci == pytest.approx((np.quantile(values, 0.025), np.quantile(values, 0.975)), rel=1e-9)
+
+
+def test_groups_with_one_run_each_are_the_paired_comparison():
+    rng = np.random.default_rng(6)
+    a, b = rng.normal(size=(1, 20)), rng.normal(size=(1, 20))
+    g = compare_groups(a, b, [0], [3], "margin", n_bootstrap=200)
+    p = compare_paired(a, b, [0], "margin", n_bootstrap=200)
+    assert (g.difference, g.p_documents, g.min_detectable) == pytest.approx((p.difference, p.p_documents,
+                                                                              p.min_detectable))
+    assert g.p_runs is None
+
+
 def write_run(path, seed, preds, golds, margins=(), task="sst2", fingerprint="abc"):
     r = RunResult({"task": task, "seed": seed, "method": "lora"}, "lora", {}, None, 0, 1, 0.0,
                   TrainRecord("train", 0), EvalRecord("validation", len(preds), 0, fingerprint, {"acc": 0.0},
@@ -110,3 +150,19 @@ def test_stats_refuses_runs_on_other_documents_and_missing_margins(tmp_path, cap
     assert len(err) == 1 and "margins" in err[0]
     assert main(["stats", "--a", str(a), "--b", str(c), "--bootstrap", "200", "--json", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text())["seeds"] == [0]
+
+
+def test_stats_compares_unpaired_runs_as_groups(tmp_path, capsys):
+    golds = [0, 1, 1, 0, 1, 0]
+    a = [write_run(tmp_path / f"a{s}", s, p, golds) for s, p in ((0, [0, 1, 1, 0, 0, 0]), (1, [0, 1, 1, 0, 1, 0]))]
+    b = [write_run(tmp_path / f"b{s}", s, p, golds) for s, p in ((5, [1, 1, 0, 0, 1, 1]), (6, [0, 0, 1, 1, 1, 0]),
+                                                                 (7, [1, 0, 0, 1, 0, 1]))]
+    with pytest.raises(CircuitlabError, match="share no seed"):
+        stats(a, b)
+    r = stats(a, b, StatsConfig(bootstrap=200, pairing="none"))
+    assert (r.seeds_a, r.seeds_b) == ([0, 1], [5, 6, 7])
+    assert r.runs_a == pytest.approx([5 / 6, 1.0]) and r.runs_b == pytest.approx([3 / 6, 4 / 6, 0.0])
+    assert r.difference == pytest.approx(11 / 12 - 7 / 18) and r.b_below_a == 3
+    argv = ["stats", "--a", *map(str, a), "--b", *map(str, b), "--pairing", "none", "--bootstrap", "200"]
+    assert main(argv) == 0
+    assert "3 of B's 3 runs are below A's mean" in capsys.readouterr().out
