@@ -3,8 +3,9 @@
 # The head set is the unit of replication: HeadMap-MHA on the circuit (5 training seeds) against 8 random draws,
 # 4 redundant draws (random heads outside the circuit) and the anti-circuit (each layer's 2 lowest-scoring heads,
 # 5 seeds), 2 heads per layer; LoRA as the reference. Arms are compared as groups on the same documents
-# (`circuitlab stats --pairing none`: documents pair, runs do not). Its detectable effect was stated before the runs
-# (results/README.md, "Study 3").
+# (`circuitlab stats --pairing none`: documents pair, runs do not), and paired by seed where both arms have it (a
+# draw trains with its own seed: circuit seed i and draw i share data order and initialisation, so the pair differs
+# only in its heads). Its detectable effect was stated before the runs (results/README.md, "Study 3").
 #   circuits the tasks' circuits (sst2's is study 2's; the generated tasks' are located here, 64 samples of the
 #            first 2,000 training documents, 2 heads per layer)
 #   lr       HeadMap's learning rate from the paper's grid {1e-4, 2e-4, 4e-4, 8e-4, 1e-3} (its GLUE protocol), on the
@@ -68,13 +69,7 @@ print(f"{root.name}: lr {best} ({', '.join(f'{x}: {100 * a:.2f} %' for x, (a, _)
 EOF
   done
 }
-chosen_circuits() {
-  for t in "${TASKS[@]}"; do
-    [ -f "${CIRCUIT[$t]}" ] || circuitlab locate --model smollm2-135m --task "$t" --data-dir "$DATA" --protocol paper \
-      --samples 64 --max-docs 2000 --heads-per-layer 2 --out "${CIRCUIT[$t]}"
-  done
-}
-lr() { python -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen'])" "$RUNS/$1/lr.json"; }
+chosen_lr() { python -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen'])" "$RUNS/$1/lr.json"; }
 
 train() {
   for t in "${TASKS[@]}"; do
@@ -97,9 +92,12 @@ collect() {  # every finished run's result.json and the learning-rate choice, ke
   done
 }
 summary() {  # from the collected files (the learning-rate runs are not arms)
-  python results/study_summary.py "$OUT" --exclude lr --data-dir "$DATA" --groups headmap-circuit:headmap-random \
-    --groups headmap-circuit:headmap-redundant --groups headmap-circuit:headmap-anti --groups headmap-circuit:lora \
-    --md results/study3.md --figures "$OUT/figures"
+  local arm args=()
+  for arm in headmap-random headmap-redundant headmap-anti lora; do
+    args+=(--groups "headmap-circuit:$arm" --compare "headmap-circuit:$arm")
+  done
+  python results/study_summary.py "$OUT" --exclude lr --data-dir "$DATA" "${args[@]}" --md results/study3.md \
+    --figures "$OUT/figures"
   rm -f "$OUT/figures/"*.html "$OUT/figures/plotly.min.js"  # the PNGs are kept
 }
 steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(circuits lr train collect summary)

@@ -102,7 +102,7 @@ def groups(runs: list[dict], a: str, b: str, data_dir: str | None, found: list |
             continue
         r = stats(side[a], side[b], StatsConfig(pairing="none"), data_dir)
         if found is not None:
-            found.append((task, f"{a} − {b}", asdict(r)))
+            found.append((task, f"{a} − {b}, runs as groups", asdict(r)))
         lo, hi = r.ci
         p_runs = "–" if r.p_runs is None else f"{r.p_runs:.4f}"
         lines.append(f"| {task} | {len(r.runs_a)} : {len(r.runs_b)} | {100 * r.a:.2f} | {100 * r.b:.2f} | "
@@ -135,6 +135,24 @@ def curves(runs: list[dict], window: int = 10) -> dict[str, go.Figure]:
     return {"training_curves": fig}
 
 
+def per_run(runs: list[dict]) -> go.Figure:
+    """Each run's score as a dot, one row per task and method: with head sets as the unit of replication, how the
+    circuit's seeds sit among the draws of the other arms."""
+    fig = go.Figure()
+    scored = [r for r in runs if r["seed"] is not None]
+    for task in sorted({r["task"] for r in scored}):
+        for label in sorted({r["label"] for r in scored if r["task"] == task}):
+            mine = [r for r in scored if r["task"] == task and r["label"] == label]
+            fig.add_trace(go.Scatter(x=[100 * r["result"]["eval"]["metrics"][r["metric"]] for r in mine],
+                                     y=[f"{task}: {label}"] * len(mine), mode="markers", name=f"{task}: {label}",
+                                     text=[f"seed {r['seed']}" for r in mine], marker={"size": 9, "opacity": 0.7},
+                                     showlegend=False))
+    fig.update_layout(title="Each run's score (one dot per run: a seed, or a head draw with its own seed)",
+                      xaxis_title="accuracy or exact match (%)", height=200 + 40 * len(fig.data), width=1000,
+                      yaxis={"autorange": "reversed"}, margin={"l": 260})
+    return fig
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs")
@@ -161,6 +179,8 @@ def main() -> None:
         write_text_atomic(args.md, text)
     if args.figures:
         figs = curves(runs)
+        if args.groups:
+            figs["per_run"] = per_run(runs)
         if found:
             figs["paired_differences"] = paired_differences(
                 found, "Differences (mean over runs and documents; bars: bootstrap 95 % interval over both)",
