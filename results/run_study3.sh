@@ -16,7 +16,8 @@
 #   summary  the tables (results/study3.md) and the figure of each arm's difference from the circuit
 # Run from the repository root:   bash results/run_study3.sh [lr|train|collect|summary]...   (default: all)
 # Every step is resumable (finished runs are skipped, interrupted ones resume from their last checkpoint), so the
-# study can be stopped and continued across sessions. Float32 (this CPU has no bf16 matrix units: results/README.md).
+# study can be stopped and continued across sessions; runs collected into results/study3/ count as finished on a
+# fresh machine. Float32 (this CPU has no bf16 matrix units: results/README.md).
 # Sized to fit a CPU (the issue: fewer training documents before fewer head draws): TRAIN documents, 2 epochs.
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
@@ -34,8 +35,11 @@ declare -A OPTS=([sst2]="" [add_sub]="--eval-split test_large" [sequence]="--eva
 COMMON=(--model smollm2-135m --data-dir "$DATA" --protocol paper --epochs 2 --batch-size 16 --micro-batch-size 16
         --warmup-steps 5 --max-train "$TRAIN" --mixed-precision no --no-progress)
 
-ft() {  # TASK NAME OPTIONS...: one run, skipped when finished
+ft() {  # TASK NAME OPTIONS...: one run, skipped when finished (here, or on a machine whose runs were collected)
   local t=$1 name=$2; shift 2
+  if [ -f "$OUT/$t/$name/result.json" ] && [ ! -f "$RUNS/$t/$name/result.json" ]; then
+    mkdir -p "$RUNS/$t/$name"; cp "$OUT/$t/$name/result.json" "$RUNS/$t/$name/"  # the job sees it finished
+  fi
   # shellcheck disable=SC2086
   circuitlab finetune "${COMMON[@]}" --task "$t" ${OPTS[$t]} "$@" --out "$RUNS/$t/$name"
 }
@@ -73,6 +77,7 @@ chosen_lr() { python -c "import json,sys; print(json.load(open(sys.argv[1]))['ch
 
 train() {
   for t in "${TASKS[@]}"; do
+    [ -f "$RUNS/$t/lr.json" ] || [ ! -f "$OUT/$t/lr.json" ] || install -D -m 644 "$OUT/$t/lr.json" "$RUNS/$t/lr.json"
     [ -f "$RUNS/$t/lr.json" ] || { echo "no learning rate chosen for $t: run the lr step" >&2; exit 2; }
     local rate; rate=$(chosen_lr "$t")
     for i in "${RANDOM_DRAWS[@]}"; do  # circuit seed i beside random draw i, so an interrupted study stays balanced
