@@ -72,9 +72,11 @@ def paired(runs: list[dict], a: str, b: str, data_dir: str | None, found: list |
     lines = [f"| task | seed | {a} (%) | {b} (%) | right only in {a} | only in {b} | exact McNemar p |",
              "|---|---|---|---|---|---|---|"]
     for task in sorted({r["task"] for r in runs}):
-        side = {lab: [r["path"].parent for r in runs if r["task"] == task and r["label"] == lab and r["seed"] is not None]
-                for lab in (a, b)}
-        if not side[a] or not side[b]:
+        mine = [r for r in runs if r["task"] == task and r["seed"] is not None]
+        common = {r["seed"] for r in mine if r["label"] == a} & {r["seed"] for r in mine if r["label"] == b}
+        # only the seeds both arms have (`stats` would pair a lone run with every seed, as it does for a base model)
+        side = {lab: [r["path"].parent for r in mine if r["label"] == lab and r["seed"] in common] for lab in (a, b)}
+        if not common:
             continue
         r = stats(side[a], side[b], StatsConfig(), data_dir)
         if found is not None:
