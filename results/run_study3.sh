@@ -35,11 +35,12 @@ declare -A OPTS=([sst2]="" [add_sub]="--eval-split test_large" [sequence]="--eva
 COMMON=(--model smollm2-135m --data-dir "$DATA" --protocol paper --epochs 2 --batch-size 16 --micro-batch-size 16
         --warmup-steps 5 --max-train "$TRAIN" --mixed-precision no --no-progress)
 
+kept() {  # FILE under $RUNS: restored from the collected copy in $OUT when missing (a fresh machine)
+  [ -f "$RUNS/$1" ] || [ ! -f "$OUT/$1" ] || install -D -m 644 "$OUT/$1" "$RUNS/$1"
+}
 ft() {  # TASK NAME OPTIONS...: one run, skipped when finished (here, or on a machine whose runs were collected)
   local t=$1 name=$2; shift 2
-  if [ -f "$OUT/$t/$name/result.json" ] && [ ! -f "$RUNS/$t/$name/result.json" ]; then
-    mkdir -p "$RUNS/$t/$name"; cp "$OUT/$t/$name/result.json" "$RUNS/$t/$name/"  # the job sees it finished
-  fi
+  kept "$t/$name/result.json"  # the job sees it finished
   # shellcheck disable=SC2086
   circuitlab finetune "${COMMON[@]}" --task "$t" ${OPTS[$t]} "$@" --out "$RUNS/$t/$name"
 }
@@ -77,7 +78,7 @@ chosen_lr() { python -c "import json,sys; print(json.load(open(sys.argv[1]))['ch
 
 train() {
   for t in "${TASKS[@]}"; do
-    [ -f "$RUNS/$t/lr.json" ] || [ ! -f "$OUT/$t/lr.json" ] || install -D -m 644 "$OUT/$t/lr.json" "$RUNS/$t/lr.json"
+    kept "$t/lr.json"
     [ -f "$RUNS/$t/lr.json" ] || { echo "no learning rate chosen for $t: run the lr step" >&2; exit 2; }
     local rate; rate=$(chosen_lr "$t")
     for i in "${RANDOM_DRAWS[@]}"; do  # circuit seed i beside random draw i, so an interrupted study stays balanced
