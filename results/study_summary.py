@@ -138,20 +138,26 @@ def curves(runs: list[dict], window: int = 10) -> dict[str, go.Figure]:
 
 
 def per_run(runs: list[dict]) -> go.Figure:
-    """Each run's score as a dot, one row per task and method: with head sets as the unit of replication, how the
-    circuit's seeds sit among the draws of the other arms."""
-    fig = go.Figure()
+    """Each run's score as a dot, one row per method and one panel per task with its own scale (the tasks' scores
+    lie far apart, and on one axis a task's arms would crowd into a few points): with head sets as the unit of
+    replication, how the circuit's seeds sit among the draws of the other arms."""
     scored = [r for r in runs if r["seed"] is not None]
-    for task in sorted({r["task"] for r in scored}):
+    tasks = sorted({r["task"] for r in scored})
+    fig = make_subplots(rows=len(tasks), cols=1, subplot_titles=tasks, shared_xaxes=False, vertical_spacing=0.16)
+    labels = sorted({r["label"] for r in scored})
+    colors = dict(zip(labels, ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]))
+    for row, task in enumerate(tasks, 1):
         for label in sorted({r["label"] for r in scored if r["task"] == task}):
             mine = [r for r in scored if r["task"] == task and r["label"] == label]
             fig.add_trace(go.Scatter(x=[100 * r["result"]["eval"]["metrics"][r["metric"]] for r in mine],
-                                     y=[f"{task}: {label}"] * len(mine), mode="markers", name=f"{task}: {label}",
-                                     text=[f"seed {r['seed']}" for r in mine], marker={"size": 9, "opacity": 0.7},
-                                     showlegend=False))
+                                     y=[label] * len(mine), mode="markers", name=label,
+                                     text=[f"seed {r['seed']}" for r in mine],
+                                     marker={"size": 10, "opacity": 0.7, "color": colors[label]}, showlegend=False),
+                          row=row, col=1)
+        fig.update_yaxes(autorange="reversed", row=row, col=1)
+        fig.update_xaxes(title_text="accuracy or exact match (%)", row=row, col=1)
     fig.update_layout(title="Each run's score (one dot per run: a seed, or a head draw with its own seed)",
-                      xaxis_title="accuracy or exact match (%)", height=200 + 40 * len(fig.data), width=1000,
-                      yaxis={"autorange": "reversed"}, margin={"l": 260})
+                      height=150 + 260 * len(tasks), width=1000, margin={"l": 160})
     return fig
 
 
