@@ -113,6 +113,12 @@ def groups(runs: list[dict], a: str, b: str, data_dir: str | None, found: list |
     return lines
 
 
+def method_colors(labels: list[str]) -> dict[str, str]:
+    """One colour per method, the same in every figure (plotly's default cycle would restart in each panel)."""
+    palette = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22"]
+    return {label: palette[i % len(palette)] for i, label in enumerate(labels)}
+
+
 def curves(runs: list[dict], window: int = 10) -> dict[str, go.Figure]:
     """Training loss per optimizer step as a running mean over `window` steps (one step's loss is 16 documents,
     too noisy to tell methods apart by eye); one line per run, one colour per method."""
@@ -120,7 +126,7 @@ def curves(runs: list[dict], window: int = 10) -> dict[str, go.Figure]:
     tasks = sorted({r["task"] for r in trained})
     fig = make_subplots(rows=len(tasks), cols=1, subplot_titles=tasks, shared_xaxes=False)
     labels = sorted({r["label"] for r in trained})
-    colors = dict(zip(labels, ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]))
+    colors = method_colors(labels)
     shown: set[str] = set()
     for row, task in enumerate(tasks, 1):
         for r in (r for r in trained if r["task"] == task):
@@ -145,7 +151,7 @@ def per_run(runs: list[dict]) -> go.Figure:
     tasks = sorted({r["task"] for r in scored})
     fig = make_subplots(rows=len(tasks), cols=1, subplot_titles=tasks, shared_xaxes=False, vertical_spacing=0.16)
     labels = sorted({r["label"] for r in scored})
-    colors = dict(zip(labels, ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"]))
+    colors = method_colors(labels)
     for row, task in enumerate(tasks, 1):
         for label in sorted({r["label"] for r in scored if r["task"] == task}):
             mine = [r for r in scored if r["task"] == task and r["label"] == label]
