@@ -12,9 +12,13 @@
 #            circuit at seed 0, chosen by accuracy (exact match) on 500 held-out training documents (the ones after the
 #            training documents; ties: the higher mean margin); the choice is written to $RUNS/$TASK/lr.json
 #   train    the arms, in the order that builds the comparison first (circuit and random draws interleaved)
+#   one      1 head per layer (the issue: "if the budget allows") on ONE_TASKS (default sequence, the task where the
+#            circuit trained ahead of random draws at 2 per layer): the circuit located at 1 head per layer (same
+#            samples and protocol), 3 seeds, against 8 random draws of 1 head per layer (arms `*-1pl`), interleaved;
+#            the learning rate is the 2-per-layer choice (no second grid)
 #   collect  every run's result.json (config, curve, per-document predictions and margins) into results/study3/
 #   summary  the tables (results/study3.md) and the figure of each arm's difference from the circuit
-# Run from the repository root:   bash results/run_study3.sh [lr|train|collect|summary]...   (default: all)
+# Run from the repository root:   bash results/run_study3.sh [circuits|lr|train|one|collect|summary]...  (default: all)
 # Every step is resumable (finished runs are skipped, interrupted ones resume from their last checkpoint), so the
 # study can be stopped and continued across sessions; runs collected into results/study3/ count as finished on a
 # fresh machine. Float32 (this CPU has no bf16 matrix units: results/README.md).
@@ -90,6 +94,19 @@ train() {
     for s in "${LORA_SEEDS[@]}"; do ft "$t" "lora-s$s" --method lora --seed "$s"; done
   done
 }
+one() {
+  local t rate i
+  for t in ${ONE_TASKS:-sequence}; do
+    local c=$OUT/circuits/$t-1pl.json
+    [ -f "$c" ] || circuitlab locate --model smollm2-135m --task "$t" --data-dir "$DATA" --protocol paper \
+      --samples 64 --max-docs 2000 --heads-per-layer 1 --out "$c"
+    kept "$t/lr.json"; rate=$(chosen_lr "$t")
+    for i in 0 1 2 3 4 5 6 7; do
+      [ "$i" -lt 3 ] && ft "$t" "headmap-circuit-1pl-s$i" --method headmap-mha --circuit "$c" --lr "$rate" --seed "$i"
+      ft "$t" "headmap-random-1pl-s$i" --method headmap-mha --circuit "$c" --heads random --lr "$rate" --seed "$i"
+    done
+  done
+}
 collect() {  # every finished run's result.json and the learning-rate choice, kept in git
   local f d
   for f in "$RUNS"/*/result.json "$RUNS"/*/*/result.json "$RUNS"/*/lr/*/result.json "$RUNS"/*/lr.json; do
@@ -102,9 +119,10 @@ summary() {  # from the collected files (the learning-rate runs are not arms)
   for arm in headmap-random headmap-redundant headmap-anti lora; do
     args+=(--groups "headmap-circuit:$arm" --compare "headmap-circuit:$arm")
   done
+  args+=(--groups headmap-circuit-1pl:headmap-random-1pl --compare headmap-circuit-1pl:headmap-random-1pl)
   python results/study_summary.py "$OUT" --exclude lr --data-dir "$DATA" "${args[@]}" --md results/study3.md \
     --figures "$OUT/figures"
   rm -f "$OUT/figures/"*.html "$OUT/figures/plotly.min.js"  # the PNGs are kept
 }
-steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(circuits lr train collect summary)
+steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(circuits lr train one collect summary)
 for s in "${steps[@]}"; do "$s"; done
