@@ -50,12 +50,11 @@ ft() {  # TASK NAME OPTIONS...: one run, skipped when finished (here, or on a ma
 }
 headmap() { local t=$1 name=$2; shift 2; ft "$t" "$name" --method headmap-mha --circuit "${CIRCUIT[$t]}" "$@"; }
 
-circuits() {
-  for t in "${TASKS[@]}"; do
-    [ -f "${CIRCUIT[$t]}" ] || circuitlab locate --model smollm2-135m --task "$t" --data-dir "$DATA" --protocol paper \
-      --samples 64 --max-docs 2000 --heads-per-layer 2 --out "${CIRCUIT[$t]}"
-  done
+locate_circuit() {  # TASK OUT HEADS_PER_LAYER: the task's circuit on 64 samples of its first 2,000 training documents
+  [ -f "$2" ] || circuitlab locate --model smollm2-135m --task "$1" --data-dir "$DATA" --protocol paper \
+    --samples 64 --max-docs 2000 --heads-per-layer "$3" --out "$2"
 }
+circuits() { for t in "${TASKS[@]}"; do locate_circuit "$t" "${CIRCUIT[$t]}" 2; done; }
 lr() {
   for t in "${TASKS[@]}"; do
     for x in "${GRID[@]}"; do
@@ -78,12 +77,14 @@ print(f"{root.name}: lr {best} ({', '.join(f'{x}: {100 * a:.2f} %' for x, (a, _)
 EOF
   done
 }
-chosen_lr() { python -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen'])" "$RUNS/$1/lr.json"; }
+chosen_lr() {  # TASK: the learning rate the lr step chose
+  kept "$1/lr.json"
+  [ -f "$RUNS/$1/lr.json" ] || { echo "no learning rate chosen for $1: run the lr step" >&2; exit 2; }
+  python -c "import json,sys; print(json.load(open(sys.argv[1]))['chosen'])" "$RUNS/$1/lr.json"
+}
 
 train() {
   for t in "${TASKS[@]}"; do
-    kept "$t/lr.json"
-    [ -f "$RUNS/$t/lr.json" ] || { echo "no learning rate chosen for $t: run the lr step" >&2; exit 2; }
     local rate; rate=$(chosen_lr "$t")
     for i in "${RANDOM_DRAWS[@]}"; do  # circuit seed i beside random draw i, so an interrupted study stays balanced
       [ "$i" -lt ${#CIRCUIT_SEEDS[@]} ] && headmap "$t" "headmap-circuit-s$i" --lr "$rate" --seed "$i"
@@ -95,12 +96,10 @@ train() {
   done
 }
 one() {
-  local t rate i
+  local t c rate i
   for t in ${ONE_TASKS:-sequence}; do
-    local c=$OUT/circuits/$t-1pl.json
-    [ -f "$c" ] || circuitlab locate --model smollm2-135m --task "$t" --data-dir "$DATA" --protocol paper \
-      --samples 64 --max-docs 2000 --heads-per-layer 1 --out "$c"
-    kept "$t/lr.json"; rate=$(chosen_lr "$t")
+    c=$OUT/circuits/$t-1pl.json; locate_circuit "$t" "$c" 1
+    rate=$(chosen_lr "$t")
     for i in 0 1 2 3 4 5 6 7; do
       [ "$i" -lt 3 ] && ft "$t" "headmap-circuit-1pl-s$i" --method headmap-mha --circuit "$c" --lr "$rate" --seed "$i"
       ft "$t" "headmap-random-1pl-s$i" --method headmap-mha --circuit "$c" --heads random --lr "$rate" --seed "$i"
