@@ -9,8 +9,10 @@ imported inside `run`, once the options are known to be good: that is what keeps
 
 from __future__ import annotations
 
+import os
 import sys
 
+from circuitlab import __version__
 from circuitlab.cli import edges, evaluate, finetune, interchange, locate, report, studies
 from circuitlab.cli.options import Parser
 from circuitlab.core.errors import CircuitlabError, ConfigError
@@ -24,7 +26,8 @@ SHARED = ("locate", "reproduce", "finetune")  # the commands that share their wo
 def build_parser() -> Parser:
     parser = Parser(prog="circuitlab",
                     description="Locate knowledge circuits in language models and enhance them with HeadMap.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    parser.add_argument("--version", action="version", version=f"circuitlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for add, _ in COMMANDS.values():
         add(sub)
     return parser
@@ -38,9 +41,11 @@ QUIET = [("ignore", {"category": FutureWarning}), ("ignore", {"category": Deprec
 
 
 def _quiet_libraries() -> None:
-    import os
     import warnings
 
+    from circuitlab.core.progress import terminal_only_bars
+
+    terminal_only_bars()
     if sys.warnoptions:
         return
     for action, kw in QUIET:
@@ -60,12 +65,20 @@ def _close_progress_bars() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:  # a bare `circuitlab`: what it can do
+            parser.print_help()
+            return 0
         _quiet_libraries()
         if args.command not in SHARED and launched_world() > 1:
             raise CircuitlabError(f"circuitlab {args.command} runs in one process; start it without torchrun "
                                   "(locate, reproduce and finetune share their work between processes)")
         COMMANDS[args.command][1](args)
+        sys.stdout.flush()  # here, so a reader that has gone is seen below, not at exit
+    except BrokenPipeError:  # `circuitlab tasks | head -3`: the reader took what it wanted; no error, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a command ended by SIGPIPE, as `cat` or `seq` would be
     except ConfigError as e:
         _close_progress_bars()
         flag = (getattr(args, "_flags", None) or {}).get(e.field, e.field)  # the flag the user typed

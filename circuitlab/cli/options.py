@@ -25,7 +25,8 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is a CircuitlabError: one line and exit code 2, like every other bad input."""
 
     def error(self, message: str):
-        raise CircuitlabError(f"{self.prog.removeprefix('circuitlab ')}: {message}")
+        command = self.prog.removeprefix("circuitlab").strip()  # "" for the top level, which main already names
+        raise CircuitlabError(f"{command}: {message}" if command else message)
 
 
 def _typed(parse):
