@@ -5,44 +5,17 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from circuitlab.core.io import write_json_atomic
 from circuitlab.core.protocol import DEFAULT_PROTOCOL, get_protocol
 from circuitlab.evaluate.metrics import compute_metrics
 from circuitlab.evaluate.config import BATCH_SIZE
 from circuitlab.evaluate.generation import generate_answers
+from circuitlab.evaluate.results import EvalResult, Prediction
 from circuitlab.evaluate.scoring import score_docs
 from circuitlab.headmap.adapter import load_any
 from circuitlab.models.plain import as_plain
 from circuitlab.tasks import Doc, Task, data_fingerprint, get_task, load_docs
-
-
-@dataclass
-class Prediction:
-    index: int
-    gold: int
-    pred: int  # exact_match tasks: 0 when the generated answer is the gold one, else -1 (none of the choices)
-    pred_norm: int
-    logprobs: list[float]  # exact_match tasks: none (nothing is ranked)
-    generated: str | None = None  # exact_match tasks: the greedy continuation (circuitlab.evaluate.generation)
-
-
-@dataclass
-class EvalResult:
-    model: str
-    task: str
-    split: str
-    n_docs: int
-    metrics: dict[str, float]
-    data_fingerprint: str
-    seconds: float
-    predictions: list[Prediction] = field(default_factory=list)
-    protocol: str = DEFAULT_PROTOCOL  # results are comparable only when their protocols match
-
-    def save(self, path: str | Path) -> Path:
-        return write_json_atomic(path, asdict(self))
 
 
 def evaluate(

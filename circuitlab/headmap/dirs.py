@@ -1,8 +1,10 @@
-"""Which directory holds an adapter, and what a finetune run records about the model it trained: read before any
-model loads (this module imports neither torch nor PEFT)."""
+"""Which directory holds an adapter, what a finetune run records about the model it trained, and what a result
+records about the adapter it was made with: read before any model loads (this module imports neither torch nor
+PEFT)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from circuitlab.core.errors import CircuitlabError
@@ -51,3 +53,32 @@ def check_fits(directory: Path, dims: ModelDims, name: str | None) -> None:
         return
     recorded = ModelIdentity(base.get("name") or base.get("hf_id"), ModelDims(**{k: base[k] for k in DIM_KEYS}))
     check_same_model(recorded, ModelIdentity(name, dims), f"adapter {directory}", made="trained")
+
+
+ADAPTER_FILES = (PEFT_CONFIG, PEFT_WEIGHTS, "adapter_model.bin", LEGACY_CONFIG, LEGACY_WEIGHTS)
+
+
+def adapter_record(source: str | Path) -> dict:
+    """What a result made with the adapter of `source` records of it, so its score is never taken for the base
+    model's or another adapter's: its kind (the run's method for a run directory, else read from its config:
+    `headmap-VARIANT`, `lora`, `dora`, another PEFT type by name), its name (`source` as given) and a fingerprint of
+    its config and weights files (their bytes, so a retrained adapter in the same place is another adapter)."""
+    directory = adapter_dir(source)
+    digest = hashlib.sha256()
+    for name in ADAPTER_FILES:
+        if (directory / name).is_file():
+            digest.update(name.encode() + b"\0" + (directory / name).read_bytes())
+    return {"kind": adapter_kind(directory), "name": str(source), "fingerprint": digest.hexdigest()[:16]}
+
+
+def adapter_kind(directory: Path) -> str:
+    run = directory.parent / "result.json" if directory.name == "adapter" else None
+    method = read_json_object(run, "run result").get("method") if run is not None and run.is_file() else None
+    if isinstance(method, str):
+        return method
+    peft = (directory / PEFT_CONFIG).is_file()
+    config = read_json_object(directory / (PEFT_CONFIG if peft else LEGACY_CONFIG), "adapter config")
+    kind = str(config.get("peft_type", "HEADMAP")) if peft else "HEADMAP"
+    if kind == "HEADMAP":
+        return f"headmap-{config.get('variant', 'mha')}"
+    return "dora" if kind == "LORA" and config.get("use_dora") else kind.lower()

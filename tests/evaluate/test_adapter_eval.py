@@ -53,3 +53,35 @@ def test_the_base_check_tolerates_a_dtype_and_refuses_other_weights(lora_run, tm
     (other / "result.json").write_text(json.dumps(doc))
     with pytest.raises(CircuitlabError, match="weights differ"):
         evaluate_task("tiny-llama", "capitals", EvalConfig(adapter=str(other), limit=6), progress=False)
+
+
+def test_an_adapters_result_records_and_prints_what_it_ran_with(lora_run, tmp_path, capsys):
+    """Its kind, name and fingerprint are in the result's identity and its summary line, so its score is never
+    taken for the base model's; a copy of its files is the same adapter, changed weights are another."""
+    import shutil
+
+    from circuitlab.headmap.dirs import adapter_record
+    from tests.helpers import run_cli
+
+    run, _ = lora_run
+    out = tmp_path / "a.json"
+    code, stdout, _ = run_cli(capsys, "eval", "--model", "tiny-llama", "--task", "capitals", "--limit", "3",
+                              "--adapter", run, "--out", out)
+    doc = json.loads(out.read_text())
+    record = doc["adapter"]
+    assert code == 0 and record["kind"] == "lora" and record["name"] == str(run) and doc["made_from"]["adapter"] == record
+    assert f"lora adapter {run} ({record['fingerprint']})" in stdout
+    with pytest.raises(CircuitlabError, match="differs in: adapter"):  # the base model's score into the same file
+        evaluate_task("tiny-llama", "capitals", EvalConfig(limit=3), out=out, progress=False)
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run / "adapter", copy)
+    assert adapter_record(copy) == {"kind": "lora", "name": str(copy), "fingerprint": record["fingerprint"]}
+    config = json.loads((copy / "adapter_config.json").read_text())
+    (copy / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
+    assert adapter_record(copy)["kind"] == "dora" and adapter_record(copy)["fingerprint"] != record["fingerprint"]
+    (copy / "adapter_config.json").write_text(json.dumps(config))
+    weights = bytearray((copy / "adapter_model.safetensors").read_bytes())
+    weights[-1] ^= 1
+    (copy / "adapter_model.safetensors").write_bytes(bytes(weights))
+    assert adapter_record(copy)["fingerprint"] != record["fingerprint"]
