@@ -44,32 +44,33 @@ def run_finetune(args) -> None:
 
 
 def add_export(sub) -> None:
-    p = sub.add_parser("export", help="a run's HeadMap adapter (PEFT's format) and its circuit JSON")
+    p = sub.add_parser("export", help="a run's adapter in PEFT's format and its circuit JSON")
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("--out", required=True)
     p.add_argument("--lora", "--peft", action="store_true", dest="lora",
-                   help="also write the MHA variant as a stock PEFT LoRA on o_proj, in OUT/lora")
+                   help="also a stock PEFT LoRA, in OUT/lora (HeadMap MHA: its map on o_proj)")
     p.add_argument("--model", help="base model (default: the one the adapter was trained on)")
 
 
 def run_export(args) -> None:
-    from circuitlab.headmap.conversion import export
+    from circuitlab.finetune.portable import export_run
 
-    for path in export(args.run, args.out, lora=args.lora, model_name=args.model):
+    for path in export_run(args.run, args.out, lora=args.lora, model_name=args.model):
         print(f"wrote {path}")
 
 
 def add_merge(sub) -> None:
-    p = sub.add_parser("merge", help="fold an MHA-variant adapter into o_proj and save a stock HF model")
+    p = sub.add_parser("merge", help="fold a run's adapter (HeadMap MHA, LoRA, DoRA, CircuitLoRA) into the "
+                                          "model and save a stock HF model")
     p.add_argument("adapter", metavar="RUN_OR_ADAPTER_DIR")
     p.add_argument("--out", required=True)
     p.add_argument("--model", help="base model (default: the one the adapter was trained on)")
 
 
 def run_merge(args) -> None:
-    from circuitlab.headmap.conversion import merge
+    from circuitlab.finetune.portable import merge_run
 
-    print(f"wrote {merge(args.adapter, args.out, model_name=args.model)}")
+    print(f"wrote {merge_run(args.adapter, args.out, model_name=args.model)}")
 
 
 COMMANDS = {

@@ -118,7 +118,7 @@ def test_export_refuses_runs_without_a_headmap_adapter(tmp_path, capsys):
     cfg = TrainConfig(model="tiny-llama", task="capitals", method="base", eval_limit=2)
     finetune(model, cfg, tmp_path / "base", progress=False)
     assert main(["export", str(tmp_path / "base"), "--out", str(tmp_path / "x")]) == 2
-    assert "method base) has no HeadMap adapter" in capsys.readouterr().err
+    assert "method base) has no adapter to export: it trained nothing" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert "neither a finetune run" in capsys.readouterr().err
 
