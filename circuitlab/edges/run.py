@@ -92,20 +92,24 @@ def edges_to(out: str | Path, model, pairs: list[Pair], cfg: EdgesConfig, task: 
     only = resolve(chosen, g) if chosen is not None else None  # a name not in the graph: refused before any work
     if only is not None and cfg.curve and max(cfg.curve) > len(only):
         raise CircuitlabError(f"--curve {max(cfg.curve)}: only {len(only)} edges are scored (--edges)")
-    artefact = Artefact(out, identity or edges_identity(model, pairs, cfg, chosen), "edge circuit")
-    done = artefact.finished(EdgeCircuit.load)
-    if done is not None:
-        return done
-    scores = attribute(model, pairs, cfg, artefact, task, progress, data_fingerprint, only)
-    within = None if only is None else chosen_mask(g, only)
-    circuit = EdgeCircuit.select(scores, **cfg.rule(g.n_edges, None if only is None else len(only)), within=within)
-    if chosen is not None:
-        circuit.rule["edges"] = digest(chosen)
-    if cfg.curve:
-        circuit.curve = curve_of(model, pairs, cfg, scores)
-    circuit.made_from = artefact.identity
-    artefact.commit(lambda: circuit.save(out))
-    return circuit
+    batches_of(model, pairs, cfg)  # every pair encodes (equal lengths), before the output is touched
+    artefact = Artefact(out, identity or edges_identity(model, pairs, cfg, chosen), "edge circuit",
+                        siblings=(Path(out).with_suffix(".safetensors").name,))
+    with artefact:  # the one writer of `out` until it is written
+        done = artefact.finished(EdgeCircuit.load)
+        if done is not None:
+            return done
+        scores = attribute(model, pairs, cfg, artefact, task, progress, data_fingerprint, only)
+        within = None if only is None else chosen_mask(g, only)
+        circuit = EdgeCircuit.select(scores, **cfg.rule(g.n_edges, None if only is None else len(only)),
+                                     within=within)
+        if chosen is not None:
+            circuit.rule["edges"] = digest(chosen)
+        if cfg.curve:
+            circuit.curve = curve_of(model, pairs, cfg, scores)
+        circuit.made_from = artefact.identity
+        artefact.commit(lambda: circuit.save(out))
+        return circuit
 
 
 def curve_of(model, pairs: list[Pair], cfg: EdgesConfig, scores: EdgeScores) -> dict:

@@ -95,16 +95,24 @@ def finetune(model, config: TrainConfig, out: str | Path, *, options: RunOptions
     out = check_writable(out, "dir")
     main = launched_main()  # under torchrun, one process writes the files
     run = Artefact(out / "result.json", cfg.to_dict(), "fine-tuning run", identity_of=made_from,
-                   partial=out / ".partial", writes=main)
-    done = run.finished(RunResult.load)
-    if done is not None:
-        return done
-    run.resume()  # an unfinished run of another config in this directory is refused
+                   partial=out / ".partial", writes=main, siblings=RUN_FILES)
+    if run.path.is_file():  # finished: reused (or refused) before anything else is asked of the inputs
+        return run.finished(RunResult.load)
+    # Every check before the first file (the run directory's lock included): a run that fails them leaves
+    # nothing that would refuse the corrected command as "made with other settings".
     check_run(cfg, options, model_device(model))
     inputs = prepare(cfg, data_dir, model.dims if hasattr(model, "dims") else model_dims(cfg.model))
-    from circuitlab.finetune.run import train_run  # torch, PEFT, the Trainer: every check has passed
+    with run:  # the one writer of `out` from here on (another process on it waits, then reuses or is refused)
+        done = run.finished(RunResult.load)
+        if done is not None:
+            return done
+        run.resume()  # an unfinished run of another config in this directory is refused
+        from circuitlab.finetune.run import train_run  # torch, PEFT, the Trainer: every check has passed
 
-    return train_run(model, cfg, inputs, out, run, options, data_dir, progress, on_step)
+        return train_run(model, cfg, inputs, out, run, options, data_dir, progress, on_step)
+
+
+RUN_FILES = ("config.json", "circuit.json", "adapter")  # written beside result.json: their leftovers are repaired
 
 
 def model_device(model) -> str | None:

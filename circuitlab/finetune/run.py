@@ -4,14 +4,12 @@ Trainer trains it, the run is evaluated and saved."""
 
 from __future__ import annotations
 
-import shutil
-
 from dataclasses import asdict
 from pathlib import Path
 
 from circuitlab.circuits.circuit import Circuit, ModelInfo
 from circuitlab.core.artefact import Artefact
-from circuitlab.core.io import write_json_atomic
+from circuitlab.core.io import write_dir_atomic, write_json_atomic
 from circuitlab.core.processes import launched_main
 from circuitlab.core.provenance import package_versions
 from circuitlab.evaluate.run import evaluate
@@ -38,11 +36,17 @@ def train_run(model, cfg: TrainConfig, inputs, out: Path, run: Artefact, options
     model = as_plain(model)
     circuit = resolve_circuit(model, cfg, inputs, out, data_dir, progress)
     heads = choose_heads(circuit, cfg.heads, cfg.heads_per_layer, cfg.seed) if circuit is not None else None
-    run.save_state({})
-    if main:
-        write_json_atomic(out / "config.json", cfg.to_dict())
-        if heads is not None:
-            heads_circuit(circuit, heads, cfg.heads, cfg.seed).save(out / "circuit.json")
+
+    def begin() -> None:
+        """The run's first files, once everything that can fail before training has passed (the PEFT wrapping,
+        the encoding of the documents), so a run that cannot start leaves none. The checkpoints are resume state
+        like `.partial/`, removed with it once the result is written (unless --save-every keeps them)."""
+        run.save_state({}, also_remove=None if options.save_every else ["checkpoint"])
+        if main:
+            write_json_atomic(out / "config.json", cfg.to_dict())
+            if heads is not None:
+                heads_circuit(circuit, heads, cfg.heads, cfg.seed).save(out / "circuit.json")
+
     model_info = ModelInfo.of(model)  # before PEFT renames the modules it wraps
     probe = weight_probe(model.hf_model)  # what `eval --adapter` compares, tolerant of another dtype
     record = TrainRecord(cfg.train_split, len(inputs.train_docs),
@@ -55,11 +59,14 @@ def train_run(model, cfg: TrainConfig, inputs, out: Path, run: Artefact, options
         wrapped = wrap(model, cfg, heads, plan.lora_config(model.hf_model) if plan else None)
         seqs = [encode_docs(model.tokenizer, d, cfg.max_len, cfg.rules.train_eos, cfg.loss_on == "answer")
                 for d in (inputs.train_docs, inputs.held_out_docs)]
+        begin()
         record = TrainRecord(record.split, record.n_docs, record.data_fingerprint,
                              **train(model, wrapped, cfg, *seqs, out / "checkpoint", options, progress, on_step))
-        if main:
-            wrapped.save(out / "adapter", base)
+        if main:  # whole or not at all
+            write_dir_atomic(out / "adapter", lambda tmp: wrapped.save(tmp, base))
         trainable = wrapped.n_trainable
+    else:
+        begin()
     result = RunResult(
         config=cfg.to_dict(), method=cfg.method, model={**asdict(model_info), "probe": probe},
         heads={str(k): v for k, v in heads.items()} if heads else None,
@@ -69,9 +76,7 @@ def train_run(model, cfg: TrainConfig, inputs, out: Path, run: Artefact, options
         train=record, eval=evaluate_docs(model, inputs.task, inputs.eval_docs, inputs.eval_split, progress),
         versions=package_versions(), protocol=cfg.protocol, circuit_lora=lora_record,
     )
-    run.commit(lambda: result.save(out / "result.json"))
-    if main and not options.save_every:  # resume state only: once the run is done, adapter/ is its one copy
-        shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    run.commit(lambda: result.save(out / "result.json"))  # removes checkpoint/ with .partial/ (see `begin`)
     return result
 
 

@@ -14,7 +14,10 @@ checkpointing, evaluation, checkpoints (PEFT adapter directories) and resuming, 
 
 from __future__ import annotations
 
+import json
 import math
+import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -22,9 +25,9 @@ import torch
 from circuitlab.core.progress import progress_bar
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from circuitlab.core.errors import ConfigError
+from circuitlab.core.io import fault_point, safetensors_problem
 from circuitlab.finetune.config import RunOptions, TrainConfig, check_run
 from circuitlab.finetune.data import EpochOrderSampler, PadCollator, TokenDataset
 from circuitlab.finetune.wrap import param_groups
@@ -40,6 +43,25 @@ class CircuitlabTrainer(Trainer):
 
     def _get_train_sampler(self, train_dataset=None):
         return EpochOrderSampler(len(self.train_dataset if train_dataset is None else train_dataset), self.cfg.seed)
+
+    # Write boundaries inside a checkpoint (`circuitlab.core.io.fault_point`). Trainer writes trainer_state.json
+    # last, so a crash at any of them leaves a checkpoint without it, which `last_complete_checkpoint` skips.
+    def save_model(self, output_dir=None, _internal_call=False):
+        super().save_model(output_dir, _internal_call)
+        if _internal_call:
+            fault_point(f"checkpoint adapter written: {Path(output_dir).name}")
+
+    def _save_optimizer_and_scheduler(self, output_dir):
+        super()._save_optimizer_and_scheduler(output_dir)
+        fault_point(f"checkpoint optimizer written: {Path(output_dir).name}")
+
+    def _save_rng_state(self, output_dir):
+        super()._save_rng_state(output_dir)
+        fault_point(f"checkpoint RNG state written, trainer state not: {Path(output_dir).name}")
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        fault_point(f"checkpoint complete, the one before removed: step {self.state.global_step}")
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:  # torch's AdamW (betas 0.9/0.999, eps 1e-8), decay on every trained tensor
@@ -130,7 +152,7 @@ def train(model, wrapped, cfg: TrainConfig, train_seqs: list[list[int]], held_se
     )
     for quiet in (PrinterCallback, ProgressCallback):  # the bar above shows the loss; no dict per step
         trainer.remove_callback(quiet)
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    last = last_complete_checkpoint(ckpt_dir, remove=args.should_save)
     output = trainer.train(resume_from_checkpoint=last)
     wrapped.peft_model.eval()
     history = trainer.state.log_history
@@ -146,3 +168,38 @@ def train(model, wrapped, cfg: TrainConfig, train_seqs: list[list[int]], held_se
         "seconds": output.metrics.get("train_runtime", 0.0),
         "lr": {"headmap": cfg.headmap_lr if cfg.variant else None, "peft": cfg.peft_lr if cfg.tuner else None},
     }
+
+
+CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+
+
+def checkpoint_problem(directory: Path) -> str | None:
+    """Why a Trainer checkpoint cannot be resumed from (None: it can). Trainer writes the adapter, the optimizer
+    and scheduler, the RNG state and, last, trainer_state.json, none of them atomically: a run killed while it
+    saves leaves a directory that lacks one or holds half of one."""
+    try:
+        state = json.loads((directory / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "no complete trainer_state.json"
+    if not isinstance(state, dict) or "global_step" not in state:
+        return "no complete trainer_state.json"
+    for name in ("optimizer.pt", "scheduler.pt"):
+        if not (directory / name).is_file() or (directory / name).stat().st_size == 0:
+            return f"no {name}"
+    return safetensors_problem(directory / "adapter_model.safetensors")
+
+
+def last_complete_checkpoint(ckpt_dir: Path, remove: bool = True) -> str | None:
+    """The newest checkpoint a run can resume from. Incomplete ones (a kill while Trainer wrote them, or while it
+    removed an older one) are skipped, and removed by the process that writes (`remove`), so that Trainer, which
+    would pick the newest directory whatever it holds, never sees them."""
+    found = []
+    for d in sorted(ckpt_dir.iterdir()) if ckpt_dir.is_dir() else []:
+        m = CHECKPOINT.fullmatch(d.name)
+        if not (m and d.is_dir()):
+            continue
+        if checkpoint_problem(d) is None:
+            found.append((int(m.group(1)), d))
+        elif remove:
+            shutil.rmtree(d, ignore_errors=True)
+    return str(max(found)[1]) if found else None

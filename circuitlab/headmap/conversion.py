@@ -21,7 +21,8 @@ import torch
 from torch import Tensor
 
 from circuitlab.core.errors import CircuitlabError
-from circuitlab.core.io import check_writable, copy_atomic, read_json_object, write_dir_atomic, write_text_atomic
+from circuitlab.core.io import (check_writable, copy_atomic, output_lock, read_json_object, write_dir_atomic,
+                                write_text_atomic)
 from circuitlab.headmap.cards import headmap_card, lora_card
 from circuitlab.headmap.adapter import load, read_config
 from circuitlab.headmap.dirs import PEFT_CONFIG, PEFT_WEIGHTS, adapter_dir, is_adapter_dir
@@ -79,6 +80,12 @@ def export(run: str | Path, out: str | Path, lora: bool = False, model_name: str
         raise CircuitlabError(HS_CANNOT_MERGE)
     if lora and config.lora:
         raise CircuitlabError(COMBINED_NOT_LORA)
+    with output_lock(out):  # one writer of `out`; what a killed export left beside it is removed first
+        new_dir(out, "export")
+        return _export(src, out, config, lora, model_name)
+
+
+def _export(src: Path, out: Path, config, lora: bool, model_name: str | None) -> list[Path]:
     hf, _ = base_model(src, model_name)
     peft_model = load(hf, src)
     base_id = (config.base_model or {}).get("hf_id")
@@ -102,9 +109,11 @@ def merge(source: str | Path, out: str | Path, model_name: str | None = None, ch
     src = headmap_dir(source)
     if read_config(src).variant != "mha":
         raise CircuitlabError(HS_CANNOT_MERGE)
-    hf, tok = base_model(src, model_name)
-    merged = load(hf, src, check=check).merge_and_unload()
-    return write_dir_atomic(out, lambda tmp: save_model(merged, tok, tmp))
+    with output_lock(out):  # one writer of `out`; what a killed merge left beside it is removed first
+        new_dir(out, "merge")
+        hf, tok = base_model(src, model_name)
+        merged = load(hf, src, check=check).merge_and_unload()
+        return write_dir_atomic(out, lambda tmp: save_model(merged, tok, tmp))
 
 
 # -- PEFT LoRA on o_proj ---------------------------------------------------------------------------

@@ -136,15 +136,16 @@ def locate_to(
     shard = Shard.current()
     identity = identity or run_identity(model, info, task, samples, config, config.plan(model.dims, info.identity()))
     artefact = Artefact(path, identity, "circuit", identity_of=made_from, writes=shard.is_main)
-    done = shard.broadcast(artefact.finished(Circuit.load) if shard.is_main else None)
-    if done is not None:
-        log(f"{path}: located already with these settings, reused")
-        return done
-    circuit = locate(model, samples, config, task, progress=progress, on_step=on_step, state=artefact)
-    circuit.run.made_from = artefact.identity
-    if finish is not None:
-        finish(circuit)
-    artefact.commit(lambda: circuit.save(path))
+    with artefact:  # the first process is the one writer of `path` until it is written
+        done = shard.broadcast(artefact.finished(Circuit.load) if shard.is_main else None)
+        if done is not None:
+            log(f"{path}: located already with these settings, reused")
+            return done
+        circuit = locate(model, samples, config, task, progress=progress, on_step=on_step, state=artefact)
+        circuit.run.made_from = artefact.identity
+        if finish is not None:
+            finish(circuit)
+        artefact.commit(lambda: circuit.save(path))
     shard.barrier()
     return circuit
 

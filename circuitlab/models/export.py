@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from circuitlab.core.errors import CircuitlabError
-from circuitlab.core.io import check_writable, write_dir_atomic
+from circuitlab.core.io import check_writable, output_lock, write_dir_atomic
 from circuitlab.models.dims import model_dims
 from circuitlab.models.plain import load_plain
 
@@ -22,8 +22,11 @@ def export_model(name: str, out: str | Path) -> Path:
         raise CircuitlabError(f"--out {out} already exists; export-model writes a new directory")
     check_writable(out, "dir")
     model_dims(name)  # the model exists (or the hub answers) before anything loads
-    plain = load_plain(name, "cpu", "float32")
-    return write_dir_atomic(out, lambda tmp: save_model(plain.hf_model, plain.tokenizer, tmp))
+    with output_lock(out):  # one writer of `out`; what a killed export left beside it is removed first
+        if out.exists():  # written by the process this one waited for
+            raise CircuitlabError(f"--out {out} already exists; export-model writes a new directory")
+        plain = load_plain(name, "cpu", "float32")
+        return write_dir_atomic(out, lambda tmp: save_model(plain.hf_model, plain.tokenizer, tmp))
 
 
 def save_model(hf_model, tokenizer, directory: str | Path) -> None:
