@@ -13,13 +13,13 @@ import os
 import sys
 
 from circuitlab import __version__
-from circuitlab.cli import edges, evaluate, finetune, interchange, locate, report, studies
+from circuitlab.cli import edges, evaluate, finetune, interchange, locate, report, studies, study
 from circuitlab.cli.options import Parser
 from circuitlab.core.errors import CircuitlabError, ConfigError
 from circuitlab.core.processes import launched_world
 
 COMMANDS = {**locate.COMMANDS, **evaluate.COMMANDS, **report.COMMANDS, **studies.COMMANDS, **finetune.COMMANDS,
-            **edges.COMMANDS, **interchange.COMMANDS}
+            **edges.COMMANDS, **interchange.COMMANDS, **study.COMMANDS}
 SHARED = ("locate", "reproduce", "finetune")  # the commands that share their work between torchrun's processes
 
 

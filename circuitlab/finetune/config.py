@@ -92,7 +92,9 @@ class TrainConfig:
     eval_split: str | None = setting(None, "default: the task's evaluation split; when it is the train split, "
                                            "the documents after the training ones are evaluated")
     eval_limit: int | None = setting(None, "evaluate only the first N evaluation documents", minimum=1)
-    seed: int = setting(0, "seeds data order, initialisation and random heads")
+    seed: int = setting(0, "seeds data order, initialisation and (unless --heads-seed) random heads")
+    heads_seed: int | None = setting(None, "seeds the random/redundant head draw alone (default: --seed), so two "
+                                           "head sets can train with one seed (a study's balanced seeds)", minimum=0)
     dtype: str = setting(DEFAULT_DTYPE, "precision of the model's weights", choices=tuple(DTYPES))
     protocol: str = setting(DEFAULT_PROTOCOL, "paper (the paper's text) or official (its code: EOS-terminated texts, "
                                               "held-out loss and best checkpoint, clipping at 1.0, Down init a=0)",
@@ -129,6 +131,8 @@ class TrainConfig:
             raise ConfigError("batch_size", f"{self.batch_size} is not a multiple of micro_batch_size "
                                              f"{self.micro_batch_size}")
         self._check_circuit_lora()
+        if self.heads_seed is not None and self.heads not in ("random", "redundant"):
+            raise ConfigError("heads_seed", f"seeds a random head draw; --heads {self.heads} draws none")
         if self.eval_every is not None and not self.rules.held_out:
             raise ConfigError("eval_every", f"needs held-out data, which protocol {self.protocol} has not")
 
@@ -143,6 +147,11 @@ class TrainConfig:
                 raise ConfigError(name, "is required by --method circuit-lora")
         if self.match_lora_rank is not None and (self.rank_critical or self.rank_other):
             raise ConfigError("match_lora_rank", "chooses the ranks itself: leave out --rank-critical and --rank-other")
+
+    @property
+    def draw_seed(self) -> int:
+        """The seed of the random/redundant head draw."""
+        return self.seed if self.heads_seed is None else self.heads_seed
 
     @property
     def rules(self) -> Protocol:

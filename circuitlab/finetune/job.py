@@ -64,9 +64,9 @@ def prepare(cfg: TrainConfig, data_dir=None, dims: ModelDims | None = None) -> R
     if circuit is not None:
         if dims is not None:
             circuit.validate(ModelIdentity(cfg.model, dims))
-        choose_heads(circuit, cfg.heads, cfg.heads_per_layer, cfg.seed)  # the heads can be chosen
+        choose_heads(circuit, cfg.heads, cfg.heads_per_layer, cfg.draw_seed)  # the heads can be chosen
     elif cfg.spec.uses_heads and dims is not None:
-        _check_heads_per_layer(cfg, dims)
+        check_heads_per_layer(cfg, dims)
     lora_plan = None
     if cfg.spec.edge_ranks:  # its two edge circuits are read (with torch) only when the method needs them
         from circuitlab.finetune.circuit_lora import plan as circuit_lora_plan
@@ -75,7 +75,7 @@ def prepare(cfg: TrainConfig, data_dir=None, dims: ModelDims | None = None) -> R
     return RunInputs(task, train_docs, eval_split, evaluated, circuit, held_out, lora_plan)
 
 
-def _check_heads_per_layer(cfg: TrainConfig, dims: ModelDims) -> None:
+def check_heads_per_layer(cfg: TrainConfig, dims: ModelDims) -> None:
     """Without a circuit file: n heads per layer must exist, and `redundant` must find n outside the n
     that the circuit it locates first will hold."""
     n = cfg.heads_per_layer or default_heads_per_layer(dims.n_heads)

@@ -35,7 +35,7 @@ def train_run(model, cfg: TrainConfig, inputs, out: Path, run: Artefact, options
     main = launched_main()  # under torchrun, one process writes the files
     model = as_plain(model)
     circuit = resolve_circuit(model, cfg, inputs, out, data_dir, progress)
-    heads = choose_heads(circuit, cfg.heads, cfg.heads_per_layer, cfg.seed) if circuit is not None else None
+    heads = choose_heads(circuit, cfg.heads, cfg.heads_per_layer, cfg.draw_seed) if circuit is not None else None
 
     def begin() -> None:
         """The run's first files, once everything that can fail before training has passed (the PEFT wrapping,
@@ -45,7 +45,7 @@ def train_run(model, cfg: TrainConfig, inputs, out: Path, run: Artefact, options
         if main:
             write_json_atomic(out / "config.json", cfg.to_dict())
             if heads is not None:
-                heads_circuit(circuit, heads, cfg.heads, cfg.seed).save(out / "circuit.json")
+                heads_circuit(circuit, heads, cfg.heads, cfg.draw_seed).save(out / "circuit.json")
 
     model_info = ModelInfo.of(model)  # before PEFT renames the modules it wraps
     probe = weight_probe(model.hf_model)  # what `eval --adapter` compares, tolerant of another dtype

@@ -53,7 +53,8 @@ class LocateInputs:
             name = info.name
         else:
             t = get_task(task)
-            found = cls(t, load_docs(t, sampling.split, data_dir, limit=sampling.max_docs), None, None, None, Path())
+            docs = sampling.docs(load_docs(t, sampling.split, data_dir, limit=sampling.max_docs))
+            found = cls(t, docs, None, None, None, Path())
             name = t.name
         found.pool = check_ablation_input(config, found.samples or found.docs, found.task, sampling, data_dir)
         suffix = "" if config.strategy == "layer-conditioned" else f"__{config.strategy}"

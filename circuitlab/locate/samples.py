@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from circuitlab.circuits.circuit import Sample, TaskInfo
-from circuitlab.core.errors import CircuitlabError
+from circuitlab.core.errors import CircuitlabError, ConfigError
 from circuitlab.core.io import read_jsonl
-from circuitlab.core.settings import check_settings, setting
+from circuitlab.core.settings import check_settings, int_list, setting
 
 N_SAMPLES = 64  # the paper's number of locating samples
 
@@ -25,9 +25,28 @@ class SampleConfig:
     n: int = setting(N_SAMPLES, "samples to locate on", minimum=1)
     max_docs: int | None = setting(None, "score only the first N docs of --split when selecting samples", minimum=1)
     split: str = setting("train", "split that sample selection reads")
+    rows: tuple[int, ...] | None = setting(None, "select samples among these rows (0-based) of --split only, e.g. a "
+                                                 "study's disjoint locating pools (default: the first --max-docs)",
+                                           parse=int_list)
 
     def __post_init__(self) -> None:
         check_settings(self)
+        if self.rows is not None:
+            self.rows = tuple(self.rows)
+            if not self.rows or any(isinstance(r, bool) or not isinstance(r, int) or r < 0 for r in self.rows):
+                raise ConfigError("rows", f"must be non-negative row numbers, got {list(self.rows)[:5]}")
+            if len(set(self.rows)) < len(self.rows):
+                raise ConfigError("rows", "lists a row twice")
+            if self.max_docs is not None:
+                raise ConfigError("rows", "chooses the docs itself: leave out --max-docs")
+
+    def docs(self, docs: list) -> list:
+        """The docs samples are selected from: `rows` of the split's docs, in that order, or all of them."""
+        if self.rows is None:
+            return docs
+        if max(self.rows) >= len(docs):
+            raise CircuitlabError(f"--rows names row {max(self.rows)}, but the {self.split} split has {len(docs)} docs")
+        return [docs[r] for r in self.rows]
 
 
 def read_samples_file(path: str | Path) -> list[Sample]:

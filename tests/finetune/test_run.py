@@ -186,3 +186,19 @@ def test_a_run_records_each_documents_gold_and_margin():
     for m, p in zip(record.margins, preds):
         others = [lp for i, lp in enumerate(p.logprobs) if i != p.gold]
         assert m == pytest.approx(p.logprobs[p.gold] - max(others)) and (m > 0) == (p.pred == p.gold)
+
+
+def test_heads_seed_draws_the_heads_and_leaves_the_training_seed(tmp_path):
+    """Two head sets that train with one seed (a study's balanced seeds) differ only in `heads_seed`."""
+    from circuitlab.circuits.circuit import Circuit
+    from circuitlab.finetune.heads import choose_heads
+
+    model = load_plain("tiny-llama")
+    a = finetune(model, cfg(heads="random", heads_per_layer=1, seed=0, heads_seed=5, epochs=1), tmp_path / "a",
+                 progress=False)
+    drawn = Circuit.load(tmp_path / "a" / "circuit.json").heads
+    stand_in = Circuit.load(tmp_path / "a" / "circuit.json")
+    assert drawn == choose_heads(stand_in, "random", 1, 5) != choose_heads(stand_in, "random", 1, 0)
+    assert a.config["seed"] == 0 and a.config["heads_seed"] == 5
+    with pytest.raises(CircuitlabError, match="heads_seed seeds a random head draw"):
+        cfg(heads_seed=5)

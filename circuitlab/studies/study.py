@@ -1,0 +1,236 @@
+"""A study as library calls: `plan`, `register`, `run`, `status`, `analyze` (`circuitlab study ...`), one each:
+
+    read the spec -> expand its grid (every job checked, no model loaded) -> [run the jobs not yet done, on this
+    process or a Ray cluster] -> [read the runs -> the registered analysis -> the page and its figure]
+
+A finished job is found by its artefact and never submitted again, so `run` resumes a killed grid; the learning
+rate the arms train at is chosen from the tuning runs once they are all done (`chosen_lr`).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.core.io import read_json
+from circuitlab.studies.grid import Grid, Job, expand, state
+from circuitlab.studies.spec import Study, read_spec
+
+
+@dataclass
+class Plan:
+    study: Study
+    grid: Grid
+    states: dict  # job.out -> done / started / other / left
+    minutes: dict  # cost kind -> minutes a job (measured here where runs are done, else the spec's)
+    lr_table: dict = field(default_factory=dict)  # task -> (chosen rate, {rate: held-out score})
+
+    def left(self) -> list[Job]:
+        return [j for j in self.grid.jobs if self.states[j.out] != "done"]
+
+    def hours_left(self) -> float | None:
+        costs = [self.minutes.get(j.cost_kind) for j in self.left()]
+        return None if any(c is None for c in costs) else sum(costs) / 60
+
+    def summary(self) -> list[str]:
+        """The grid as lines: per phase and kind of job, how many are done, started (running or interrupted),
+        left, or made with other settings; the time left at the measured (or declared) minutes per job."""
+        lines = [f"{self.study.name}: {len(self.grid.jobs)} jobs on {len(self.study.tasks)} task(s) "
+                 f"({', '.join(self.study.tasks)}), model {self.study.model}"]
+        for (phase, kind), c in sorted(self.counts().items()):
+            extra = f", {c['other']} made with other settings" if c["other"] else ""
+            minutes = self.minutes.get(kind)
+            each = f"; {minutes:.1f} min a job" if minutes is not None else "; no measured cost"
+            lines.append(f"  {phase:8s} {kind:9s} {c['done']} done, {c['started']} started, {c['left']} left"
+                         f"{extra}{each}")
+        for task, (rate, _) in self.lr_table.items():
+            lines.append(f"  learning rate for {task}: {rate:g} (chosen)")
+        waiting = sorted({j.task for j in self.left() if j.phase == "arms"} - set(self.lr_table)) \
+            if self.study.lr.grid is not None else []
+        if waiting:
+            lines.append(f"  the arms of {', '.join(waiting)} wait for their learning rate (the tuning runs)")
+        hours = self.hours_left()
+        left = len(self.left())
+        lines.append(f"  {left} jobs left: about {hours:.1f} hours of one job slot" if hours is not None
+                     else f"  {left} jobs left: add [costs] to the spec for an estimate")
+        return lines
+
+    def counts(self) -> dict:
+        out: dict = {}
+        for j in self.grid.jobs:
+            key = (j.phase, j.cost_kind)
+            out.setdefault(key, {"done": 0, "started": 0, "left": 0, "other": 0})[self.states[j.out]] += 1
+        return out
+
+
+def score(doc: dict) -> float:
+    m = doc["eval"]["metrics"] if "eval" in doc else doc["metrics"]
+    return m["exact_match"] if "exact_match" in m else m["acc"]
+
+
+def chosen_lr(study: Study, grid: Grid) -> dict:
+    """task -> (rate, {rate: mean held-out score}) for every task whose tuning runs are all done: the best mean
+    held-out score (exact match or accuracy), ties to the higher mean margin, then to the earlier rate."""
+    out = {}
+    for task in study.tasks:
+        tuning = [j for j in grid.jobs if j.lr_tuning and j.task == task]
+        if not tuning or any(state(j) != "done" for j in tuning):
+            continue
+        by_rate: dict = {}
+        for j in tuning:
+            doc = read_json(j.result, "result")
+            margins = doc["eval"].get("margins") or [0.0]
+            by_rate.setdefault(j.settings["lr"], []).append((score(doc), sum(margins) / len(margins)))
+        mean = {r: (statistics.mean(s for s, _ in v), statistics.mean(m for _, m in v)) for r, v in by_rate.items()}
+        best = max(mean, key=lambda r: mean[r])
+        out[task] = (best, {r: s for r, (s, _) in mean.items()})
+    return out
+
+
+def seconds(job: Job, doc: dict) -> float | None:
+    if job.kind == "finetune":
+        return (doc.get("train") or {}).get("seconds", 0) + (doc.get("eval") or {}).get("seconds", 0)
+    if job.kind == "locate":
+        return sum(v for v in (doc.get("timings") or {}).values() if isinstance(v, (int, float))) or None
+    return doc.get("seconds")
+
+
+def plan(spec: str | Path, data_dir=None) -> Plan:
+    """The study's grid and where each job stands; every check that needs no model (one line on a bad spec)."""
+    study = read_spec(spec)
+    grid = expand(study, data_dir)
+    lr = chosen_lr(study, grid) if study.lr.grid is not None else {}
+    if lr:
+        grid = expand(study, data_dir, {t: r for t, (r, _) in lr.items()})
+    states = {j.out: state(j, data_dir) for j in grid.jobs}
+    measured: dict = {}
+    for j in grid.jobs:
+        if states[j.out] == "done":
+            s = seconds(j, read_json(j.result, "result"))
+            if s:
+                measured.setdefault(j.cost_kind, []).append(s / 60)
+    minutes = {**{k: float(v) for k, v in study.costs.items()},
+               **{k: statistics.median(v) for k, v in measured.items()}}
+    return Plan(study, grid, states, minutes, lr)
+
+
+def order(jobs: list[Job], study: Study) -> list[Job]:
+    """Tasks in the spec's order (the primary first); within a task the arms interleaved by head set, so a grid
+    cut short stays balanced."""
+    tasks, arms = list(study.tasks), [a.name for a in study.arms]
+    return sorted(jobs, key=lambda j: (tasks.index(j.task), j.head_set or 0, arms.index(j.arm) if j.arm in arms else -1,
+                                       j.seed or 0))
+
+
+def run(spec: str | Path, data_dir=None, *, engine: str = "local", address: str | None = None,
+        gpus_per_job: float = 0, retries: int = 0, cpus: int | None = None, threads: int | None = None,
+        log=print) -> Plan:
+    """Run every job not yet done: the prepare phase (base, circuits, tuning), then the arms at the chosen rate.
+    `threads`: CPU threads a job computes on (and, on Ray, the CPUs it asks for; default 1 there, torch's own
+    count here): the same number on both engines gives the same files."""
+    from circuitlab.studies.engine import run_local, run_ray
+
+    p = plan(spec, data_dir)
+    other = [j.out for j in p.grid.jobs if p.states[j.out] == "other"]
+    if other:
+        raise CircuitlabError(f"{other[0]} holds a result made with other settings than the study declares "
+                              f"({len(other)} such): move it away or change the spec")
+    root, failed = os.getcwd(), []
+    for phase in ("prepare", "arms"):
+        if phase == "arms":
+            p = plan(spec, data_dir)
+        todo = order([j for j in p.left() if j.phase == phase], p.study)
+        if phase == "arms" and todo and p.study.lr.grid is not None:
+            waiting = sorted({j.task for j in todo} - set(p.lr_table))
+            if waiting:
+                raise CircuitlabError(f"no learning rate chosen for {', '.join(waiting)}: its tuning runs are not all "
+                                      "done" + (f" ({len(failed)} jobs failed: {failed[0]})" if failed else ""))
+        if not todo:
+            continue
+        start, n = time.time(), len(todo)
+
+        def done(outcome, count=[0]):  # noqa: B006 - a counter for this phase's log lines
+            count[0] += 1
+            eta = (time.time() - start) / count[0] * (n - count[0])
+            what = f"failed: {outcome.error}" if outcome.error else f"{outcome.seconds / 60:.1f} min"
+            log(f"[{phase} {count[0]}/{n}] {outcome.out}: {what}; about {eta / 60:.0f} min left in this phase")
+            if outcome.error:
+                failed.append(f"{outcome.out} ({outcome.error})")
+
+        if engine == "ray":
+            run_ray(todo, root, data_dir, done, address, gpus_per_job, retries, cpus, threads)
+        else:
+            run_local(todo, root, data_dir, done, threads)
+        if failed:
+            raise CircuitlabError(f"{len(failed)} job(s) failed, first {failed[0]}; run the same command again to "
+                                  "resume them (finished jobs are kept)")
+    return plan(spec, data_dir)
+
+
+def register(spec: str | Path, today: str | None = None) -> Path:
+    """The registration file (SPEC.registration.json), after every check `plan` makes."""
+    from circuitlab.studies import registration
+
+    p = plan(spec)
+    return registration.register(p.study, today)
+
+
+def collected(p: Plan):
+    """(runs, base, left out): the arms' finished runs as a table (task, arm, head set, seed, acc, out); the base
+    model's score per task; result files under the runs directory that no job of the study declares."""
+    import pandas as pd
+
+    rows, base = [], {}
+    for j in p.grid.jobs:
+        if p.states[j.out] != "done":
+            continue
+        doc = read_json(j.result, "result")
+        if j.kind == "evaluate":
+            base[j.task] = (score(doc), doc.get("split"))
+        elif j.kind == "finetune" and not j.lr_tuning:
+            rows.append({"task": j.task, "arm": j.arm, "head_set": j.head_set, "seed": j.seed, "acc": score(doc),
+                         "out": j.out})
+    known = {str(j.result) for j in p.grid.jobs}
+    runs_dir = Path(p.study.runs)
+    left_out = sorted(str(f) for f in runs_dir.rglob("result.json") if str(f) not in known) if runs_dir.is_dir() else []
+    return pd.DataFrame(rows, columns=["task", "arm", "head_set", "seed", "acc", "out"]), base, left_out
+
+
+def analyze(spec: str | Path, data_dir=None, *, png: bool = True, command: str | None = None,
+            today: str | None = None, log=print) -> Path:
+    """The study's page (and its figure) from the runs on disk, with the registered analysis and every deviation
+    from the registration; nothing is run."""
+    from circuitlab.core.io import write_text_atomic
+    from circuitlab.studies import registration
+    from circuitlab.studies.analysis import analyse, head_sets
+    from circuitlab.studies.page import figure, page
+
+    p = plan(spec, data_dir)
+    study = p.study
+    runs, base, left_out = collected(p)
+    if runs.empty:
+        raise CircuitlabError(f"no finished run of {study.name} under {study.runs}: nothing to analyse")
+    sets = head_sets(runs)
+    results, skipped = analyse(runs, list(study.tasks), study.analysis)
+    declared = {j.out for j in p.grid.jobs}
+    finished = {j.out for j in p.grid.jobs if p.states[j.out] == "done"}
+    deviations = registration.deviations(study, finished, declared, today)
+    reg_path = study.registration_path()
+    reg = read_json(reg_path, "registration") if reg_path.exists() else None
+    if study.figures:
+        from circuitlab.report.write import write_figures
+
+        write_figures({"head_sets": figure(sets, results, study)}, study.figures, png=png, plotlyjs="cdn")
+        Path(study.figures, "head_sets.html").unlink(missing_ok=True)  # the PNG is the page's; HTML is 5 MB or online
+    link = os.path.relpath(Path(study.figures or ".", "head_sets.png"), Path(study.page).parent)
+    text = page(study, runs, sets, results, skipped, p.lr_table, base, deviations, reg,
+                command or f"circuitlab study analyze {spec}", left_out, link if study.figures else None)
+    if study.notes:
+        text += "\n## Discussion (written by hand)\n\n" + Path(study.notes).read_text(encoding="utf-8")
+    write_text_atomic(study.page, text.rstrip() + "\n")
+    log(f"wrote {study.page}: {len(results)} comparisons, {len(deviations)} deviation(s) from the registration")
+    return Path(study.page)

@@ -1,0 +1,103 @@
+"""A study run end to end on the tiny model: in this process, and on a real local Ray cluster (127.0.0.1) with a
+worker killed mid-job; both give the same files and the same page, and nothing runs twice."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.studies import study
+from circuitlab.studies.engine import KILL
+
+TINY = Path(__file__).with_name("tiny.toml")
+TIMINGS = {"seconds", "timings", "locate_s", "select_samples_s"}
+
+
+def without_timings(obj):
+    if isinstance(obj, dict):
+        return {k: without_timings(v) for k, v in obj.items() if k not in TIMINGS}
+    if isinstance(obj, list):
+        return [without_timings(v) for v in obj]
+    return obj
+
+
+def results(root: Path) -> dict:
+    """Every JSON result of the study, by its path, without the wall-clock times it records."""
+    return {p.relative_to(root).as_posix(): without_timings(json.loads(p.read_text()))
+            for p in sorted((root / "runs").rglob("*.json"))}
+
+
+def study_dir(tmp_path, name: str) -> Path:
+    d = tmp_path / name
+    d.mkdir()
+    shutil.copy(TINY, d / "tiny.toml")
+    return d
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory):
+    """The study run in this process, registered first, then analysed."""
+    root = study_dir(tmp_path_factory.mktemp("study"), "local")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(root)
+    study.register("tiny.toml", today="2026-12-06")
+    lines = []
+    study.run("tiny.toml", threads=1, log=lines.append)
+    study.analyze("tiny.toml", png=False, today="2026-12-06", log=lambda line: None)
+    mp.undo()
+    return root, lines
+
+
+def test_the_grid_runs_each_job_once_and_resumes_to_nothing(in_process, monkeypatch):
+    root, lines = in_process
+    assert len(lines) == 10  # 1 base evaluation, 2 circuits, 2 tuning runs, 2 circuit runs, 3 random sets
+    monkeypatch.chdir(root)
+    again = []
+    p = study.run("tiny.toml", threads=1, log=again.append)
+    assert again == [] and not p.left()  # every job found finished: none runs twice
+    page = (root / "page.md").read_text()
+    assert "Registered on 2026-12-06" in page and "Deviations from the registration: none." in page
+    assert "| capitals | circuit − random | 2 : 3 |" in page
+
+
+def test_ray_cluster_gives_the_same_files_and_a_killed_worker_resumes(in_process, tmp_path, monkeypatch):
+    ray = pytest.importorskip("ray")
+    local, _ = in_process
+    root = study_dir(tmp_path, "ray")
+    shutil.copy(local / "tiny.registration.json", root)  # registered as the local one was
+    monkeypatch.chdir(root)
+    victim = "runs/capitals/circuit-h01-s1"
+    monkeypatch.setenv(KILL, f"{victim}:1:{tmp_path / 'killed'}")  # its worker dies after its first step
+    first = []
+    with pytest.raises(CircuitlabError, match=r"1 job\(s\) failed, first runs/capitals/circuit-h01-s1 .*run the same"):
+        study.run("tiny.toml", engine="ray", cpus=2, threads=1, log=first.append)
+    assert (tmp_path / "killed").exists() and not (root / victim / "result.json").exists()
+    finished = {p: p.stat().st_mtime_ns for p in (root / "runs").rglob("result.json")}
+    assert len(finished) == 6  # the prepare phase (2 tuning runs) and 4 of the 5 arm runs
+    second = []
+    study.run("tiny.toml", engine="ray", cpus=2, threads=1, log=second.append)
+    assert [line.split("]")[1].split(":")[0].strip() for line in second] == [victim]  # only the killed job ran
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())  # nothing finished was written again
+    assert not ray.is_initialized()
+    study.analyze("tiny.toml", png=False, today="2026-12-06", log=lambda line: None)
+    assert results(root) == results(local)
+    assert (root / "page.md").read_text() == (local / "page.md").read_text()
+
+
+def test_analyze_reports_every_deviation_from_the_registration(in_process, tmp_path, monkeypatch):
+    local, _ = in_process
+    root = tmp_path / "copy"
+    shutil.copytree(local, root)
+    monkeypatch.chdir(root)
+    spec = root / "tiny.toml"
+    spec.write_text(spec.read_text().replace("sets = 3", "sets = 4"))  # one more random set, after the first look
+    study.run("tiny.toml", threads=1, log=lambda line: None)
+    study.analyze("tiny.toml", png=False, today="2026-12-07", log=lambda line: None)
+    page = (root / "page.md").read_text()
+    assert "the spec changed since its registration on 2026-12-06: -sets = 3; +sets = 4" in page
+    assert "a later look: the first analysis (2026-12-06) saw 10 runs, this one sees 11" in page
+    assert "| capitals | circuit − random | 2 : 4 |" in page
+    with pytest.raises(CircuitlabError, match="registers another version of this spec"):
+        study.register("tiny.toml")
