@@ -32,11 +32,9 @@ def add_compare(sub) -> None:
 
 
 def run_compare(args) -> None:
-    from circuitlab.report.comparison import compare
-    from circuitlab.report.figures import circuit_files_figures
+    from circuitlab.report.figures import compare_files
 
-    circuits, written = circuit_files_figures(args.circuits, args.out, ("comparison",), **figure_options(args))
-    result = compare(circuits)
+    result, written = compare_files(args.circuits, args.out, **figure_options(args))
     print(f"overlap rate |row ∩ column| / |row|:\n{result.overlap.round(3).to_string()}")
     print(f"Jaccard |A ∩ B| / |A ∪ B|:\n{result.jaccard.round(3).to_string()}")
     for path in written:

@@ -19,7 +19,7 @@ from circuitlab.core.io import check_writable, read_json_object
 from circuitlab.edges.circuit import SCHEMA as EDGES_SCHEMA
 from circuitlab.edges.mib import is_mib, load_any
 from circuitlab.report import comparison_figures as cf
-from circuitlab.report.comparison import check_one_model, compare
+from circuitlab.report.comparison import Comparison, check_one_model, compare
 from circuitlab.report.curves import all_docs_curves, loss_curves
 from circuitlab.report.edge_graph import edge_graph_figure, faithfulness_figure
 from circuitlab.report.heatmaps import circuit_patterns, score_heatmaps
@@ -110,3 +110,11 @@ def circuit_files_figures(paths: list[str | Path], out_dir: str | Path, kinds: t
         figures |= {f"{stem}_faithfulness": faithfulness_figure(c) for stem, c in edges.items() if c.curve}
         written += write_figures(figures, out_dir, png=png, plotlyjs=plotlyjs)
     return circuits, list(dict.fromkeys(written))
+
+
+def compare_files(paths: list[str | Path], out_dir: str | Path, png: bool = True,
+                  plotlyjs: str = "directory") -> tuple[Comparison, list[Path]]:
+    """`circuitlab compare`: the circuit files' comparison figures written, and their comparison (overlap rate,
+    Jaccard, head frequency) returned with the files written."""
+    circuits, written = circuit_files_figures(paths, out_dir, ("comparison",), png=png, plotlyjs=plotlyjs)
+    return compare(circuits), written
