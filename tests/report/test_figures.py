@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 from circuitlab.circuits.circuit import AllDocsCurve, Circuit, ModelInfo, Sample, Selection, TaskInfo
 from circuitlab.cli import main
 from circuitlab.core.errors import CircuitlabError
-from circuitlab.report import comparison_figures, style
+from circuitlab.report import comparison_figures, style, write
 from circuitlab.report.comparison import compare
 
 L, H = 4, 3
@@ -192,6 +192,9 @@ def test_write_figure_html(circuits, tmp_path):
     assert str(circuits[0].loss_curve[-1]) in text
 
 
+MESSAGE = f'id="{write.MISSING_ID}"'  # the message's element, which the page removes once plotly.js loads
+
+
 def rendered(html: Path) -> str:
     """The page's DOM after its scripts ran in headless Chromium, with no network."""
     out = subprocess.run([shutil.which("chromium"), "--headless", "--no-sandbox", "--disable-gpu",
@@ -206,8 +209,21 @@ def test_html_figures_render_offline(circuits, tmp_path):
     fig = report.loss_curves(circuits[:1])
     html, _ = report.write_figures({"curves": fig}, tmp_path / "dir", png=False)
     (online,) = report.write_figures({"curves": fig}, tmp_path / "cdn", png=False, plotlyjs="cdn")
-    assert 'class="main-svg"' in rendered(html)  # plotly drew the figure
+    drawn = rendered(html)
+    assert 'class="main-svg"' in drawn and MESSAGE not in drawn  # plotly drew it, and took the message away
     assert 'class="main-svg"' not in rendered(online)  # the CDN cannot be reached: nothing is drawn
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium not installed")
+def test_a_figure_without_its_plotlyjs_says_so_and_how_to_write_it(circuits, tmp_path):
+    """A fresh clone before `make`, one file copied elsewhere: the page is not blank but says what is missing."""
+    html, js = report.write_figures({"curves": report.loss_curves(circuits[:1])}, tmp_path / "dir", png=False)
+    js.unlink()
+    page = rendered(html)
+    assert 'class="main-svg"' not in page and MESSAGE in page
+    assert "plotly.min.js" in page and "write_plotlyjs" in page and "make figures-js" in page
+    write.write_plotlyjs(html.parent)  # the command the page names puts it right
+    assert MESSAGE not in rendered(html)
 
 
 @pytest.mark.skipif(not report.png_available(), reason="Chromium not installed: kaleido cannot render PNG")
@@ -238,7 +254,9 @@ def test_the_committed_figures_render_offline(tmp_path):
     pages = sorted((REPO / "figures").rglob("*.html"))
     assert pages
     for page in pages:
-        assert 'src="plotly.min.js"' in page.read_text() and (page.parent / "plotly.min.js").is_file(), page
+        text = page.read_text()
+        assert 'src="plotly.min.js"' in text and (page.parent / "plotly.min.js").is_file(), page
+        assert write.MISSING_ID in text, f"{page} is blank where plotly.min.js is missing"
     copy = tmp_path / "fig"  # chromium writes its profile beside the page: not into the repo
     shutil.copytree(pages[0].parent, copy, ignore=shutil.ignore_patterns("*.png", "circuits", "tables"))
     assert 'class="main-svg"' in rendered(copy / pages[0].name)
