@@ -43,10 +43,16 @@ class Job:
     head_set: int | None = None
     seed: int | None = None
     lr_tuning: bool = False
+    kept: str | None = None  # where the finished result is kept (the study's `keep`), found there on a fresh machine
 
     @property
     def result(self) -> Path:
         return Path(self.out) / "result.json" if self.kind == "finetune" else Path(self.out)
+
+    @property
+    def found(self) -> Path:
+        """The result file to read: the run's own, else its kept copy."""
+        return self.result if self.result.is_file() or self.kept is None else Path(self.kept)
 
     @property
     def cost_kind(self) -> str:
@@ -187,6 +193,9 @@ def expand(study: Study, data_dir=None, lr: dict | None = None) -> Grid:
         for arm in study.arms:
             if arm.tasks is None or task in arm.tasks:
                 grid.jobs += arm_jobs(study, arm, task, grid.lr.get(task), dims=dims)
+    if study.keep is not None:
+        for j in grid.jobs:
+            j.kept = str(Path(study.keep) / Path(j.result).relative_to(study.runs))
     outs = [j.out for j in grid.jobs]
     if len(set(outs)) < len(outs):
         dup = next(o for o in outs if outs.count(o) > 1)
@@ -200,14 +209,14 @@ def expand(study: Study, data_dir=None, lr: dict | None = None) -> Grid:
 def state(job: Job, data_dir=None) -> str:
     """"done" (its artefact made from these settings), "started" (a partial state), "other" (an artefact made
     from other settings: the job would refuse it) or "left"."""
-    path = job.result
+    path = job.found
     if path.is_file():
         try:
             doc = read_json(path, "result")
         except CircuitlabError:
             return "other"
         return "done" if same(job, doc, data_dir) else "other"
-    partial = Path(job.out) / ".partial" if job.kind == "finetune" else path.with_name(path.name + ".partial")
+    partial = Path(job.out) / ".partial" if job.kind == "finetune" else job.result.with_name(job.result.name + ".partial")
     return "started" if partial.exists() else "left"
 
 

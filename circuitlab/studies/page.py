@@ -112,7 +112,8 @@ def page(study: Study, runs: pd.DataFrame, sets: pd.DataFrame, results: list[Res
          deviations: list[str], registration: dict | None, command: str, left_out: list[str],
          figure_link: str | None) -> str:
     a = study.analysis
-    out = [f"# {study.title or study.name}", "", f"Made by `{command}` from the runs under `{study.runs}/`; every "
+    where = f"`{study.keep}/`" if study.keep else f"`{study.runs}/`"
+    out = [f"# {study.title or study.name}", "", f"Made by `{command}` from the results under {where}; every "
            "number below is recomputed from them by that command.", ""]
     if study.question:
         out += [f"**Question.** {study.question.strip()}", ""]

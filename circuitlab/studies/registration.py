@@ -56,7 +56,7 @@ def deviations(study: Study, finished: set[str], declared: set[str], today: str 
     found = []
     if reg.get("spec_digest") != study.digest:
         diff = [line for line in difflib.unified_diff(reg.get("spec", []), study.text.splitlines(), lineterm="", n=0)
-                if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+                if line[:1] in "+-" and line[:3] not in ("+++", "---") and line[1:].strip()]
         found.append(f"the spec changed since its registration on {reg.get('date')}: " + "; ".join(diff[:12]))
     if reg.get("analysis_code") != code_version():
         found.append(f"the analysis code changed since registration ({reg.get('analysis_code')} -> {code_version()})")

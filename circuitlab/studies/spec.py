@@ -125,7 +125,7 @@ class LearningRate:
 
     def __post_init__(self) -> None:
         check_settings(self)
-        if (self.fixed is None) == (self.grid is None):
+        if self.fixed is not None and self.grid is not None:
             raise ConfigError("lr", "give either fixed or grid")
         if self.grid is not None and (self.arm is None or not self.grid):
             raise ConfigError("lr", "a grid needs rates and an arm to tune on ([lr.arm])")
@@ -161,7 +161,7 @@ class Study:
     name: str
     model: str
     tasks: dict  # task -> its TrainConfig overrides
-    runs: str
+    runs: str  # where the jobs write (checkpoints, adapters: a scratch directory)
     page: str
     arms: list
     analysis: Analysis
@@ -172,6 +172,7 @@ class Study:
     title: str = ""
     question: str = ""
     figures: str | None = None
+    keep: str | None = None  # where each finished job's result file is kept (committed): the same path under it
     costs: dict = field(default_factory=dict)  # minutes per job kind (locate, headmap, lora, base), measured
     retrospective: str | None = None  # why a study is registered after its runs (its inference is exploratory)
     notes: str | None = None  # a hand-written discussion, included in the page as it is
@@ -221,7 +222,7 @@ def read_spec(path: str | Path) -> Study:
     except tomllib.TOMLDecodeError as e:
         raise CircuitlabError(f"malformed study spec {path}: {e}") from None
     doc = dict(doc)
-    for key in ("name", "model", "tasks", "runs", "page", "arms", "analysis", "lr"):
+    for key in ("name", "model", "tasks", "runs", "page", "arms", "analysis"):
         if key not in doc:
             raise ConfigError(key, f"is required in a study spec ({path})")
     tasks = doc.pop("tasks")
@@ -234,7 +235,7 @@ def read_spec(path: str | Path) -> Study:
     names = [a.name for a in arms]
     if len(set(names)) < len(names):
         raise ConfigError("arms", "two arms share a name")
-    lr_doc = dict(doc.pop("lr"))
+    lr_doc = dict(doc.pop("lr", {}))
     lr_arm = _arm(lr_doc.pop("arm"), "lr.arm") if "arm" in lr_doc else None
     lr = _build(LearningRate, lr_doc, "lr", arm=lr_arm)
     an = dict(doc.pop("analysis"))
@@ -244,6 +245,11 @@ def read_spec(path: str | Path) -> Study:
                    source=path, text=text)
     for c in analysis.comparisons:
         study.arm(c.a), study.arm(c.b)
+    if lr.fixed is None and lr.grid is None:
+        tuned = [a.name for a in arms if a.lr == "tuned"]
+        if tuned:
+            raise ConfigError(f"arms.{tuned[0]}.lr", "is tuned, but the spec has no [lr] rule (fixed or grid): give "
+                                                     "one, or the arm's lr (default, or a rate)")
     for a in [*arms, *([lr.arm] if lr.arm else [])]:
         if a.circuits is not None and (a.heads != "random" or a.with_circuit) and a.circuits not in circuits:
             raise ConfigError(f"arms.{a.name}.circuits", f"names no circuit set (sets: {', '.join(circuits) or 'none'})")

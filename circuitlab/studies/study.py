@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from circuitlab.core.errors import CircuitlabError
-from circuitlab.core.io import read_json
+from circuitlab.core.io import copy_atomic, read_json
 from circuitlab.studies.grid import Grid, Job, expand, state
 from circuitlab.studies.spec import Study, read_spec
 
@@ -82,7 +82,7 @@ def chosen_lr(study: Study, grid: Grid) -> dict:
             continue
         by_rate: dict = {}
         for j in tuning:
-            doc = read_json(j.result, "result")
+            doc = read_json(j.found, "result")
             margins = doc["eval"].get("margins") or [0.0]
             by_rate.setdefault(j.settings["lr"], []).append((score(doc), sum(margins) / len(margins)))
         mean = {r: (statistics.mean(s for s, _ in v), statistics.mean(m for _, m in v)) for r, v in by_rate.items()}
@@ -110,7 +110,7 @@ def plan(spec: str | Path, data_dir=None) -> Plan:
     measured: dict = {}
     for j in grid.jobs:
         if states[j.out] == "done":
-            s = seconds(j, read_json(j.result, "result"))
+            s = seconds(j, read_json(j.found, "result"))
             if s:
                 measured.setdefault(j.cost_kind, []).append(s / 60)
     minutes = {**{k: float(v) for k, v in study.costs.items()},
@@ -124,6 +124,19 @@ def order(jobs: list[Job], study: Study) -> list[Job]:
     tasks, arms = list(study.tasks), [a.name for a in study.arms]
     return sorted(jobs, key=lambda j: (tasks.index(j.task), j.head_set or 0, arms.index(j.arm) if j.arm in arms else -1,
                                        j.seed or 0))
+
+
+def keep(job: Job) -> None:
+    """A finished job's result copied to where the study keeps it (committed; the run directory is scratch)."""
+    if job.kept is not None and job.result.is_file():
+        copy_atomic(job.result, job.kept)
+
+
+def restore(p: Plan) -> None:
+    """Located circuits that only their kept copies hold (a fresh machine) back where the arms' runs read them."""
+    for j in p.grid.jobs:
+        if j.kind == "locate" and j.kept and not j.result.is_file() and Path(j.kept).is_file():
+            copy_atomic(j.kept, j.result)
 
 
 def run(spec: str | Path, data_dir=None, *, engine: str = "local", address: str | None = None,
@@ -143,6 +156,7 @@ def run(spec: str | Path, data_dir=None, *, engine: str = "local", address: str 
     for phase in ("prepare", "arms"):
         if phase == "arms":
             p = plan(spec, data_dir)
+            restore(p)
         todo = order([j for j in p.left() if j.phase == phase], p.study)
         if phase == "arms" and todo and p.study.lr.grid is not None:
             waiting = sorted({j.task for j in todo} - set(p.lr_table))
@@ -151,7 +165,7 @@ def run(spec: str | Path, data_dir=None, *, engine: str = "local", address: str 
                                       "done" + (f" ({len(failed)} jobs failed: {failed[0]})" if failed else ""))
         if not todo:
             continue
-        start, n = time.time(), len(todo)
+        start, n, by_out = time.time(), len(todo), {j.out: j for j in todo}
 
         def done(outcome, count=[0]):  # noqa: B006 - a counter for this phase's log lines
             count[0] += 1
@@ -160,6 +174,8 @@ def run(spec: str | Path, data_dir=None, *, engine: str = "local", address: str 
             log(f"[{phase} {count[0]}/{n}] {outcome.out}: {what}; about {eta / 60:.0f} min left in this phase")
             if outcome.error:
                 failed.append(f"{outcome.out} ({outcome.error})")
+            else:
+                keep(by_out[outcome.out])
 
         if engine == "ray":
             run_ray(todo, root, data_dir, done, address, gpus_per_job, retries, cpus, threads)
@@ -188,15 +204,15 @@ def collected(p: Plan):
     for j in p.grid.jobs:
         if p.states[j.out] != "done":
             continue
-        doc = read_json(j.result, "result")
+        doc = read_json(j.found, "result")
         if j.kind == "evaluate":
             base[j.task] = (score(doc), doc.get("split"))
         elif j.kind == "finetune" and not j.lr_tuning:
             rows.append({"task": j.task, "arm": j.arm, "head_set": j.head_set, "seed": j.seed, "acc": score(doc),
                          "out": j.out})
-    known = {str(j.result) for j in p.grid.jobs}
-    runs_dir = Path(p.study.runs)
-    left_out = sorted(str(f) for f in runs_dir.rglob("result.json") if str(f) not in known) if runs_dir.is_dir() else []
+    known = {str(j.result) for j in p.grid.jobs} | {j.kept for j in p.grid.jobs if j.kept}
+    left_out = sorted(str(f) for d in {p.study.runs, p.study.keep} - {None} if Path(d).is_dir()
+                      for f in Path(d).rglob("result.json") if str(f) not in known)
     return pd.DataFrame(rows, columns=["task", "arm", "head_set", "seed", "acc", "out"]), base, left_out
 
 

@@ -86,18 +86,34 @@ def test_ray_cluster_gives_the_same_files_and_a_killed_worker_resumes(in_process
     assert (root / "page.md").read_text() == (local / "page.md").read_text()
 
 
+def test_kept_results_stand_for_the_runs_on_a_fresh_machine(in_process, tmp_path, monkeypatch):
+    """With the scratch runs gone, the kept results are the study: nothing reruns, the page is the same."""
+    local, _ = in_process
+    root = tmp_path / "fresh"
+    shutil.copytree(local, root, ignore=shutil.ignore_patterns("runs"))
+    monkeypatch.chdir(root)
+    p = study.plan("tiny.toml")
+    assert not p.left() and sorted(root.iterdir()) == sorted(root / n for n in (
+        "kept", "page.md", "tiny.looks.json", "tiny.registration.json", "tiny.toml"))
+    study.analyze("tiny.toml", png=False, today="2026-12-06", log=lambda line: None)
+    assert (root / "page.md").read_text() == (local / "page.md").read_text()
+
+
 def test_analyze_reports_every_deviation_from_the_registration(in_process, tmp_path, monkeypatch):
     local, _ = in_process
     root = tmp_path / "copy"
-    shutil.copytree(local, root)
+    shutil.copytree(local, root, ignore=shutil.ignore_patterns("runs"))  # a fresh machine: the kept results only
     monkeypatch.chdir(root)
-    spec = root / "tiny.toml"
-    spec.write_text(spec.read_text().replace("sets = 3", "sets = 4"))  # one more random set, after the first look
-    study.run("tiny.toml", threads=1, log=lambda line: None)
+    spec = root / "tiny.toml"  # after the first look, a redundant arm (drawn around circuit 0, restored from kept)
+    spec.write_text(spec.read_text() + '\n[[arms]]\nname = "redundant"\nheads = "redundant"\nsets = 1\n')
+    lines = []
+    study.run("tiny.toml", threads=1, log=lines.append)
+    assert len(lines) == 1 and "runs/capitals/redundant-h00-s0" in lines[0]
+    assert (root / "runs/circuits/capitals-c00.json").read_bytes() == (root / "kept/circuits/capitals-c00.json").read_bytes()
     study.analyze("tiny.toml", png=False, today="2026-12-07", log=lambda line: None)
     page = (root / "page.md").read_text()
-    assert "the spec changed since its registration on 2026-12-06: -sets = 3; +sets = 4" in page
+    assert 'the spec changed since its registration on 2026-12-06: +[[arms]]; +name = "redundant"' in page
     assert "a later look: the first analysis (2026-12-06) saw 10 runs, this one sees 11" in page
-    assert "| capitals | circuit − random | 2 : 4 |" in page
+    assert "| capitals | redundant | 1 | 1 |" in page
     with pytest.raises(CircuitlabError, match="registers another version of this spec"):
         study.register("tiny.toml")
