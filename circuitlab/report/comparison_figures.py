@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
 
 from circuitlab.report.comparison import Comparison
 from circuitlab.report.style import HEAD_AXIS, LAYER_AXIS, subtitle, ticks
@@ -46,12 +47,21 @@ def jaccard_heatmap(comparison: Comparison) -> go.Figure:
                               "Similarity of circuits between tasks: Jaccard |A ∩ B| / |A ∪ B|", "Jaccard similarity")
 
 
+def counts_colorscale(n: int, scale: str = "Reds") -> list[list]:
+    """A colour scale of n + 1 flat bands, one per count 0..n, for zmin = -0.5 and zmax = n + 0.5: a count is one
+    colour and its colour bar one step, not a continuous ramp that suggests values between the counts."""
+    colors = sample_colorscale(scale, [k / n for k in range(n + 1)]) if n else sample_colorscale(scale, [0.0])
+    return [[edge / (n + 1), c] for k, c in enumerate(colors) for edge in (k, k + 1)]
+
+
 def head_frequency_heatmap(comparison: Comparison) -> go.Figure:
-    """Layers x heads: in how many tasks' circuits each head appears."""
+    """Layers x heads: in how many tasks' circuits each head appears, one flat colour per count."""
     f, n = comparison.frequency, len(comparison.labels)
+    step = 1 if n <= 12 else -(-n // 12)  # at most ~12 labelled steps on the colour bar
     fig = go.Figure(go.Heatmap(
-        z=f.to_numpy().tolist(), x=list(f.columns), y=list(f.index), zmin=0, zmax=n, colorscale="Reds",
-        colorbar=dict(title=dict(text=f"tasks (of {n})", side="right")),
+        z=f.to_numpy().tolist(), x=list(f.columns), y=list(f.index), zmin=-0.5, zmax=n + 0.5,
+        colorscale=counts_colorscale(n),
+        colorbar=dict(title=dict(text=f"tasks (of {n})", side="right"), tickvals=list(range(0, n + 1, step))),
         hovertemplate=f"layer %{{y}}, head %{{x}}<br>in %{{z}} of {n} tasks' circuits<extra></extra>",
     ))
     fig.update_yaxes(autorange="reversed", title_text=LAYER_AXIS, **ticks(f.shape[0]))

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from circuitlab.circuits.circuit import Circuit
 from circuitlab.core.errors import CircuitlabError
 from circuitlab.report.style import (
-    HEAD_AXIS, LAYER_AXIS, LOSS, as_list, circuit_labels, finite, panel_title, subplots, subtitle, ticks,
+    HEAD_AXIS, LAYER_AXIS, LOSS, as_list, circuit_labels, finite, fit_title, panel_title, subplots, subtitle, ticks,
 )
 
 TABLE_TITLES = {
@@ -71,14 +71,16 @@ def score_heatmaps(
     if relative:
         title = subtitle(title, "colour: loss minus the layer's baseline")
     bound = max((abs(v) for v in values), default=1.0)
+    width = max(640, 260 * cols + 160)
+    title, lines = fit_title(subtitle(title, "outlined: the heads the circuit chose") if marked else title, width)
     fig.update_layout(
-        title=subtitle(title, "outlined: the heads the circuit chose") if marked else title,
-        margin=dict(t=120),
+        title=title,
+        margin=dict(t=104 + 16 * lines),
         coloraxis=dict(colorscale="RdBu_r", cmin=-bound, cmax=bound, cmid=0,
                        colorbar=dict(title=dict(text=f"Δ {LOSS}" if relative else LOSS, side="right")))
         if relative else dict(colorscale="Viridis", cmin=min(values, default=0), cmax=max(values, default=1),
                               colorbar=dict(title=dict(text=LOSS, side="right"))),
-        height=max(420, 420 * rows), width=max(640, 260 * cols + 160),
+        height=max(420, 420 * rows) + 16 * max(0, lines - 1), width=width,
     )
     return fig
 

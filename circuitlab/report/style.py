@@ -7,6 +7,7 @@ averaged over the samples, in nats per token.
 from __future__ import annotations
 
 import math
+import textwrap
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -65,6 +66,22 @@ def finite(values) -> list[float]:
 def subtitle(title: str, note: str) -> str:
     """Add `note` to the title's subtitle line (its <sup> part), making one if there is none."""
     return title.replace("</sup>", f"; {note}</sup>") if "</sup>" in title else f"{title}<br><sup>{note}</sup>"
+
+
+SUBTITLE_PX_PER_CHAR = 6.0  # plotly's default title font in <sup>, at scale 1: a little above its mean width
+
+
+def fit_title(title: str, width: int, left: int = 60) -> tuple[dict, int]:
+    """The layout's title for a figure `width` pixels wide: the main line, and the subtitle (the <sup> part) as
+    plotly's own subtitle broken into lines that fit (plotly clips a title line at the figure's edge, never wraps
+    it; its subtitle keeps its own line height); with the number of subtitle lines, for the top margin."""
+    if "<sup>" not in title:
+        return {"text": title}, 0
+    head, rest = title.split("<sup>", 1)
+    note, tail = rest.split("</sup>", 1)
+    lines = textwrap.wrap(note, max(30, int((width - left) / SUBTITLE_PX_PER_CHAR)), break_long_words=False,
+                          break_on_hyphens=False)
+    return {"text": head.removesuffix("<br>") + tail, "subtitle": {"text": "<br>".join(lines)}}, len(lines)
 
 
 def curve_color(name: str, strategy: str | None, seen: dict[str, str]) -> str:

@@ -1,7 +1,9 @@
 """Each figure builder on small hand-made circuits: the figure carries exactly the circuits' numbers."""
 
+import json
 import math
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -159,7 +161,13 @@ def test_comparison_figures(circuits):
     np.testing.assert_allclose(np.array(jac.z), result.jaccard.to_numpy())
     (freq,) = figs["head_frequency"].data
     np.testing.assert_array_equal(np.array(freq.z), result.frequency.to_numpy())
-    assert freq.zmax == 3 and "of 3 tasks" in freq.hovertemplate
+    assert "of 3 tasks" in freq.hovertemplate and list(freq.colorbar.tickvals) == [0, 1, 2, 3]
+    for k in range(4):  # each count one flat band of its own colour: k's position lies inside band k only
+        at = (k - freq.zmin) / (freq.zmax - freq.zmin)
+        inside = [color for (lo, color), (hi, _) in zip(freq.colorscale[::2], freq.colorscale[1::2]) if lo < at < hi]
+        assert len(inside) == 1
+    bands = [color for _, color in freq.colorscale[::2]]
+    assert len(bands) == 4 and len(set(bands)) == 4 and freq.colorscale[0][0] == 0 and freq.colorscale[-1][0] == 1
     bar, chance = figs["fig2b_frequency_distribution"].data  # the located circuits, and random ones' expectation
     assert list(bar.x) == [0, 1, 2, 3] and sum(bar.y) == L * H
     assert list(chance.x) == [0, 1, 2, 3] and sum(chance.y) == pytest.approx(L * H)
@@ -224,6 +232,34 @@ def test_a_figure_without_its_plotlyjs_says_so_and_how_to_write_it(circuits, tmp
     assert "plotly.min.js" in page and "write_plotlyjs" in page and "make figures-js" in page
     write.write_plotlyjs(html.parent)  # the command the page names puts it right
     assert MESSAGE not in rendered(html)
+
+
+MEASURE = """<script>window.addEventListener("load", () => setTimeout(() => {
+  const right = Math.max(...[...document.querySelectorAll("svg text")].map(t => t.getBoundingClientRect().right));
+  const out = document.createElement("pre");
+  out.id = "measure";
+  out.textContent = JSON.stringify({right, width: document.querySelector(".main-svg").getBoundingClientRect().width});
+  document.body.appendChild(out);
+}, 300));</script>"""
+
+
+def text_extent(fig: go.Figure, directory: Path) -> dict:
+    """How far right the figure's rightmost text reaches, and the figure's width, as Chromium draws them."""
+    html, _ = report.write_figures({"f": fig}, directory, png=False)
+    html.write_text(html.read_text().replace("</body>", MEASURE + "</body>"))
+    return json.loads(re.search(r'<pre id="measure">(.*?)</pre>', rendered(html)).group(1))
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium not installed")
+def test_a_one_task_heatmaps_subtitle_fits_the_figure(circuits, tmp_path):
+    """The layer-conditioned heatmap's subtitle (three notes) ran past a one-panel figure's edge, clipped."""
+    fig = report.score_heatmaps(circuits[:1], "conditioned")
+    assert "outlined" in fig.layout.title.subtitle.text
+    extent = text_extent(fig, tmp_path / "fitted")
+    assert extent["right"] <= extent["width"], extent
+    fig.update_layout(title=dict(text="one line", subtitle=dict(text=fig.layout.title.subtitle.text.replace("<br>", " "))))
+    unwrapped = text_extent(fig, tmp_path / "unwrapped")
+    assert unwrapped["right"] > unwrapped["width"], unwrapped  # the measure sees a clipped line
 
 
 @pytest.mark.skipif(not report.png_available(), reason="Chromium not installed: kaleido cannot render PNG")
