@@ -2,7 +2,9 @@
 
 Nodes sit by layer: query heads at (layer, head), and on a row below them the input (left of layer 0), each
 layer's MLP (just after its heads) and the logits (a step right of the last MLP). An edge runs from its
-writer to its reader's node (a KV group's k/v reader: the middle of the group's heads); its width is its
+writer to its reader's node (a KV group's k/v reader: the middle of the group's heads), into a head at one of three
+points left of it by the input it feeds (q above, k level, v below), ended by that input's marker (q a circle, k a
+triangle, v a square); its width is its
 |score| against the largest drawn, its colour its sign (blue positive, red negative), and hovering on its
 middle (the dot) shows its name and score; an edge between two nodes of one row is an arc. Only the top N edges by |score| among the circuit's kept edges are drawn,
 N chosen with the slider (the PNG shows the default): a whole circuit of thousands of edges is a hairball.
@@ -33,11 +35,25 @@ def node_xy(g: Graph, name: str) -> tuple[float, float]:
     return float(layer), float(head)
 
 
+# Where an edge into a head ends, by the input it feeds: q, k and v arrive at three points left of the head (the
+# writers are in earlier layers), each with its own end marker, so a head's three inputs stay apart.
+INPUTS = {"q": (-0.22, "circle"), "k": (0.0, "triangle-right"), "v": (0.22, "square")}
+INPUT_DX = -0.16
+
+
+def reader_input(g: Graph, r: int) -> str | None:
+    """"q", "k" or "v" for an attention head's input, None for an MLP or the logits."""
+    name = g.reader_name(r)
+    return name[-2] if name.endswith(">") else None
+
+
 def reader_xy(g: Graph, r: int) -> tuple[float, float]:
     if r == g.logits_reader:
         return node_xy(g, "logits")
     points = [node_xy(g, n) for n in g.reader_heads(r)]
-    return points[0][0], sum(p[1] for p in points) / len(points)
+    x, y = points[0][0], sum(p[1] for p in points) / len(points)
+    which = reader_input(g, r)
+    return (x + INPUT_DX, y + INPUTS[which][0]) if which else (x, y)
 
 
 def edge_path(g: Graph, p0: tuple[float, float], p1: tuple[float, float], n: int = 13) -> tuple[list, list]:
@@ -74,9 +90,12 @@ def panel_traces(circuit: EdgeCircuit, sizes: tuple[int, ...], other: EdgeCircui
         alone = other is not None and not bool(other.keep[w, r])
         label = f"{g.edge_name(w, r)}<br>score {v:+.4g} (rank {rank + 1})" + (f"<br>{only_here}" if alone else "")
         xs, ys = edge_path(g, (x0, y0), (x1, y1))
+        which = reader_input(g, r)
+        ends = {len(xs) // 2: (6, "circle")} | ({len(xs) - 1: (9, INPUTS[which][1])} if which else {})
         out.append((go.Scatter(
             x=xs, y=ys, mode="lines+markers", showlegend=False, hoverinfo="text", text=label,
-            marker=dict(size=[6 if i == len(xs) // 2 else 0 for i in range(len(xs))],
+            marker=dict(size=[ends.get(i, (0, ""))[0] for i in range(len(xs))],
+                        symbol=[ends.get(i, (0, "circle"))[1] for i in range(len(xs))],
                         color=POSITIVE if v >= 0 else NEGATIVE),
             opacity=0.75, line=dict(width=0.6 + 4.4 * abs(v) / biggest, color=POSITIVE if v >= 0 else NEGATIVE,
                                     dash="dash" if alone else "solid")), at))
@@ -100,7 +119,10 @@ def _finish(fig: go.Figure, traces: list[tuple[go.Scatter, int, int]], sizes: tu
     for name, color, dash in legend:  # entries that explain the encoding, not data
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=name, line=dict(color=color, dash=dash,
                                                                                         width=3)), row=1, col=1)
-    n_legend = len(legend)
+    for which, (_, symbol) in INPUTS.items():
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"into a head's {which}",
+                                 marker=dict(symbol=symbol, size=9, color="#555555")), row=1, col=1)
+    n_legend = len(legend) + len(INPUTS)
     steps = [dict(method="update", label=str(n),
                   args=[{"visible": [at <= i for _, at, _ in traces] + [True] * n_legend}])
              for i, n in enumerate(sizes)]

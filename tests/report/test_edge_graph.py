@@ -123,3 +123,28 @@ def test_a_circuit_with_a_curve_gets_its_faithfulness_figure(tmp_path):
     c.save(tmp_path / "add_sub.json")
     assert main(["plot", str(tmp_path / "add_sub.json"), "--out", str(tmp_path / "figs"), "--no-png"]) == 0
     assert (tmp_path / "figs" / "edges_add_sub_faithfulness.html").is_file()
+
+
+def test_an_edge_into_a_head_shows_whether_it_feeds_q_k_or_v():
+    """Each input kind ends in its own marker, at its own point by the head; MLP and logits edges end in none."""
+    fig = edge_graph_figure(circuit(2), top=200)
+    symbols = {which: symbol for which, symbol in (("q", "circle"), ("k", "triangle-right"), ("v", "square"))}
+    ends: dict[tuple[str, str], set] = {}
+    kinds = set()
+    for name, t in edge_traces(fig, visible=[True] * len(fig.data)):
+        reader = name.split("->")[1]
+        if reader.endswith(">"):
+            which = reader[-2]
+            kinds.add(which)
+            assert t.marker.symbol[-1] == symbols[which] and t.marker.size[-1] > 0, name
+            node = reader.split("<")[0]
+            ends.setdefault((node, which), set()).add((round(t.x[-1], 6), round(t.y[-1], 6)))
+        else:
+            assert t.marker.size[-1] == 0, name  # an MLP's input or the logits: no input kind to show
+    assert kinds == {"q", "k", "v"}
+    assert all(len(points) == 1 for points in ends.values())  # one end point per input of a node
+    for node in {n for n, _ in ends}:
+        at = [next(iter(ends[(node, w)])) for w in "qkv" if (node, w) in ends]
+        assert len(set(at)) == len(at), node  # a node's inputs never share an end point
+    legend = [t.name for t in fig.data if t.showlegend is not False and t.name]
+    assert {"into a head's q", "into a head's k", "into a head's v"} <= set(legend)
