@@ -104,12 +104,12 @@ def compare(sets: pd.DataFrame, runs: pd.DataFrame, task: str, a: str, b: str, c
     if len(xa) == 1:
         t, p, ci, _ = single_case(float(xa[0]), xb, cfg.alpha)
         ci_eq = single_case(float(xa[0]), xb, 2 * cfg.alpha)[2]
-        test, sd = "single-case t (one head set)", float(np.std(xb, ddof=1))
+        test, sd = "single-case t (one replicate)", float(np.std(xb, ddof=1))
         notes.append(f"{a} is one head set: its seeds replicate training, not the choice of heads")
     else:
         p, ci = welch(xa, xb, cfg.alpha)
         ci_eq = welch(xa, xb, 2 * cfg.alpha)[1]
-        test = "Welch t over head sets"
+        test = "Welch t over replicates"
         sd = math.sqrt(((len(xa) - 1) * np.var(xa, ddof=1) + (len(xb) - 1) * np.var(xb, ddof=1))
                        / (len(xa) + len(xb) - 2))
     # rounded: a head set's mean over seeds of k/n scores is off by an ulp, which must not break a tie
@@ -174,8 +174,8 @@ def analyse(runs: pd.DataFrame, tasks: list[str], cfg: Analysis) -> tuple[list[R
                 continue
             n = {arm: int(((sets.task == task) & (sets.arm == arm)).sum()) for arm in (c.a, c.b)}
             if n[c.a] or n[c.b]:
-                skipped.append(f"{task}: {c.a} − {c.b} not testable over head sets ({n[c.a]} : {n[c.b]} head sets; "
-                               f"B needs at least 2)")
+                skipped.append(f"{task}: {c.a} − {c.b} not testable ({n[c.a]} : {n[c.b]} replicates; B needs at "
+                               "least 2)")
     family = [r for r in results if r.in_family and math.isfinite(r.p)]
     if family and cfg.correction != "none":
         adjusted = multipletests([r.p for r in family], alpha=cfg.alpha, method=cfg.correction)[1]

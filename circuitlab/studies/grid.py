@@ -58,7 +58,8 @@ class Job:
     def cost_kind(self) -> str:
         if self.kind != "finetune":
             return self.kind
-        return "headmap" if TrainConfig.from_dict(self.settings).spec.uses_heads else "lora"
+        spec = TrainConfig.from_dict(self.settings).spec
+        return "headmap" if spec.uses_heads else ("lora" if spec.trains else "base")
 
 
 @dataclass
@@ -136,7 +137,7 @@ def arm_jobs(study: Study, arm: Arm, task: str, lr: float | None, phase: str = "
             head["heads_per_layer"] = arm.settings.get("heads_per_layer") or (cs.heads_per_layer if cs else None)
         for seed in seeds_of(arm, i, k):
             if arm.draws and arm.draw_seed == "per-task":
-                head["heads_seed"] = draw_seed(study, task, arm.name, i)
+                head["heads_seed"] = draw_seed(study, task, arm.draws_of or arm.name, i)
             fields = {"model": study.model, **study.training, **(study.tasks[task] or {}), **arm.settings, **head,
                       "task": task, "method": arm.method, "seed": seed, "lr": lr, **(extra or {})}
             try:
@@ -195,7 +196,8 @@ def expand(study: Study, data_dir=None, lr: dict | None = None) -> Grid:
                 grid.jobs += arm_jobs(study, arm, task, grid.lr.get(task), dims=dims)
     if study.keep is not None:
         for j in grid.jobs:
-            j.kept = str(Path(study.keep) / Path(j.result).relative_to(study.runs))
+            if Path(j.result).is_relative_to(study.runs):  # a file the spec names elsewhere is kept where it is
+                j.kept = str(Path(study.keep) / Path(j.result).relative_to(study.runs))
     outs = [j.out for j in grid.jobs]
     if len(set(outs)) < len(outs):
         dup = next(o for o in outs if outs.count(o) > 1)

@@ -42,9 +42,12 @@ def sentence(r: Result, study: Study) -> str:
             f"do not decide.")
 
 
-def arm_table(sets: pd.DataFrame, runs: pd.DataFrame, base: dict) -> list[str]:
-    lines = ["| task | arm | head sets | runs | mean ± SD over head sets (%) | each head set (%) |", "|---|---|---|---|---|---|"]
-    for (task, arm), g in sets.groupby(["task", "arm"], sort=True):
+def arm_table(sets: pd.DataFrame, study: Study, base: dict) -> list[str]:
+    lines = ["| task | arm | replicates | runs | mean ± SD over replicates (%) | each replicate (%) |",
+             "|---|---|---|---|---|---|"]
+    tasks, arms = list(study.tasks), [a.name for a in study.arms]
+    groups = sorted(sets.groupby(["task", "arm"]), key=lambda kv: (tasks.index(kv[0][0]), arms.index(kv[0][1])))
+    for (task, arm), g in groups:
         sd = f"{100 * g.acc.std(ddof=1):.2f}" if len(g) > 1 else "–"
         each = ", ".join(f"{100 * x:.2f}" for x in g.sort_values("head_set").acc)
         lines.append(f"| {task} | {arm} | {len(g)} | {int(g.runs.sum())} | {100 * g.acc.mean():.2f} ± {sd} | {each} |")
@@ -55,7 +58,7 @@ def arm_table(sets: pd.DataFrame, runs: pd.DataFrame, base: dict) -> list[str]:
 
 def comparison_table(results: list[Result], study: Study) -> list[str]:
     a = study.analysis
-    lines = [f"| task | A − B | head sets A : B | difference (points), {100 * (1 - a.alpha):.0f} % CI | "
+    lines = [f"| task | A − B | replicates A : B | difference (points), {100 * (1 - a.alpha):.0f} % CI | "
              f"{100 * (1 - 2 * a.alpha):.0f} % CI | test | p | p, {a.correction} | detectable | "
              f"A's percentile among B | decision |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
@@ -87,7 +90,7 @@ def figure(sets: pd.DataFrame, results: list[Result], study: Study) -> go.Figure
     """Each head set's accuracy as a dot, one row per arm, one panel per task; the compared arms' head sets carry
     their percentile among the other arm's."""
     tasks = [t for t in study.tasks if t in set(sets.task)]
-    fig = make_subplots(rows=len(tasks), cols=1, subplot_titles=tasks, vertical_spacing=0.5 / max(1, len(tasks)))
+    fig = make_subplots(rows=len(tasks), cols=1, subplot_titles=tasks, vertical_spacing=0.25 / max(1, len(tasks)))
     arms = [a.name for a in study.arms if a.name in set(sets.arm)]
     colors = {arm: PALETTE[i % len(PALETTE)] for i, arm in enumerate(arms)}
     for row, task in enumerate(tasks, 1):
@@ -102,8 +105,8 @@ def figure(sets: pd.DataFrame, results: list[Result], study: Study) -> go.Figure
                                      marker={"size": 10, "opacity": 0.7, "color": colors[arm]}), row=row, col=1)
         fig.update_yaxes(autorange="reversed", row=row, col=1)
         fig.update_xaxes(title_text="accuracy or exact match (%)", row=row, col=1)
-    fig.update_layout(title=f"{study.title or study.name}: each head set's score (the mean over its seeds)",
-                      height=140 + 80 * len(arms) * len(tasks), width=1000, margin={"l": 180})
+    fig.update_layout(title=f"{study.name}: each replicate's score (a head set at the mean over its seeds, or a run)",
+                      height=120 + (60 + 34 * len(arms)) * len(tasks), width=1000, margin={"l": 180})
     return fig
 
 
@@ -130,23 +133,25 @@ def page(study: Study, runs: pd.DataFrame, sets: pd.DataFrame, results: list[Res
     out += ["Deviations from the registration: " + ("none." if not deviations else ""), ""]
     out += [f"- {d}" for d in deviations] + ([""] if deviations else [])
     out += ["## The registered analysis", "",
-            f"- Unit of replication: the head set (a circuit, a random draw); a head set trained at several seeds "
-            f"counts once, at its mean.",
-            f"- Estimand: mean over A's head sets − mean over B's, in points of the task's metric.",
+            "- Unit of replication: the head set (a circuit, a random draw), or the run for an arm without heads; a "
+            "head set trained at several seeds counts once, at its mean.",
+            "- Estimand: mean over A's replicates − mean over B's, in points of the task's metric.",
             f"- Test: {a.test} (two-sided, α = {a.alpha:g}); correction over the family: {a.correction}.",
             f"- Decision: *advantage* if the corrected p < {a.alpha:g} and the {100 * (1 - a.alpha):.0f} % CI's lower "
             f"end > 0; *no practically relevant advantage* if the {100 * (1 - 2 * a.alpha):.0f} % CI lies within "
             f"±{a.sesoi:g} point(s); otherwise *unresolved*.",
-            f"- Detectable: the difference found with power {a.power:g}, from the head sets' own variance.", ""]
+            f"- Detectable: the difference found with power {a.power:g}, from the replicates' own variance.", ""]
     if lr:
         out += ["## Learning rate", "", "| task | chosen | held-out score per rate (%) |", "|---|---|---|"]
         for task, (rate, table) in lr.items():
             out.append(f"| {task} | {rate:g} | " + ", ".join(f"{r:g}: {100 * s:.2f}" for r, s in table.items()) + " |")
         out += [""]
-    out += ["## Each arm's head sets", "", *arm_table(sets, runs, base), ""]
+    out += ["## Each arm's replicates", "", "A replicate is a head set (a located circuit, a random draw) or, for an arm "
+            "without heads, a run; one trained at several seeds is shown at the mean over its seeds.", "",
+            *arm_table(sets, study, base), ""]
     if left_out:
         out += ["Runs on disk that are not part of the study (left out): " + ", ".join(left_out), ""]
-    out += ["## Comparisons", "", *comparison_table(results, study), ""]
+    out += ["## Comparisons", ""] + ([*comparison_table(results, study), ""] if results else [])
     out += [f"- {sentence(r, study)}" for r in results] + [""]
     out += [f"- {s}." for s in skipped] + ([""] if skipped else [])
     notes = sorted({n for r in results for n in r.notes})
@@ -157,5 +162,5 @@ def page(study: Study, runs: pd.DataFrame, sets: pd.DataFrame, results: list[Res
             out += ["Where A is one head set, this model compares runs, not head sets: it asks whether that head set "
                     "trains differently from B's, not whether the locating procedure's head sets do.", ""]
     if figure_link:
-        out += ["## Figure", "", f"![each head set's score]({figure_link})", ""]
+        out += ["## Figure", "", f"![each replicate's score]({figure_link})", ""]
     return "\n".join(out)

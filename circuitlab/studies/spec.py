@@ -91,6 +91,8 @@ class Arm:
                                         "or a list (each head set at each seed)")
     draw_seed: str = setting("per-task", "random/redundant heads drawn per task and arm, or by the training seed",
                              choices=DRAW_SEEDS)
+    draws_of: str | None = setting(None, "random/redundant: the same head draws as this arm (e.g. a longer-training "
+                                         "check of the same head sets)")
     with_circuit: bool = setting(False, "random heads: record the set's circuit in the run (study 3's runs did)")
     tasks: list | None = setting(None, "only these tasks (default: all)")
     lr: str | float = setting("tuned", "tuned (the rate [lr] chooses), default (the method's own) or a rate")

@@ -46,10 +46,10 @@ def test_table(tmp_path, capsys, monkeypatch):
 
 
 def test_the_committed_study_results_still_make_its_table():
-    """results/table.csv was made from results/finetune/*.json; the typed reader gives the same numbers."""
+    """results/table.csv was made from results/study1/*/*/result.json; the typed reader gives the same numbers."""
     import pandas as pd
 
-    paths = sorted(str(p) for p in (REPO / "results" / "finetune").glob("*.json"))
+    paths = sorted(str(p) for p in (REPO / "results" / "study1").glob("*/*/result.json"))
     table = results_table(paths)
     committed = pd.read_csv(REPO / "results" / "table.csv", index_col=0)
     for task in ("arc_easy", "boolq", "sst2"):
