@@ -207,3 +207,31 @@ def test_a_run_that_cannot_start_leaves_nothing_that_refuses_its_correction(tmp_
     assert not out.exists() or list(out.iterdir()) == []  # at most the empty directory its lock was taken in
     if failing == "cut answers":
         assert finetune(load_plain("tiny-llama"), good, out, progress=False).train.steps == 1
+
+
+def test_a_refused_pickle_in_a_checkpoint_is_one_line(tmp_path):
+    """Trainer reads a checkpoint's optimizer state with weights_only=True: a file holding more than tensors is
+    refused (nothing runs), and said in one line naming the checkpoint and what to do."""
+    from pathlib import PurePosixPath
+
+    from circuitlab.core.errors import CircuitlabError
+    from circuitlab.finetune import finetune
+    from circuitlab.models.plain import load_plain
+    from tests.finetune.common import cfg, tiny_circuit
+
+    class Stop(Exception):
+        pass
+
+    def stop(step):
+        if step == 3:
+            raise Stop
+
+    config = cfg(circuit=tiny_circuit(load_plain("tiny-llama"), tmp_path), epochs=2, max_train=4, batch_size=2,
+                 eval_limit=2)
+    out = tmp_path / "run"
+    with pytest.raises(Stop):
+        finetune(load_plain("tiny-llama"), config, out, progress=False, on_step=stop)
+    torch.save({"state": PurePosixPath("not a tensor")}, out / "checkpoint" / "checkpoint-2" / "optimizer.pt")
+    with pytest.raises(CircuitlabError, match=r"checkpoint .*checkpoint-2: refused to unpickle one of its files .*"
+                                              r"delete it to resume from the one before"):
+        finetune(load_plain("tiny-llama"), config, out, progress=False)

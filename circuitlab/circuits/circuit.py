@@ -251,7 +251,20 @@ class Circuit:
 
 
 def _heads(d: dict) -> Heads:
-    return {int(k): sorted(int(h) for h in v) for k, v in d.items()}
+    """{layer: [heads]} from JSON, strictly: a head is an integer (1.5 is not head 1) listed once (a head listed
+    twice would be trained twice and exported twice), and a layer is an integer."""
+    heads = {}
+    for k, v in d.items():
+        if isinstance(k, bool) or not str(k).lstrip("-").isdigit():
+            raise ValueError(f"layer {k!r} is not an integer")
+        if not isinstance(v, list) or any(isinstance(h, bool) or not isinstance(h, int) for h in v):
+            raise ValueError(f"layer {k}: heads {v!r} are not a list of integers")
+        twice = sorted({h for h in v if v.count(h) > 1})
+        if twice:
+            raise ValueError(f"layer {k} lists head{'s' if len(twice) > 1 else ''} "
+                             f"{', '.join(map(str, twice))} more than once")
+        heads[int(k)] = sorted(v)
+    return heads
 
 
 def _heads_json(heads: Heads) -> dict[str, list[int]]:

@@ -191,6 +191,10 @@ def check_writable(path: str | Path, kind: str = "file", what: str = "--out") ->
     be made (tried for real, with a probe file removed at once: permission bits say nothing to root
     or on /proc). Creates nothing that stays."""
     path = Path(path).expanduser()
+    for p in (path, *path.parents):  # a link to itself, or to nowhere: writing would replace it or fail with ELOOP
+        if p.is_symlink() and not p.exists():
+            raise CircuitlabError(f"{what} {path} cannot be written: {p} is a symbolic link that leads nowhere "
+                                  "(a loop or a missing target)")
     if path.exists():
         if kind == "dir" and not path.is_dir():
             raise CircuitlabError(f"{what} {path} is a file, not a directory")

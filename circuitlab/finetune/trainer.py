@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -26,7 +27,7 @@ from circuitlab.core.progress import progress_bar
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from circuitlab.core.errors import ConfigError
+from circuitlab.core.errors import CircuitlabError, ConfigError
 from circuitlab.core.io import fault_point, safetensors_problem
 from circuitlab.finetune.config import RunOptions, TrainConfig, check_run
 from circuitlab.finetune.data import EpochOrderSampler, PadCollator, TokenDataset
@@ -153,7 +154,12 @@ def train(model, wrapped, cfg: TrainConfig, train_seqs: list[list[int]], held_se
     for quiet in (PrinterCallback, ProgressCallback):  # the bar above shows the loss; no dict per step
         trainer.remove_callback(quiet)
     last = last_complete_checkpoint(ckpt_dir, remove=args.should_save)
-    output = trainer.train(resume_from_checkpoint=last)
+    try:
+        output = trainer.train(resume_from_checkpoint=last)
+    except pickle.UnpicklingError as e:  # Trainer reads its state files with weights_only=True: nothing ran
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CircuitlabError(f"checkpoint {last}: refused to unpickle one of its files (only tensors are loaded "
+                              f"from pickles): {first[:200]}; delete it to resume from the one before") from None
     wrapped.peft_model.eval()
     history = trainer.state.log_history
     best = trainer.state.best_model_checkpoint  # None when training ended before its first evaluation:

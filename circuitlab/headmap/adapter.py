@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 from circuitlab.core.errors import CircuitlabError
 from circuitlab.core.io import read_json_object
 from circuitlab.headmap.config import HeadMapConfig
-from circuitlab.headmap.dirs import DIM_KEYS, LEGACY_CONFIG, LEGACY_FORMAT, LEGACY_WEIGHTS, PEFT_CONFIG, PEFT_WEIGHTS, adapter_dir, run_model
+from circuitlab.headmap.dirs import (DIM_KEYS, LEGACY_CONFIG, LEGACY_FORMAT, LEGACY_WEIGHTS, PEFT_CONFIG, PEFT_WEIGHTS,
+                                     adapter_dir, check_weights, run_model)
 from circuitlab.headmap.tuner import register
 from circuitlab.models.fingerprint import hf_identity
 from circuitlab.models.identity import ModelDims, ModelIdentity, check_same_model
@@ -81,11 +82,11 @@ def load(hf_model, directory: str | Path, check: bool = True, is_trainable: bool
         check_base(config.base_model, hf_model)
     register()
     if (directory / PEFT_CONFIG).is_file():
-        return PeftModel.from_pretrained(hf_model, str(directory), is_trainable=is_trainable)
+        return from_pretrained(hf_model, str(directory), is_trainable=is_trainable)
     with tempfile.TemporaryDirectory() as tmp:  # the earlier format, rewritten as PEFT's
         config.save_pretrained(tmp)
         save_file(legacy_state(directory, config, hf_model), str(Path(tmp) / PEFT_WEIGHTS))
-        return PeftModel.from_pretrained(hf_model, tmp, is_trainable=is_trainable)
+        return from_pretrained(hf_model, tmp, is_trainable=is_trainable)
 
 
 def legacy_state(directory: Path, config: HeadMapConfig, hf_model) -> dict:
@@ -124,7 +125,7 @@ def load_any(hf_model, source: str | Path, check: bool = True) -> PeftModel:
                                            recorded["fingerprint"], probe), hf_identity(hf_model, probe=probe is not None),
                              f"adapter {directory}", made="trained")
         try:
-            return PeftModel.from_pretrained(hf_model, str(directory))
+            return from_pretrained(hf_model, str(directory))
         except (RuntimeError, ValueError, KeyError) as e:  # shapes that do not fit, an unknown PEFT type
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CircuitlabError(f"cannot load adapter {directory} onto this model: {first[:300]}") from None
@@ -148,4 +149,18 @@ def check_peft_type(source: str | Path) -> Path:
             raise CircuitlabError(f"{directory} holds a {kind} adapter, which adds prompts instead of changing the "
                                   "model's layers; circuitlab scores adapters that change the layers (LoRA, DoRA, "
                                   "HeadMap, ...)")
+    check_weights(directory)
     return directory
+
+
+def from_pretrained(hf_model, directory: str, **kwargs) -> PeftModel:
+    """`PeftModel.from_pretrained`, with a pickle it refuses to load (an `adapter_model.bin` that holds more than
+    tensors: PEFT reads it with `weights_only=True`, so nothing runs) as one line naming the file."""
+    import pickle
+
+    try:
+        return PeftModel.from_pretrained(hf_model, directory, **kwargs)
+    except pickle.UnpicklingError as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CircuitlabError(f"{Path(directory) / 'adapter_model.bin'}: refused to unpickle it (only tensors are "
+                              f"loaded from pickles): {first[:200]}") from None

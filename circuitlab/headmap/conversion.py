@@ -25,7 +25,7 @@ from circuitlab.core.io import (check_writable, copy_atomic, output_lock, read_j
                                 write_text_atomic)
 from circuitlab.headmap.cards import headmap_card, lora_card
 from circuitlab.headmap.adapter import load, read_config
-from circuitlab.headmap.dirs import PEFT_CONFIG, PEFT_WEIGHTS, adapter_dir, is_adapter_dir
+from circuitlab.headmap.dirs import PEFT_CONFIG, PEFT_WEIGHTS, adapter_dir, check_weights, is_adapter_dir
 from circuitlab.headmap.layer import HS_CANNOT_MERGE, HeadMapLayer
 from circuitlab.headmap.tuner import maps
 from circuitlab.models.llama import decoder_layers
@@ -47,6 +47,7 @@ def headmap_dir(source: str | Path) -> Path:
                               "export works on headmap-mha and headmap-hs runs")
     directory = adapter_dir(source)
     read_config(directory)  # a HeadMap adapter, or one line saying what it is instead
+    check_weights(directory)  # whole, before any model loads
     return directory
 
 

@@ -82,3 +82,19 @@ def adapter_kind(directory: Path) -> str:
     if kind == "HEADMAP":
         return f"headmap-{config.get('variant', 'mha')}"
     return "dora" if kind == "LORA" and config.get("use_dora") else kind.lower()
+
+
+def check_weights(directory: Path) -> None:
+    """An adapter directory's weights file, its safetensors header checked before anything loads it: a missing
+    one would send PEFT to the hub under the directory's name, a damaged one fail in safetensors' Rust."""
+    from circuitlab.core.io import safetensors_problem
+
+    if (directory / PEFT_CONFIG).is_file():
+        if (directory / "adapter_model.bin").is_file() and not (directory / PEFT_WEIGHTS).is_file():
+            return  # PEFT reads it with torch.load(weights_only=True): nothing is unpickled but tensors
+        weights = directory / PEFT_WEIGHTS
+    else:
+        weights = directory / LEGACY_WEIGHTS
+    problem = safetensors_problem(weights)
+    if problem:
+        raise CircuitlabError(f"adapter weights {problem}")

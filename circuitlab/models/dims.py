@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from circuitlab.core.io import cache_dir
+from circuitlab.core.errors import CircuitlabError
+from circuitlab.core.io import cache_dir, read_json_object, safetensors_problem
 from circuitlab.models import hub
 from circuitlab.models.identity import ModelDims
 from circuitlab.models.names import TINY_CONFIGS, TINY_SHAPE, ModelSource, resolve
@@ -30,12 +31,15 @@ def config_file(src: ModelSource) -> Path | None:
 
 
 def model_dims(name: str | ModelSource) -> ModelDims:
+    hub.check_env_flags()  # every job asks this before its model loads: a bad flag is refused before any work
     src = resolve(name) if isinstance(name, str) else name
     if src.kind == "tiny":
         return ModelDims.of_config({**TINY_SHAPE, **TINY_CONFIGS[src.name]})
     path = config_file(src)
     if path is not None:
-        return ModelDims.of_config(json.loads(path.read_text()))
+        if src.kind == "local":
+            check_weight_files(path.parent)
+        return ModelDims.of_config(model_config_json(path))
     if src.kind == "hub" and hub.local_only():  # not on disk and no hub to ask: say so before importing transformers
         raise hub.hub_error(f"Hugging Face hub model {src.hf_id!r}", OSError(), local=True)
     from circuitlab.models.sources import model_config  # nowhere on disk: transformers reads it (or the hub)
@@ -52,3 +56,26 @@ def stored_dtype(name: str | ModelSource) -> str:
     config = json.loads(path.read_text()) if path is not None else {}
     dtype = config.get("dtype") or config.get("torch_dtype") or "float32"
     return dtype if dtype in ("float32", "bfloat16", "float16") else "float32"
+
+
+DIM_FIELDS = ("num_hidden_layers", "num_attention_heads", "hidden_size")
+
+
+def model_config_json(path: Path) -> dict:
+    """A model's config.json, refused in one line when it is not one (another tool's config, an adapter's, a
+    number where a count must be), before transformers would fail on it with a traceback."""
+    config = read_json_object(path, "model config")
+    bad = [k for k in DIM_FIELDS if not (isinstance(config.get(k), int) and not isinstance(config.get(k), bool)
+                                         and config[k] > 0)]
+    if bad:
+        raise CircuitlabError(f"{path} is not a model's config.json: no positive integer {', '.join(bad)}")
+    return config
+
+
+def check_weight_files(directory: Path) -> None:
+    """The safetensors files of a local model directory, their headers checked (an empty or truncated file is one
+    line naming it, not a failure halfway through loading)."""
+    for f in sorted(directory.glob("*.safetensors")):
+        problem = safetensors_problem(f)
+        if problem:
+            raise CircuitlabError(f"model weights {problem}")

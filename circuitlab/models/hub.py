@@ -21,8 +21,25 @@ TIMEOUT_S = 3.0
 TRUE = {"1", "ON", "YES", "TRUE"}
 
 
+FLAGS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+# what huggingface_hub and PEFT parse as a boolean (PEFT raises on anything else, e.g. an empty HF_HUB_OFFLINE=,
+# at the first checkpoint it saves)
+BOOLEAN = {"1", "ON", "YES", "TRUE", "Y", "T", "0", "OFF", "NO", "FALSE", "N", "F"}
+
+
+def check_env_flags() -> None:
+    """Refuse, in one line and before any work, a hub flag in the environment that the libraries below would
+    fail on later (`HF_HUB_OFFLINE=` set but empty: PEFT raises when it saves the first checkpoint)."""
+    for v in FLAGS:
+        value = os.environ.get(v)
+        if value is not None and value.upper() not in BOOLEAN:
+            raise CircuitlabError(f"{v}={value!r} in the environment is neither true (1, ON, YES, TRUE) nor false "
+                                  f"(0, OFF, NO, FALSE): set it to one of those, or unset it")
+
+
 def offline_by_env() -> bool:
-    return any(os.environ.get(v, "").upper() in TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    check_env_flags()
+    return any(os.environ.get(v, "").upper() in TRUE for v in FLAGS)
 
 
 @lru_cache(maxsize=None)
