@@ -105,7 +105,7 @@ def compare(sets: pd.DataFrame, runs: pd.DataFrame, task: str, a: str, b: str, c
         t, p, ci, _ = single_case(float(xa[0]), xb, cfg.alpha)
         ci_eq = single_case(float(xa[0]), xb, 2 * cfg.alpha)[2]
         test, sd = "single-case t (one replicate)", float(np.std(xb, ddof=1))
-        notes.append(f"{a} is one head set: its seeds replicate training, not the choice of heads")
+        notes.append(f"{a} is one replicate (one head set): its seeds replicate training, not the choice of heads")
     else:
         p, ci = welch(xa, xb, cfg.alpha)
         ci_eq = welch(xa, xb, 2 * cfg.alpha)[1]

@@ -113,7 +113,7 @@ def figure(sets: pd.DataFrame, results: list[Result], study: Study) -> go.Figure
 def page(study: Study, runs: pd.DataFrame, sets: pd.DataFrame, results: list[Result], skipped: list[str], lr: dict,
          base: dict,
          deviations: list[str], registration: dict | None, command: str, left_out: list[str],
-         figure_link: str | None) -> str:
+         figure_link: str | None, admission: dict | None = None) -> str:
     a = study.analysis
     where = f"`{study.keep}/`" if study.keep else f"`{study.runs}/`"
     out = [f"# {study.title or study.name}", "", f"Made by `{command}` from the results under {where}; every "
@@ -145,6 +145,15 @@ def page(study: Study, runs: pd.DataFrame, sets: pd.DataFrame, results: list[Res
         out += ["## Learning rate", "", "| task | chosen | held-out score per rate (%) |", "|---|---|---|"]
         for task, (rate, table) in lr.items():
             out.append(f"| {task} | {rate:g} | " + ", ".join(f"{r:g}: {100 * s:.2f}" for r, s in table.items()) + " |")
+        out += [""]
+    if admission:
+        out += ["## Admission", "", "| task | rule | pilot (tuning runs at the chosen rate, held-out rows) | base model | "
+                "admitted |", "|---|---|---|---|---|"]
+        for task, decided in admission.items():
+            rule = f"pilot ≥ base + {study.admit[task]:g} points"
+            out.append(f"| {task} | {rule} | – | – | not yet decided |" if decided is None else
+                       f"| {task} | {rule} | {100 * decided[1]:.2f} | {100 * decided[2]:.2f} | "
+                       f"{'yes' if decided[0] else 'no: its arms are not run'} |")
         out += [""]
     out += ["## Each arm's replicates", "", "A replicate is a head set (a located circuit, a random draw) or, for an arm "
             "without heads, a run; one trained at several seeds is shown at the mean over its seeds.", "",

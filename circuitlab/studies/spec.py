@@ -175,6 +175,7 @@ class Study:
     question: str = ""
     figures: str | None = None
     keep: str | None = None  # where each finished job's result file is kept (committed): the same path under it
+    admit: dict = field(default_factory=dict)  # task -> points its tuning runs must beat the base model by
     costs: dict = field(default_factory=dict)  # minutes per job kind (locate, headmap, lora, base), measured
     retrospective: str | None = None  # why a study is registered after its runs (its inference is exploratory)
     notes: str | None = None  # a hand-written discussion, included in the page as it is
@@ -232,6 +233,8 @@ def read_spec(path: str | Path) -> Study:
         tasks = {t: {} for t in tasks}
     if not isinstance(tasks, dict) or not tasks:
         raise ConfigError("tasks", "must list at least one task")
+    tasks = {t: dict(o or {}) for t, o in tasks.items()}
+    admit = {t: float(o.pop("admit_above_base")) for t, o in tasks.items() if "admit_above_base" in o}
     circuits = {n: _build(CircuitSet, t, f"circuits.{n}", name=n) for n, t in doc.pop("circuits", {}).items()}
     arms = [_arm(a, "arms") for a in doc.pop("arms")]
     names = [a.name for a in arms]
@@ -244,7 +247,10 @@ def read_spec(path: str | Path) -> Study:
     comparisons = [_build(Comparison, c, "analysis.comparisons") for c in an.pop("comparisons", [])]
     analysis = _build(Analysis, an, "analysis", comparisons=comparisons)
     study = _build(Study, doc, "study", tasks=tasks, circuits=circuits, arms=arms, lr=lr, analysis=analysis,
-                   source=path, text=text)
+                   source=path, text=text, admit=admit)
+    if admit and (lr.grid is None or study.base is None):
+        raise ConfigError("tasks", "admit_above_base compares the tuning runs at the chosen rate with the base model: "
+                                   "it needs an [lr] grid and [base]")
     for c in analysis.comparisons:
         study.arm(c.a), study.arm(c.b)
     if lr.fixed is None and lr.grid is None:

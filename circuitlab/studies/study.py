@@ -28,6 +28,14 @@ class Plan:
     states: dict  # job.out -> done / started / other / left
     minutes: dict  # cost kind -> minutes a job (measured here where runs are done, else the spec's)
     lr_table: dict = field(default_factory=dict)  # task -> (chosen rate, {rate: held-out score})
+    admission: dict = field(default_factory=dict)  # gated task -> (admitted?, pilot score, base score); None: not yet
+
+    def runnable(self, job: Job) -> bool:
+        """Whether a job may run: an arm of a task behind an admission rule only once the task is admitted."""
+        if job.phase != "arms" or job.task not in self.study.admit:
+            return True
+        decided = self.admission.get(job.task)
+        return decided is not None and decided[0]
 
     def left(self) -> list[Job]:
         return [j for j in self.grid.jobs if self.states[j.out] != "done"]
@@ -49,6 +57,10 @@ class Plan:
                          f"{extra}{each}")
         for task, (rate, _) in self.lr_table.items():
             lines.append(f"  learning rate for {task}: {rate:g} (chosen)")
+        for task, decided in self.admission.items():
+            lines.append(f"  {task}: " + ("admission waits for its tuning runs and base model" if decided is None else
+                                          f"{'admitted' if decided[0] else 'NOT admitted'} (pilot {100 * decided[1]:.2f} "
+                                          f"% against base {100 * decided[2]:.2f} % + {self.study.admit[task]:g})"))
         waiting = sorted({j.task for j in self.left() if j.phase == "arms"} - set(self.lr_table)) \
             if self.study.lr.grid is not None else []
         if waiting:
@@ -115,7 +127,25 @@ def plan(spec: str | Path, data_dir=None) -> Plan:
                 measured.setdefault(j.cost_kind, []).append(s / 60)
     minutes = {**{k: float(v) for k, v in study.costs.items()},
                **{k: statistics.median(v) for k, v in measured.items()}}
-    return Plan(study, grid, states, minutes, lr)
+    return Plan(study, grid, states, minutes, lr, admission(study, grid, states, lr))
+
+
+def admission(study: Study, grid: Grid, states: dict, lr: dict) -> dict:
+    """task -> (admitted, pilot, base) for each task behind `admit_above_base`: the mean held-out score of its tuning
+    runs at the chosen rate (the pilot) against the base model's score plus the declared points; None until both
+    are known."""
+    out = {}
+    for task, points in study.admit.items():
+        base = [j for j in grid.jobs if j.kind == "evaluate" and j.task == task]
+        if task not in lr or not base or states[base[0].out] != "done":
+            out[task] = None
+            continue
+        rate = lr[task][0]
+        pilot = statistics.mean(score(read_json(j.found, "result")) for j in grid.jobs
+                                if j.lr_tuning and j.task == task and j.settings["lr"] == rate)
+        base_score = score(read_json(base[0].found, "result"))
+        out[task] = (pilot >= base_score + points / 100, pilot, base_score)
+    return out
 
 
 def order(jobs: list[Job], study: Study) -> list[Job]:
@@ -141,10 +171,12 @@ def restore(p: Plan) -> None:
 
 def run(spec: str | Path, data_dir=None, *, engine: str = "local", address: str | None = None,
         gpus_per_job: float = 0, retries: int = 0, cpus: int | None = None, threads: int | None = None,
-        log=print) -> Plan:
+        by_task: bool = True, log=print) -> Plan:
     """Run every job not yet done: the prepare phase (base, circuits, tuning), then the arms at the chosen rate.
     `threads`: CPU threads a job computes on (and, on Ray, the CPUs it asks for; default 1 there, torch's own
-    count here): the same number on both engines gives the same files."""
+    count here): the same number on both engines gives the same files. `by_task`: the first task's whole grid
+    (prepare, then arms) before the next task's, so a study cut short has finished its primary task; False: every
+    task's prepare phase, then every task's arms (more jobs at once for a cluster)."""
     from circuitlab.studies.engine import run_local, run_ray
 
     p = plan(spec, data_dir)
@@ -153,11 +185,12 @@ def run(spec: str | Path, data_dir=None, *, engine: str = "local", address: str 
         raise CircuitlabError(f"{other[0]} holds a result made with other settings than the study declares "
                               f"({len(other)} such): move it away or change the spec")
     root, failed = os.getcwd(), []
-    for phase in ("prepare", "arms"):
-        if phase == "arms":
-            p = plan(spec, data_dir)
-            restore(p)
-        todo = order([j for j in p.left() if j.phase == phase], p.study)
+    groups = [(t, ph) for t in p.study.tasks for ph in ("prepare", "arms")] if by_task else [(None, "prepare"),
+                                                                                             (None, "arms")]
+    for task, phase in groups:  # the primary (first) task's whole grid before the next task's
+        p = plan(spec, data_dir)
+        restore(p)
+        todo = order([j for j in p.left() if j.phase == phase and task in (None, j.task) and p.runnable(j)], p.study)
         if phase == "arms" and todo and p.study.lr.grid is not None:
             waiting = sorted({j.task for j in todo} - set(p.lr_table))
             if waiting:
@@ -166,12 +199,13 @@ def run(spec: str | Path, data_dir=None, *, engine: str = "local", address: str 
         if not todo:
             continue
         start, n, by_out = time.time(), len(todo), {j.out: j for j in todo}
+        label = f"{task} {phase}" if task else phase
 
-        def done(outcome, count=[0]):  # noqa: B006 - a counter for this phase's log lines
+        def done(outcome, count=[0]):  # noqa: B006 - a counter for this group's log lines
             count[0] += 1
             eta = (time.time() - start) / count[0] * (n - count[0])
             what = f"failed: {outcome.error}" if outcome.error else f"{outcome.seconds / 60:.1f} min"
-            log(f"[{phase} {count[0]}/{n}] {outcome.out}: {what}; about {eta / 60:.0f} min left in this phase")
+            log(f"[{label} {count[0]}/{n}] {outcome.out}: {what}; about {eta / 60:.0f} min left of these")
             if outcome.error:
                 failed.append(f"{outcome.out} ({outcome.error})")
             else:
@@ -244,7 +278,8 @@ def analyze(spec: str | Path, data_dir=None, *, png: bool = True, command: str |
         Path(study.figures, "head_sets.html").unlink(missing_ok=True)  # the PNG is the page's; HTML is 5 MB or online
     link = os.path.relpath(Path(study.figures or ".", "head_sets.png"), Path(study.page).parent)
     text = page(study, runs, sets, results, skipped, p.lr_table, base, deviations, reg,
-                command or f"circuitlab study analyze {spec}", left_out, link if study.figures else None)
+                command or f"circuitlab study analyze {spec}", left_out, link if study.figures else None,
+                p.admission)
     if study.notes:
         text += "\n## Discussion (written by hand)\n\n" + Path(study.notes).read_text(encoding="utf-8")
     write_text_atomic(study.page, text.rstrip() + "\n")

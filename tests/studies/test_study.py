@@ -117,3 +117,28 @@ def test_analyze_reports_every_deviation_from_the_registration(in_process, tmp_p
     assert "| capitals | redundant | 1 | 1 |" in page
     with pytest.raises(CircuitlabError, match="registers another version of this spec"):
         study.register("tiny.toml")
+
+
+def test_a_task_behind_an_admission_rule_runs_its_arms_only_once_admitted(in_process, tmp_path, monkeypatch):
+    """`admit_above_base`: the tuning runs at the chosen rate (the pilot) against the base model plus N points."""
+    local, _ = in_process
+    root = tmp_path / "gated"
+    shutil.copytree(local, root, ignore=shutil.ignore_patterns("runs"))
+    monkeypatch.chdir(root)
+    for kept in (root / "kept").rglob("*-h0*"):  # no arm has run yet
+        shutil.rmtree(kept)
+    spec = root / "tiny.toml"
+    for points, admitted in ((50, False), (-50, True)):
+        spec.write_text(TINY.read_text().replace('tasks = ["capitals"]', f"[tasks.capitals]\nadmit_above_base = {points}"))
+        p = study.plan("tiny.toml")
+        rate = p.lr_table["capitals"][0]
+        tuning = [json.loads(Path(j.found).read_text())["eval"]["metrics"]["acc"] for j in p.grid.jobs
+                  if j.lr_tuning and j.settings["lr"] == rate]
+        base = json.loads((root / "kept/base/capitals.json").read_text())["metrics"]["acc"]
+        assert p.admission["capitals"] == (admitted, pytest.approx(sum(tuning) / len(tuning)), pytest.approx(base))
+        arms = [j for j in p.grid.jobs if j.phase == "arms"]
+        assert len(arms) == 5 and all(p.runnable(j) == admitted for j in arms)
+    lines = []
+    spec.write_text(TINY.read_text().replace('tasks = ["capitals"]', "[tasks.capitals]\nadmit_above_base = 50"))
+    study.run("tiny.toml", threads=1, log=lines.append)
+    assert lines == []  # not admitted: no arm runs
