@@ -1,0 +1,77 @@
+"""Two real `circuitlab` processes on one output, per job kind: the first is paused by the fault hook
+(`$CIRCUITLAB_FAULT=pause:1`: at its first write boundary, holding the output's lock), the second says in one line
+that it waits; then the first goes on. Same settings: the second reuses the first's result (the work is done
+once); other settings: refused in one line, never mixed. No sleeps: each side waits for the other's line."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from circuitlab.core.io import FAULT_ENV
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start(argv, pause=False):
+    env = {k: v for k, v in os.environ.items() if k != FAULT_ENV}
+    env.update({"HF_HUB_OFFLINE": "1", **({FAULT_ENV: "pause:1"} if pause else {})})
+    return subprocess.Popen([sys.executable, "-m", "circuitlab", *map(str, argv)], cwd=ROOT, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(p) -> tuple[int, str, str]:
+    """Let `p` go on (its stdin closed: a paused process resumes) and wait for it."""
+    out, err = p.communicate("")
+    return p.returncode, out, err
+
+
+def two_writers(first_argv, second_argv, out) -> tuple[int, str, str]:
+    first = start(first_argv, pause=True)
+    lines = [first.stderr.readline()]
+    while lines[-1] and not lines[-1].startswith("paused at "):  # log lines before the first write
+        lines.append(first.stderr.readline())
+    assert lines[-1].startswith("paused at "), (lines, finish(first))
+    second = start(second_argv)
+    assert second.stderr.readline() == f"circuitlab: {out} is being written by another process; waiting for it\n"
+    code, _, err = finish(first)
+    assert code == 0, err
+    return finish(second)
+
+
+def test_locate(tmp_path):
+    samples = tmp_path / "s.jsonl"
+    samples.write_text('{"prompt": "The sky is", "target": " blue"}\n{"prompt": "Hot and", "target": " cold"}\n')
+    out = tmp_path / "c.json"
+    argv = ["locate", "--model", "tiny-llama", "--samples-file", samples, "--heads-per-layer", "1", "--no-progress",
+            "--out", out]
+    code, stdout, err = two_writers(argv, argv, out)
+    assert code == 0 and "reused" in stdout + err
+    made = json.loads(out.read_text())
+    other = tmp_path / "d.json"
+    code, _, err = two_writers(argv[:-1] + [other], argv[:-2] + ["--heads-per-layer", "2", "--out", other], other)
+    assert code == 2 and err.count("\n") == 1 and "made with other settings" in err
+    assert json.loads(out.read_text()) == made
+
+
+def test_finetune_two_seeds_into_one_run_directory(tmp_path):
+    """The issue's case: two seeds into one --out both reported success and left a mixed directory."""
+    run = tmp_path / "run"
+    argv = ["finetune", "--model", "tiny-llama", "--task", "capitals", "--method", "lora", "--rank", "2",
+            "--max-train", "4", "--batch-size", "2", "--epochs", "1", "--limit", "2", "--no-progress",
+            "--out", run]
+    code, _, err = two_writers(argv + ["--seed", "1"], argv + ["--seed", "2"], run / "result.json")
+    assert code == 2 and err.count("\n") == 1 and "made with other settings (differs in: seed)" in err
+    assert json.loads((run / "config.json").read_text())["seed"] == 1
+    assert json.loads((run / "result.json").read_text())["config"]["seed"] == 1
+
+
+def test_export_model(tmp_path):
+    out = tmp_path / "m"
+    code, _, err = two_writers(["export-model", "tiny-llama", "--out", out],
+                               ["export-model", "tiny-llama", "--out", out], out)
+    assert code == 2 and err.count("\n") == 1 and "already exists" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
