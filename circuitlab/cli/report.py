@@ -70,32 +70,12 @@ def add_stats(sub) -> None:
 
 
 def run_stats(args) -> None:
-    from circuitlab.report.stats import stats, write_stats
+    from circuitlab.report.stats import stats
 
-    r = stats(args.a, args.b, build(StatsConfig, args), args.data_dir)
-    points = 100 if r.measure != "margin" else 1  # right/wrong measures in percentage points
-    unit = " points" if points == 100 else " nats"
-    lo, hi = r.ci
-    if hasattr(r, "per_seed"):
-        for s in r.per_seed:
-            test = f"; right only in A {s.only_a}, only in B {s.only_b}, exact McNemar p = {s.mcnemar_p:.4f}" \
-                if s.mcnemar_p is not None else ""
-            print(f"seed {s.seed}: A {points * s.a:.2f}, B {points * s.b:.2f}, "
-                  f"A - B {points * s.difference:+.2f}{test}")
-        runs, resampled = f"{len(r.seeds)} seed(s)", "documents and seeds"
-        p_runs = "over seeds " + ("n/a (one seed)" if r.p_seeds is None else f"{r.p_seeds:.4f}")
-    else:
-        for side, seeds, means in (("A", r.seeds_a, r.runs_a), ("B", r.seeds_b, r.runs_b)):
-            print(f"{side}: " + ", ".join(f"seed {s} {points * m:.2f}" for s, m in zip(seeds, means)))
-        print(f"{r.b_below_a} of B's {len(r.runs_b)} runs are below A's mean")
-        runs, resampled = f"{len(r.runs_a)} and {len(r.runs_b)} unpaired runs", "documents and each side's runs"
-        p_runs = "over runs (Welch) " + ("n/a (one run)" if r.p_runs is None else f"{r.p_runs:.4f}")
-    print(f"{r.measure}, {runs} x {r.n_docs} documents: A - B = {points * r.difference:+.2f}{unit}, "
-          f"{100 * r.confidence:.0f} % interval [{points * lo:+.2f}, {points * hi:+.2f}] ({resampled} "
-          f"resampled, {r.n_bootstrap} draws); p over documents {r.p_documents:.4f}, {p_runs}; "
-          f"smallest effect the document test detects (power 0.8): {points * r.min_detectable:.2f}{unit}")
+    r = stats(args.a, args.b, build(StatsConfig, args), args.data_dir, json=args.json)
+    print("\n".join(r.lines()))
     if args.json:
-        print(f"wrote {write_stats(r, args.json)}")
+        print(f"wrote {args.json}")
 
 
 COMMANDS = {"plot": (add_plot, run_plot), "compare": (add_compare, run_compare), "table": (add_table, run_table),

@@ -12,8 +12,10 @@ replication is the document *and* the seed:
 - two tests that do not treat seeds of one document as independent: over documents (each document's
   difference averaged over the seeds; a one-sample t-test, documents being the independent units) and over
   seeds (the per-seed differences; t with seeds - 1 degrees of freedom: honest, and weak with few seeds);
-- the minimum detectable effect: the true difference the document-level test would find with probability
-  0.8 at two-sided alpha 0.05, (z_0.975 + z_0.8) x its standard error: what "no difference" can rule out.
+- the minimum detectable effect of each test, the true difference it finds with probability 0.8 at two-sided
+  alpha 0.05: over documents, (z_0.975 + z_0.8) x its standard error, which counts only the documents' variance;
+  over seeds (or runs), from the run-to-run variance (statsmodels' t-test power): what "no difference" can rule
+  out once a rerun with other seeds is part of what the claim is about.
 
 When A's and B's runs do not pair (`compare_groups`: e.g. the circuit's heads at several seeds against heads
 drawn at random, each draw its own head set), the documents still pair but the runs are two independent groups:
@@ -60,6 +62,11 @@ class PairedComparison:
     p_seeds: float | None  # t-test over the per-seed differences (None with one seed)
     min_detectable: float  # the document-level test's minimum detectable effect (alpha 0.05, power 0.8)
     per_seed: list[SeedComparison] = field(default_factory=list)
+    min_detectable_runs: float | None = None  # the seed-level test's, from the per-seed differences' variance
+    left_out: list[str] = field(default_factory=list)  # runs with no partner of the same seed on the other side
+
+    def lines(self) -> list[str]:
+        return describe(self)
 
 
 def mcnemar(a: Float[np.ndarray, " doc"], b: Float[np.ndarray, " doc"]) -> tuple[int, int, float]:
@@ -79,6 +86,31 @@ def clustered_bootstrap(diff: Matrix, n: int, rng: np.random.Generator) -> Float
         docs = rng.integers(0, n_docs, n_docs)
         out[i] = diff[np.ix_(seeds, docs)].mean()
     return out
+
+
+def detectable_one_sample(values: Float[np.ndarray, " n"], alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The mean difference a one-sample t-test over `values` (per-seed differences) finds with `power`, from their
+    own SD (statsmodels); None with fewer than 2 values or no variance."""
+    from statsmodels.stats.power import TTestPower
+
+    if len(values) < 2 or np.std(values) == 0:
+        return None
+    d = TTestPower().solve_power(nobs=len(values), alpha=alpha, power=power, alternative="two-sided")
+    return float(d * np.std(values, ddof=1))
+
+
+def detectable_two_groups(a: Float[np.ndarray, " n"], b: Float[np.ndarray, " m"], alpha: float = 0.05,
+                          power: float = 0.8) -> float | None:
+    """The difference of means a two-sample t-test over the runs finds with `power`, from their pooled SD."""
+    from statsmodels.stats.power import TTestIndPower
+
+    if len(a) < 2 or len(b) < 2:
+        return None
+    sd = math.sqrt(((len(a) - 1) * np.var(a, ddof=1) + (len(b) - 1) * np.var(b, ddof=1)) / (len(a) + len(b) - 2))
+    if sd == 0:
+        return None
+    d = TTestIndPower().solve_power(nobs1=len(a), ratio=len(b) / len(a), alpha=alpha, power=power)
+    return float(d * sd)
 
 
 def t_test_p(values: Float[np.ndarray, " n"]) -> float | None:
@@ -110,7 +142,8 @@ def compare_paired(a: Matrix, b: Matrix, seeds: list, measure: str, n_bootstrap:
     return PairedComparison(
         measure, a.shape[1], list(seeds), float(a.mean()), float(b.mean()), float(diff.mean()),
         (float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail))), confidence, n_bootstrap,
-        t_test_p(by_doc), t_test_p(diff.mean(1)), float((norm.ppf(0.975) + norm.ppf(0.8)) * se_doc), per_seed)
+        t_test_p(by_doc), t_test_p(diff.mean(1)), float((norm.ppf(0.975) + norm.ppf(0.8)) * se_doc), per_seed,
+        detectable_one_sample(diff.mean(1)))
 
 
 @dataclass
@@ -133,6 +166,10 @@ class GroupComparison:
     runs_a: list[float] = field(default_factory=list)  # each run's mean over the documents
     runs_b: list[float] = field(default_factory=list)
     b_below_a: int = 0  # B's runs whose mean is below A's mean over its runs
+    min_detectable_runs: float | None = None  # Welch's over runs, from the runs' own variance
+
+    def lines(self) -> list[str]:
+        return describe(self)
 
 
 def group_bootstrap(a: Matrix, b: Matrix, n: int, rng: np.random.Generator) -> Float[np.ndarray, " n"]:
@@ -165,4 +202,37 @@ def compare_groups(a: Matrix, b: Matrix, seeds_a: list, seeds_b: list, measure: 
         float(runs_a.mean() - runs_b.mean()),
         (float(np.quantile(boot, tail)), float(np.quantile(boot, 1 - tail))), confidence, n_bootstrap,
         t_test_p(by_doc), p_runs, float((norm.ppf(0.975) + norm.ppf(0.8)) * se_doc),
-        runs_a.tolist(), runs_b.tolist(), int((runs_b < runs_a.mean()).sum()))
+        runs_a.tolist(), runs_b.tolist(), int((runs_b < runs_a.mean()).sum()), detectable_two_groups(runs_a, runs_b))
+
+
+def describe(r: "PairedComparison | GroupComparison") -> list[str]:
+    """The comparison in lines: per seed (or per run), then the difference, its interval, the tests, and the
+    smallest effect each test detects; the runs left out, if any."""
+    points = 100 if r.measure != "margin" else 1  # right/wrong measures in percentage points
+    unit = " points" if points == 100 else " nats"
+    lines = []
+    if hasattr(r, "per_seed"):
+        for s in r.per_seed:
+            test = f"; right only in A {s.only_a}, only in B {s.only_b}, exact McNemar p = {s.mcnemar_p:.4f}" \
+                if s.mcnemar_p is not None else ""
+            lines.append(f"seed {s.seed}: A {points * s.a:.2f}, B {points * s.b:.2f}, "
+                         f"A - B {points * s.difference:+.2f}{test}")
+        runs, resampled, level = f"{len(r.seeds)} seed(s)", "documents and seeds", "seeds"
+        p_runs = "over seeds " + ("n/a (one seed)" if r.p_seeds is None else f"{r.p_seeds:.4f}")
+    else:
+        for side, seeds, means in (("A", r.seeds_a, r.runs_a), ("B", r.seeds_b, r.runs_b)):
+            lines.append(f"{side}: " + ", ".join(f"seed {s} {points * m:.2f}" for s, m in zip(seeds, means)))
+        lines.append(f"{r.b_below_a} of B's {len(r.runs_b)} runs are below A's mean")
+        runs, resampled, level = f"{len(r.runs_a)} and {len(r.runs_b)} unpaired runs", "documents and each side's " \
+                                                                                         "runs", "runs"
+        p_runs = "over runs (Welch) " + ("n/a (one run)" if r.p_runs is None else f"{r.p_runs:.4f}")
+    lo, hi = r.ci
+    runs_mde = "n/a" if r.min_detectable_runs is None else f"{points * r.min_detectable_runs:.2f}{unit}"
+    lines.append(f"{r.measure}, {runs} x {r.n_docs} documents: A - B = {points * r.difference:+.2f}{unit}, "
+                 f"{100 * r.confidence:.0f} % interval [{points * lo:+.2f}, {points * hi:+.2f}] ({resampled} "
+                 f"resampled, {r.n_bootstrap} draws); p over documents {r.p_documents:.4f}, {p_runs}; smallest "
+                 f"effect detected with power 0.8 over {level} {runs_mde}, over documents alone "
+                 f"{points * r.min_detectable:.2f}{unit} (the documents' variance only)")
+    if getattr(r, "left_out", None):
+        lines.append(f"left out, their seed has no partner on the other side: {', '.join(r.left_out)}")
+    return lines

@@ -68,7 +68,15 @@ def measure_of(run: RunResult, measure: str, data_dir, source: str) -> tuple[str
         if len(e.margins) != e.n_docs:
             raise CircuitlabError(f"{source} records no per-document margins (a run from before they were "
                                   "recorded, or a generated-answer task): use --measure correct")
-        return "margin", np.asarray(e.margins, dtype=float)
+        margins = np.asarray([np.nan if m is None else m for m in e.margins], dtype=float)
+        bad = np.flatnonzero(~np.isfinite(margins))
+        if len(bad):
+            raise CircuitlabError(f"{source}: {len(bad)} of its margins are not finite numbers (first: document "
+                                  f"{bad[0]}): rescore the run, or use --measure correct")
+        return "margin", margins
+    if len(e.preds) != e.n_docs:
+        raise CircuitlabError(f"{source} records {len(e.preds)} predictions for its {e.n_docs} documents: a damaged "
+                              "or hand-edited result")
     golds = e.golds or gold_answers(run, data_dir, source)
     name = "exact_match" if "exact_match" in e.metrics else "acc"
     return name, (np.asarray(e.preds) == np.asarray(golds)).astype(float)
@@ -87,7 +95,8 @@ def gold_answers(run: RunResult, data_dir, source: str) -> list[int]:
 
 
 def pair_by_seed(a: dict, b: dict) -> list[tuple]:
-    """(seed, run of A, run of B) for every seed both have; one run on a side pairs with each of the other's."""
+    """(seed, run of A, run of B) for every seed both have; one run on a side pairs with each of the other's. The
+    runs of a seed the other side lacks are left out (`left_out` says which)."""
     if len(a) == 1 and len(b) > 1:
         only = next(iter(a.values()))
         return [(s, only, run) for s, run in sorted(b.items())]
@@ -111,10 +120,16 @@ def by_seed(paths: list, side: str) -> dict:
     return runs
 
 
-def stats(a: list, b: list, config: StatsConfig | None = None,
-          data_dir=None) -> PairedComparison | GroupComparison:
+def left_out(a: dict, b: dict, pairs: list[tuple]) -> list[str]:
+    """The runs of either side that no pair uses: their seed has no partner."""
+    used = {id(run) for _, (run, _), _ in pairs} | {id(run) for _, _, (run, _) in pairs}
+    return [str(path) for side in (a, b) for run, path in side.values() if id(run) not in used]
+
+
+def stats(a: list, b: list, config: StatsConfig | None = None, data_dir=None,
+          json: str | Path | None = None) -> PairedComparison | GroupComparison:
     """A's runs against B's (run directories or result.json files) on the same documents, paired by seed or (with
-    `pairing="none"`) as two independent groups of runs."""
+    `pairing="none"`) as two independent groups of runs; written to `json` when given; its `lines()` word it."""
     config = config or StatsConfig()
     if not a or not b:
         raise CircuitlabError("stats needs runs on both sides (--a RUN ... --b RUN ...)")
@@ -122,7 +137,9 @@ def stats(a: list, b: list, config: StatsConfig | None = None,
         side_a, side_b = [(read_run(p), p) for p in a], [(read_run(p), p) for p in b]
         seeds = None
     else:
-        pairs = pair_by_seed(by_seed(a, "--a"), by_seed(b, "--b"))
+        runs_a, runs_b = by_seed(a, "--a"), by_seed(b, "--b")
+        pairs = pair_by_seed(runs_a, runs_b)
+        dropped = left_out(runs_a, runs_b, pairs)
         side_a, side_b = [ra for _, ra, _ in pairs], [rb for _, _, rb in pairs]
         seeds = [s for s, _, _ in pairs]
     first, where = side_a[0]
@@ -140,8 +157,13 @@ def stats(a: list, b: list, config: StatsConfig | None = None,
     args = (config.bootstrap, config.confidence, config.seed)
     if seeds is None:
         seeds_a, seeds_b = ([run.config.get("seed") for run, _ in side] for side in (side_a, side_b))
-        return compare_groups(rows_a, rows_b, seeds_a, seeds_b, names.pop(), *args)
-    return compare_paired(rows_a, rows_b, seeds, names.pop(), *args)
+        result = compare_groups(rows_a, rows_b, seeds_a, seeds_b, names.pop(), *args)
+    else:
+        result = compare_paired(rows_a, rows_b, seeds, names.pop(), *args)
+        result.left_out = dropped
+    if json is not None:
+        write_stats(result, json)
+    return result
 
 
 def write_stats(result: "PairedComparison | GroupComparison", path: str | Path) -> Path:

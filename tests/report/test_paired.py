@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
+from scipy import stats as st
 from scipy.stats import t as t_dist
 
 from circuitlab.cli import main
@@ -166,3 +167,37 @@ def test_stats_compares_unpaired_runs_as_groups(tmp_path, capsys):
     argv = ["stats", "--a", *map(str, a), "--b", *map(str, b), "--pairing", "none", "--bootstrap", "200"]
     assert main(argv) == 0
     assert "3 of B's 3 runs are below A's mean" in capsys.readouterr().out
+
+
+def test_stats_says_which_runs_it_leaves_out_and_what_the_seeds_can_detect(tmp_path, capsys):
+    golds = [0, 1, 1, 0, 1, 0]
+    a = [write_run(tmp_path / f"a{s}", s, p, golds) for s, p in
+         ((0, [0, 1, 1, 0, 0, 0]), (1, [0, 1, 0, 0, 1, 0]), (2, [0, 1, 1, 0, 1, 0]), (7, [1, 1, 1, 1, 1, 1]))]
+    b = [write_run(tmp_path / f"b{s}", s, p, golds) for s, p in
+         ((0, [1, 1, 0, 0, 1, 1]), (1, [0, 0, 1, 1, 1, 0]), (2, [0, 0, 0, 0, 1, 0]), (9, [0, 0, 0, 0, 0, 0]))]
+    r = stats(a, b, StatsConfig(bootstrap=200))
+    assert r.seeds == [0, 1, 2] and r.left_out == [str(a[3]), str(b[3])]
+    d = np.array([s.difference for s in r.per_seed])  # the per-seed differences: power by the noncentral t
+    effect = r.min_detectable_runs / d.std(ddof=1)
+    ncp, crit = effect * math.sqrt(3), st.t.ppf(0.975, 2)
+    assert st.nct.sf(crit, 2, ncp) + st.nct.cdf(-crit, 2, ncp) == pytest.approx(0.8, abs=1e-4)
+    assert main(["stats", "--a", *map(str, a), "--b", *map(str, b), "--bootstrap", "200"]) == 0
+    out = capsys.readouterr().out
+    assert f"left out, their seed has no partner on the other side: {a[3]}, {b[3]}" in out
+    assert f"over seeds {100 * r.min_detectable_runs:.2f} points" in out
+
+
+@pytest.mark.parametrize("margins, preds, match", [
+    ([1.0, None], [0, 1], "1 of its margins are not finite numbers"),
+    ([1.0, 2.0], [0], "records 1 predictions for its 2 documents"),
+])
+def test_stats_refuses_runs_whose_numbers_do_not_add_up(tmp_path, capsys, margins, preds, match):
+    good = write_run(tmp_path / "good", 0, [0, 1], [0, 1], margins=[0.5, 0.5])
+    bad = write_run(tmp_path / "bad", 0, [0, 1], [0, 1], margins=margins)
+    doc = json.loads((bad / "result.json").read_text())
+    doc["eval"]["preds"] = preds
+    (bad / "result.json").write_text(json.dumps(doc))
+    measure = "margin" if None in margins else "correct"
+    assert main(["stats", "--a", str(good), "--b", str(bad), "--measure", measure]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0]
