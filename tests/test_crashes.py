@@ -235,3 +235,62 @@ def test_a_refused_pickle_in_a_checkpoint_is_one_line(tmp_path):
     with pytest.raises(CircuitlabError, match=r"checkpoint .*checkpoint-2: refused to unpickle one of its files .*"
                                               r"delete it to resume from the one before"):
         finetune(load_plain("tiny-llama"), config, out, progress=False)
+
+
+FIGURES = (".html", ".js", ".png", ".csv", ".md")  # redrawn whole by every run (and an HTML figure's element ids
+# are random): crashes while they are written are covered as file writes; their bytes are not compared
+
+
+def check_distinct_boundaries(job, tmp_path, monkeypatch) -> list[str]:
+    """`check_every_boundary` for the long studies: a crash at the first boundary of each distinct name (the kinds
+    of state a crash can leave; per-step repeats of the same kind are left out), the results' JSON and
+    safetensors compared."""
+    names = boundaries_of(job, tmp_path / "straight", monkeypatch)
+    keep = lambda files: {k: v for k, v in files.items() if not k.endswith(FIGURES)}  # noqa: E731
+    expected = keep(snapshot(tmp_path / "straight"))
+    firsts = {}
+    for k, name in enumerate(names, 1):
+        if not name.endswith(FIGURES):
+            firsts.setdefault(name, k)
+    for name, k in firsts.items():
+        root = tmp_path / f"crash{k}"
+        assert crash_then_rerun(job, root, k, monkeypatch) == name
+        got = keep(snapshot(root))
+        assert sorted(got) == sorted(expected), f"crash at {name!r}"
+        for rel in expected:
+            assert got[rel] == expected[rel], f"crash at {name!r}: {rel} differs"
+        assert not [p for p in root.rglob("*") if io.LEFTOVER.search(p.name) or p.name.endswith(".lock")]
+    return list(firsts)
+
+
+def test_track(tmp_path, monkeypatch):
+    from circuitlab.edges.config import EdgesConfig
+    from circuitlab.finetune import RunOptions, finetune
+    from circuitlab.models.plain import load_plain
+    from circuitlab.studies.jobs import track
+    from tests.finetune.common import cfg
+
+    run = tmp_path / "run"
+    finetune(load_plain("tiny-llama"), cfg(method="lora", max_train=2, batch_size=2, epochs=1, eval_limit=2),
+             run, progress=False, options=RunOptions(save_every=1))
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"clean": f"{a} + {b} =", "corrupted": f"{a} - {b} =", "answer": f" {a + b}"})
+                             + "\n" for a, b in ((12, 5), (31, 40))))
+    config = EdgesConfig(method="eap", batch_size=2, top_n=12)
+    names = check_distinct_boundaries(
+        lambda root: track(run, root / "t", pairs_file=pairs, config=config, png=False, progress=False,
+                           log=lambda s: None), tmp_path / "track", monkeypatch)
+    assert "file renamed: state.json" in names and "file renamed: track.json" in names
+
+
+def test_reproduce(tmp_path, monkeypatch, data_dir):
+    from circuitlab.models import load_model
+    from circuitlab.studies.config import ReproduceConfig
+    from circuitlab.studies.jobs import reproduce
+
+    model = load_model("tiny-llama")
+    config = ReproduceConfig(samples=3, heads_per_layer=1, max_docs=16, all_docs=4, random_seeds=(0, 1))
+    names = check_distinct_boundaries(
+        lambda root: reproduce(model, ["capitals"], data_dir, root / "r", config, png=False, progress=False,
+                               log=lambda s: None), tmp_path, monkeypatch)
+    assert "result written, partial state not removed: capitals.json" in names

@@ -69,8 +69,14 @@ def fault_point(name: str) -> None:
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """`data` as the file `path`, whole or not at all (temp file + rename). The temp files that interrupted writes
+    of `path` left are removed first: a file is rewritten by the job that owns it (figures, tables, a study's
+    summary), so the next run's write repairs what a crash left, with or without a lock."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for p in leftovers(path):
+        if p.name.startswith(path.name) and p.is_file():
+            p.unlink(missing_ok=True)
     tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the usual mode: umask applies
     try:
