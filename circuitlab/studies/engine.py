@@ -53,11 +53,20 @@ def run_job(job: Job, root: str, data_dir=None, threads: int | None = None) -> O
         s = job.settings
         evaluate_task(s["model"], job.task, EvalConfig(split=s["split"], protocol=s["protocol"]), data_dir, job.out,
                       progress=False)
+    elif job.kind == "track":
+        from circuitlab.edges.config import EdgesConfig
+        from circuitlab.studies.jobs import track
+
+        s = job.settings
+        track(s["run"], job.out, pairs_file=s["pairs"], split=s["split"], max_pairs=s["max_pairs"],
+              config=EdgesConfig(**s["edges"]),
+              data_dir=data_dir, progress=False, log=lambda line: None)
     else:
         from circuitlab.finetune import TrainConfig, finetune
+        from circuitlab.finetune.config import RunOptions
 
-        finetune(job.settings["model"], TrainConfig.from_dict(job.settings), job.out, data_dir=data_dir,
-                 progress=False, on_step=_kill_hook(job))
+        finetune(job.settings["model"], TrainConfig.from_dict(job.settings), job.out, options=RunOptions(**job.options),
+                 data_dir=data_dir, progress=False, on_step=_kill_hook(job))
     return Outcome(job.out, time.perf_counter() - start)
 
 

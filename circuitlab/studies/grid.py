@@ -44,9 +44,13 @@ class Job:
     seed: int | None = None
     lr_tuning: bool = False
     kept: str | None = None  # where the finished result is kept (the study's `keep`), found there on a fresh machine
+    needs: tuple = ()  # the outputs of the jobs that must be done first
+    options: dict = field(default_factory=dict)  # finetune's RunOptions: how it trains, not what
 
     @property
     def result(self) -> Path:
+        if self.kind == "track":
+            return Path(self.out) / "track.json"
         return Path(self.out) / "result.json" if self.kind == "finetune" else Path(self.out)
 
     @property
@@ -148,8 +152,25 @@ def arm_jobs(study: Study, arm: Arm, task: str, lr: float | None, phase: str = "
                 check_heads_per_layer(cfg, dims)
             name = (dir or arm.dir).format(task=task, arm=arm.name, set=i, seed=seed, lr=short(lr) if lr else "")
             jobs.append(Job("finetune", f"{study.runs}/{name}", task, phase, cfg.to_dict(), arm.name, i, seed,
-                            lr_tuning=phase == "prepare"))
+                            lr_tuning=phase == "prepare", options=dict(arm.options)))
     return jobs
+
+
+def track_jobs(study: Study, task: str, jobs: list[Job]) -> list[Job]:
+    """Each [[tracks]] entry on `task`: `circuitlab track` of its arm's run, after that run; and the arms that need
+    a track made to wait for it."""
+    tracks = {}
+    for t in study.tracks:
+        run = next((j for j in jobs if j.arm == t.arm and j.head_set == t.set and j.task == task), None)
+        if run is None:
+            continue
+        out = t.out.format(run=run.out, task=task)
+        tracks[t.name] = Job("track", out, task, "arms", {"run": run.out, "max_pairs": t.max_pairs, "split": t.split, "pairs": t.pairs,
+                                                          "edges": dict(t.settings)}, needs=(run.out,))
+    for j in jobs:
+        need = next((a.needs for a in study.arms if a.name == j.arm), [])
+        j.needs = j.needs + tuple(tracks[n].out for n in need if n in tracks)
+    return list(tracks.values())
 
 
 def expand(study: Study, data_dir=None, lr: dict | None = None) -> Grid:
@@ -191,9 +212,9 @@ def expand(study: Study, data_dir=None, lr: dict | None = None) -> Grid:
             held = {"eval_split": base_cfg.train_split, "eval_limit": study.lr.held_out}
             for rate in study.lr.grid:
                 grid.jobs += arm_jobs(study, study.lr.arm, task, float(rate), "prepare", study.lr.dir, held, dims)
-        for arm in study.arms:
-            if arm.tasks is None or task in arm.tasks:
-                grid.jobs += arm_jobs(study, arm, task, grid.lr.get(task), dims=dims)
+        mine = [j for arm in study.arms if arm.tasks is None or task in arm.tasks
+                for j in arm_jobs(study, arm, task, grid.lr.get(task), dims=dims)]
+        grid.jobs += mine + track_jobs(study, task, mine)
     if study.keep is not None:
         for j in grid.jobs:
             if Path(j.result).is_relative_to(study.runs):  # a file the spec names elsewhere is kept where it is
@@ -218,6 +239,8 @@ def state(job: Job, data_dir=None) -> str:
         except CircuitlabError:
             return "other"
         return "done" if same(job, doc, data_dir) else "other"
+    if job.kind == "track":
+        return "started" if Path(job.out).is_dir() else "left"
     partial = Path(job.out) / ".partial" if job.kind == "finetune" else job.result.with_name(job.result.name + ".partial")
     return "started" if partial.exists() else "left"
 
@@ -229,6 +252,8 @@ def same(job: Job, doc: dict, data_dir=None) -> bool:
         return canonical(recorded) == canonical(mine)
     if job.kind == "evaluate":
         return doc.get("task") == job.task and doc.get("split") == job.settings["split"]
+    if job.kind == "track":
+        return doc.get("run") == job.settings["run"]
     task = doc.get("task") or {}
     docs = load_docs(job.task, job.settings["split"], data_dir)
     return (task.get("name") == job.task and task.get("data_fingerprint") ==

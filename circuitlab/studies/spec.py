@@ -97,6 +97,10 @@ class Arm:
     tasks: list | None = setting(None, "only these tasks (default: all)")
     lr: str | float = setting("tuned", "tuned (the rate [lr] chooses), default (the method's own) or a rate")
     settings: dict = setting(None, "TrainConfig fields of this arm only", default_factory=dict)
+    options: dict = setting(None, "RunOptions of this arm's runs (how they train, e.g. save_every), not part of "
+                                  "their result", default_factory=dict)
+    needs: list = setting(None, "tracks ([[tracks]] names) that must be done before this arm trains (CircuitLoRA's "
+                                "edge circuits)", default_factory=list)
     dir: str = setting("{task}/{arm}-h{set:02d}-s{seed}", "a run's directory under runs")
 
     def __post_init__(self) -> None:
@@ -113,6 +117,26 @@ class Arm:
     @property
     def draws(self) -> bool:
         return self.heads in ("random", "redundant")
+
+
+@dataclass
+class Track:
+    """`circuitlab track` of one arm's run: the edge circuit at the start and at every checkpoint of it."""
+
+    name: str
+    arm: str = setting(None, "the arm whose run is tracked")
+    set: int = setting(0, "which of its runs (head set / replicate index)", minimum=0)
+    out: str = setting("{run}/track", "the track's directory ({run}: the run's directory)")
+    max_pairs: int | None = setting(None, "use only the first N pairs", minimum=1)
+    split: str | None = setting(None, "the task's split to take pairs from (default: its evaluation split)")
+    pairs: str | None = setting(None, "a pairs file instead of the task's own pairs")
+    settings: dict = setting(None, "EdgesConfig fields (method, steps, ig_points, batch_size, ...)",
+                             default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_settings(self)
+        if self.arm is None:
+            raise ConfigError(f"tracks.{self.name}", "needs the arm whose run it tracks")
 
 
 @dataclass
@@ -176,6 +200,7 @@ class Study:
     figures: str | None = None
     keep: str | None = None  # where each finished job's result file is kept (committed): the same path under it
     admit: dict = field(default_factory=dict)  # task -> points its tuning runs must beat the base model by
+    tracks: list = field(default_factory=list)
     costs: dict = field(default_factory=dict)  # minutes per job kind (locate, headmap, lora, base), measured
     retrospective: str | None = None  # why a study is registered after its runs (its inference is exploratory)
     notes: str | None = None  # a hand-written discussion, included in the page as it is
@@ -240,6 +265,11 @@ def read_spec(path: str | Path) -> Study:
     names = [a.name for a in arms]
     if len(set(names)) < len(names):
         raise ConfigError("arms", "two arms share a name")
+    tracks = []
+    for t in doc.pop("tracks", []):
+        if "name" not in t:
+            raise ConfigError("tracks", "a track needs a name")
+        tracks.append(_build(Track, dict(t), f"tracks {t['name']}"))
     lr_doc = dict(doc.pop("lr", {}))
     lr_arm = _arm(lr_doc.pop("arm"), "lr.arm") if "arm" in lr_doc else None
     lr = _build(LearningRate, lr_doc, "lr", arm=lr_arm)
@@ -247,7 +277,14 @@ def read_spec(path: str | Path) -> Study:
     comparisons = [_build(Comparison, c, "analysis.comparisons") for c in an.pop("comparisons", [])]
     analysis = _build(Analysis, an, "analysis", comparisons=comparisons)
     study = _build(Study, doc, "study", tasks=tasks, circuits=circuits, arms=arms, lr=lr, analysis=analysis,
-                   source=path, text=text, admit=admit)
+                   source=path, text=text, admit=admit, tracks=tracks)
+    names = {t.name for t in tracks}
+    for t in tracks:
+        study.arm(t.arm)
+    for a in arms:
+        missing = [n for n in a.needs if n not in names]
+        if missing:
+            raise ConfigError(f"arms.{a.name}.needs", f"names no track: {missing[0]} (tracks: {', '.join(names) or 'none'})")
     if admit and (lr.grid is None or study.base is None):
         raise ConfigError("tasks", "admit_above_base compares the tuning runs at the chosen rate with the base model: "
                                    "it needs an [lr] grid and [base]")

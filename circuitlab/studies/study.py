@@ -157,16 +157,50 @@ def order(jobs: list[Job], study: Study) -> list[Job]:
 
 
 def keep(job: Job) -> None:
-    """A finished job's result copied to where the study keeps it (committed; the run directory is scratch)."""
-    if job.kept is not None and job.result.is_file():
-        copy_atomic(job.result, job.kept)
+    """A finished job's result copied to where the study keeps it (committed; the run directory is scratch); a
+    track's whole directory of circuits (the CircuitLoRA runs read them), without its figures."""
+    if job.kept is None or not job.result.is_file():
+        return
+    for f in (job.result.parent.glob("*.json") if job.kind == "track" else [job.result]):
+        copy_atomic(f, Path(job.kept).parent / f.name)
+    for f in job.result.parent.glob("*.safetensors") if job.kind == "track" else []:
+        copy_atomic(f, Path(job.kept).parent / f.name)
 
 
 def restore(p: Plan) -> None:
-    """Located circuits that only their kept copies hold (a fresh machine) back where the arms' runs read them."""
+    """Located circuits and tracks that only their kept copies hold (a fresh machine) back where the jobs after
+    them read them."""
     for j in p.grid.jobs:
-        if j.kind == "locate" and j.kept and not j.result.is_file() and Path(j.kept).is_file():
-            copy_atomic(j.kept, j.result)
+        if j.kind in ("locate", "track") and j.kept and not j.result.is_file() and Path(j.kept).is_file():
+            for f in [Path(j.kept)] if j.kind == "locate" else Path(j.kept).parent.iterdir():
+                copy_atomic(f, j.result.parent / f.name)
+
+
+def run_group(todo: list[Job], label: str, root: str, data_dir, engine: str, log, ray_args: tuple) -> None:
+    """One wave of jobs on the engine, a line per finished job with the time left of these; a result kept as soon
+    as its job is done; one line naming the failed jobs (the others are done and kept)."""
+    from circuitlab.studies.engine import run_local, run_ray
+
+    start, n, by_out, failed = time.time(), len(todo), {j.out: j for j in todo}, []
+
+    def done(outcome) -> None:
+        finished = n - len(by_out) + 1
+        eta = (time.time() - start) / finished * (n - finished)
+        what = f"failed: {outcome.error}" if outcome.error else f"{outcome.seconds / 60:.1f} min"
+        log(f"[{label} {finished}/{n}] {outcome.out}: {what}; about {eta / 60:.0f} min left of these")
+        job = by_out.pop(outcome.out)
+        if outcome.error:
+            failed.append(f"{outcome.out} ({outcome.error})")
+        else:
+            keep(job)
+
+    if engine == "ray":
+        run_ray(todo, root, data_dir, done, *ray_args)
+    else:
+        run_local(todo, root, data_dir, done, ray_args[-1])
+    if failed:
+        raise CircuitlabError(f"{len(failed)} job(s) failed, first {failed[0]}; run the same command again to "
+                              "resume them (finished jobs are kept)")
 
 
 def run(spec: str | Path, data_dir=None, *, engine: str = "local", address: str | None = None,
@@ -177,47 +211,34 @@ def run(spec: str | Path, data_dir=None, *, engine: str = "local", address: str 
     count here): the same number on both engines gives the same files. `by_task`: the first task's whole grid
     (prepare, then arms) before the next task's, so a study cut short has finished its primary task; False: every
     task's prepare phase, then every task's arms (more jobs at once for a cluster)."""
-    from circuitlab.studies.engine import run_local, run_ray
-
     p = plan(spec, data_dir)
     other = [j.out for j in p.grid.jobs if p.states[j.out] == "other"]
     if other:
         raise CircuitlabError(f"{other[0]} holds a result made with other settings than the study declares "
                               f"({len(other)} such): move it away or change the spec")
-    root, failed = os.getcwd(), []
+    root = os.getcwd()
     groups = [(t, ph) for t in p.study.tasks for ph in ("prepare", "arms")] if by_task else [(None, "prepare"),
                                                                                              (None, "arms")]
     for task, phase in groups:  # the primary (first) task's whole grid before the next task's
-        p = plan(spec, data_dir)
-        restore(p)
-        todo = order([j for j in p.left() if j.phase == phase and task in (None, j.task) and p.runnable(j)], p.study)
-        if phase == "arms" and todo and p.study.lr.grid is not None:
-            waiting = sorted({j.task for j in todo} - set(p.lr_table))
-            if waiting:
-                raise CircuitlabError(f"no learning rate chosen for {', '.join(waiting)}: its tuning runs are not all "
-                                      "done" + (f" ({len(failed)} jobs failed: {failed[0]})" if failed else ""))
-        if not todo:
-            continue
-        start, n, by_out = time.time(), len(todo), {j.out: j for j in todo}
-        label = f"{task} {phase}" if task else phase
-
-        def done(outcome, count=[0]):  # noqa: B006 - a counter for this group's log lines
-            count[0] += 1
-            eta = (time.time() - start) / count[0] * (n - count[0])
-            what = f"failed: {outcome.error}" if outcome.error else f"{outcome.seconds / 60:.1f} min"
-            log(f"[{label} {count[0]}/{n}] {outcome.out}: {what}; about {eta / 60:.0f} min left of these")
-            if outcome.error:
-                failed.append(f"{outcome.out} ({outcome.error})")
-            else:
-                keep(by_out[outcome.out])
-
-        if engine == "ray":
-            run_ray(todo, root, data_dir, done, address, gpus_per_job, retries, cpus, threads)
-        else:
-            run_local(todo, root, data_dir, done, threads)
-        if failed:
-            raise CircuitlabError(f"{len(failed)} job(s) failed, first {failed[0]}; run the same command again to "
-                                  "resume them (finished jobs are kept)")
+        ran: set = set()
+        while True:  # in waves: a job whose needs (a pilot run, its track) are not done waits for the next
+            p = plan(spec, data_dir)
+            restore(p)
+            todo = order([j for j in p.left() if j.phase == phase and task in (None, j.task) and p.runnable(j)
+                          and all(p.states.get(n) == "done" for n in j.needs)], p.study)
+            if not todo:
+                break
+            again = {j.out for j in todo} & ran
+            if again:
+                raise CircuitlabError(f"{sorted(again)[0]} ran, but its result is not where the study looks for it")
+            ran |= {j.out for j in todo}
+            if phase == "arms" and p.study.lr.grid is not None:
+                waiting = sorted({j.task for j in todo} - set(p.lr_table))
+                if waiting:
+                    raise CircuitlabError(f"no learning rate chosen for {', '.join(waiting)}: its tuning runs are not "
+                                          "all done")
+            run_group(todo, f"{task} {phase}" if task else phase, root, data_dir, engine, log,
+                      (address, gpus_per_job, retries, cpus, threads))
     return plan(spec, data_dir)
 
 

@@ -142,3 +142,25 @@ def test_a_task_behind_an_admission_rule_runs_its_arms_only_once_admitted(in_pro
     spec.write_text(TINY.read_text().replace('tasks = ["capitals"]', "[tasks.capitals]\nadmit_above_base = 50"))
     study.run("tiny.toml", threads=1, log=lines.append)
     assert lines == []  # not admitted: no arm runs
+
+
+def test_a_track_runs_after_its_pilot_and_before_the_arms_that_need_it(tmp_path, monkeypatch):
+    """CircuitLoRA's recipe as a study: a LoRA run keeping every step, its track, then CircuitLoRA on its circuits;
+    the track's circuits are kept with the results, so a fresh machine finds the whole grid done."""
+    from tests.studies.test_track import PAIRS
+
+    root = tmp_path / "edges"
+    root.mkdir()
+    shutil.copy(TINY.with_name("tiny_edges.toml"), root / "spec.toml")
+    (root / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
+    monkeypatch.chdir(root)
+    lines = []
+    study.run("spec.toml", threads=1, log=lines.append)
+    ran = [line.split("]")[1].split(":")[0].strip() for line in lines]
+    track = "runs/capitals/lora-h00-s0/track"
+    assert ran.index(track) > ran.index("runs/capitals/lora-h00-s0")
+    assert all(ran.index(f"runs/capitals/circuit-lora-h0{i}-s{i}") > ran.index(track) for i in (0, 1))
+    kept = sorted(p.name for p in (root / "kept/capitals/lora-h00-s0/track").iterdir())
+    assert kept == [f"step-{i}.{ext}" for i in range(3) for ext in ("json", "safetensors")] + ["track.json"]
+    shutil.rmtree(root / "runs")
+    assert not study.plan("spec.toml").left()
