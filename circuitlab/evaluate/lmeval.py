@@ -254,7 +254,15 @@ def run_lm_eval(argv: list[str]) -> None:
     from circuitlab.headmap.adapter import check_peft_type
     from circuitlab.headmap.tuner import register
 
+    for model in peft_args(argv, "pretrained"):  # before lm-eval starts (and, for a path, asks the hub for it)
+        check_local(model, "pretrained", "a model directory (config.json)")
+        if Path(model).is_dir():
+            from circuitlab.models.dims import check_weight_files, model_config_json
+
+            model_config_json(Path(model) / "config.json")
+            check_weight_files(Path(model))
     for adapter in peft_args(argv):
+        check_local(adapter, "peft", "an adapter directory")
         if Path(adapter).is_dir():  # a local adapter directory: one line if it is not one PEFT loads
             check_peft_type(adapter)
     register()
@@ -265,8 +273,20 @@ def run_lm_eval(argv: list[str]) -> None:
         sys.argv = argv_before
 
 
-def peft_args(argv: list[str]) -> list[str]:
-    """The `peft=` values among lm_eval's model arguments: `--model_args`/`-a` followed by one or more values (each
+def check_local(value: str, key: str, kind: str) -> None:
+    """A `key=` model argument that names a path must name a directory that is there: a missing one is otherwise
+    taken for a hub id (and asked for, ~30 s offline, then a traceback), a file read as a directory. A hub id
+    (`name` or `namespace/name`) is left to lm-eval."""
+    path = Path(value).expanduser()
+    looks_local = value.startswith(("/", ".", "~")) or value.count("/") > 1 or path.exists()
+    if looks_local and not path.exists():
+        raise CircuitlabError(f"--model_args {key}={value}: no such directory (a path, not a hub id)")
+    if path.exists() and not path.is_dir():
+        raise CircuitlabError(f"--model_args {key}={value} is a file, not {kind}")
+
+
+def peft_args(argv: list[str], key: str = "peft") -> list[str]:
+    """The `peft=` (or other `key=`) values among lm_eval's model arguments: `--model_args`/`-a` followed by one or more values (each
     `k=v,k2=v2`, or a JSON object), or `--model_args=...`."""
     values, taking = [], False
     for arg in argv:
@@ -283,9 +303,9 @@ def peft_args(argv: list[str]) -> list[str]:
     for value in values:
         if value.lstrip().startswith("{"):
             try:
-                found += [str(json.loads(value).get("peft"))] if "peft" in json.loads(value) else []
+                found += [str(json.loads(value).get(key))] if key in json.loads(value) else []
             except (ValueError, AttributeError):
                 pass  # lm_eval says what is wrong with it
             continue
-        found += [kv.split("=", 1)[1] for kv in value.split(",") if kv.strip().startswith("peft=")]
+        found += [kv.split("=", 1)[1] for kv in value.split(",") if kv.strip().startswith(f"{key}=")]
     return found

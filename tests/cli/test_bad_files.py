@@ -88,6 +88,17 @@ CASES = [
     (["finetune", "--model", "tiny-llama", "--task", "capitals", "--method", "lora", "--out", "{out}/run",
       "ENV:HF_HUB_OFFLINE="], "HF_HUB_OFFLINE='' in the environment is neither true"),
     (EVAL + ["ENV:TRANSFORMERS_OFFLINE=maybe"], "TRANSFORMERS_OFFLINE='maybe' in the environment"),
+    # lm-eval's model arguments, checked before lm-eval starts (a missing path was asked of the hub, ~30 s)
+    (["lm-eval", "run", "--model", "hf", "--model_args", "pretrained=org/model,peft={in}/nowhere", "--tasks", "x"],
+     "--model_args peft={in}/nowhere: no such directory"),
+    (["lm-eval", "run", "--model", "hf", "--model_args", "pretrained=org/model,peft={in}/twice.json", "--tasks",
+      "x"], "peft={in}/twice.json is a file, not an adapter directory"),
+    (["lm-eval", "run", "--model", "hf", "--model_args", "pretrained={in}/nowhere", "--tasks", "x"],
+     "--model_args pretrained={in}/nowhere: no such directory"),
+    (["lm-eval", "run", "--model", "hf", "--model_args", "pretrained={in}/not_a_model", "--tasks", "x"],
+     "not_a_model/config.json is not a model's config.json"),
+    (["lm-eval", "run", "--model", "hf", "--model_args", "pretrained=org/model,peft={in}/adapter_empty", "--tasks",
+      "x"], "adapter_model.safetensors is empty"),
     # pickles: refused by torch's weights_only loader, and said in one line naming the file
     (EVAL + ["--adapter", "{in}/adapter_pickle"], "adapter_pickle/adapter_model.bin: refused to unpickle it",
      AFTER_LOAD),
