@@ -69,7 +69,7 @@ def test_study3_recognises_its_committed_runs_by_their_settings(monkeypatch):
     monkeypatch.chdir(ROOT)
     p = plan("results/studies/study3.toml")
     left = sorted(o for o, s in p.states.items() if s != "done")
-    assert left == ["results/study3/sequence/headmap-random-1pl-s6", "results/study3/sequence/headmap-random-1pl-s7"]
+    assert left == ["runs/study3/sequence/headmap-random-1pl-s6", "runs/study3/sequence/headmap-random-1pl-s7"]
     import json
 
     for task in ("sst2", "add_sub", "sequence"):
