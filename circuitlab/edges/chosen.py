@@ -63,6 +63,21 @@ def _from_circuit(path: Path, top: int | None) -> list[str]:
     return [g.edge_name(w, r) for w, r in pairs]
 
 
+def recorded_model(path: str | Path):
+    """The model (`ModelInfo`) a circuitlab edge circuit given as --edges was scored on; None for a list of names
+    or a MIB graph, which record none. Edge names are the same on every model of the same shape, so a circuit of
+    another model's weights would be matched here without a word: its model is checked like a head circuit's."""
+    from circuitlab.core.io import read_json_object
+    from circuitlab.edges.mib import is_mib, load_edge_circuit
+
+    path = Path(path)
+    if not path.read_text(encoding="utf-8", errors="replace").lstrip().startswith("{"):
+        return None
+    if is_mib(read_json_object(path, "edge circuit file")):
+        return None
+    return load_edge_circuit(path).scores.model
+
+
 def resolve(names: list[str], g) -> list[tuple[int, int]]:
     """The (writer, reader) index of each name in graph `g`; a name not in it is one clear error."""
     index = {g.edge_name(w, r): (w, r) for w, r in g.edge_mask.nonzero().tolist()}

@@ -37,11 +37,19 @@ def edges_task(model, task: str | None = None, *, pairs_file=None, split: str = 
         refuse_disk(maps_to_disk(model.where))
     pairs, name, fingerprint = read_pairs(task, pairs_file, split, max_pairs, data_dir)
     out = check_writable(out)
-    chosen = None
+    chosen, scored_on = None, None
     if config.edges is not None:
-        from circuitlab.edges.chosen import read_edges
+        from circuitlab.edges.chosen import read_edges, recorded_model
 
         chosen = read_edges(config.edges, config.edges_top)
+        scored_on = recorded_model(config.edges)
+        if scored_on is not None and isinstance(model, (str, ModelConfig)):  # its dimensions, before any load
+            from circuitlab.models.dims import model_dims
+            from circuitlab.models.identity import ModelIdentity, check_same_model
+
+            name = model if isinstance(model, str) else model.model
+            check_same_model(ModelIdentity(scored_on.name, scored_on.dims), ModelIdentity(name, model_dims(name)),
+                             f"--edges {config.edges}", made="scored")
     from circuitlab.edges.run import edges_to  # torch and TransformerLens: every check has passed
     from circuitlab.models.loaded import as_bridged
     from circuitlab.models.placement import blocks_on_disk
@@ -51,4 +59,10 @@ def edges_task(model, task: str | None = None, *, pairs_file=None, split: str = 
         raise CircuitlabError("--kv per-head changes the model before it is bridged: give its name or ModelConfig")
     model = as_bridged(model, "edges", ungroup_kv_heads if config.kv == "per-head" else None)
     refuse_disk(blocks_on_disk(model.hf_model.named_parameters()))
+    if scored_on is not None:  # and its weights, once they are loaded
+        from circuitlab.circuits.circuit import ModelInfo
+        from circuitlab.models.identity import check_same_model
+
+        check_same_model(scored_on.identity(), ModelInfo.of(model).identity(), f"--edges {config.edges}",
+                         made="scored")
     return edges_to(out, model, pairs, config, name, progress, fingerprint, chosen=chosen)

@@ -52,6 +52,18 @@ def bad(tmp_path_factory, tiny):
     (d / "twice.json").write_text(json.dumps({**doc, "heads": {"0": [1, 1], "2": [3]}}))
     (d / "fraction.json").write_text(json.dumps({**doc, "heads": {"0": [1.5], "2": [3]}}))
     (d / "layer_name.json").write_text(json.dumps({**doc, "heads": {"first": [1]}}))
+    pairs = d / "pairs.jsonl"
+    pairs.write_text('{"clean": "12 + 5 =", "corrupted": "12 - 5 =", "answer": " 17"}\n')
+    from circuitlab.edges.config import EdgesConfig
+    from circuitlab.edges.pairs import read_pairs
+    from circuitlab.edges.run import edges_to
+
+    edges_to(d / "edges.json", tiny, read_pairs(None, pairs, "test", None, None)[0], EdgesConfig(method="eap",
+                                                                                             top_n=5), progress=False)
+    other = json.loads((d / "edges.json").read_text())
+    other["model"]["fingerprint"] = "0123456789abcdef"  # the same shape, other weights: every edge name exists
+    (d / "other_edges.json").write_text(json.dumps(other))
+    (d / "other_edges.safetensors").write_bytes((d / "edges.safetensors").read_bytes())
     (d / "loop").symlink_to(d / "loop")
     (d / "loop_dir").symlink_to(d / "loop_dir")
     return d
@@ -99,6 +111,10 @@ CASES = [
      "not_a_model/config.json is not a model's config.json"),
     (["lm-eval", "run", "--model", "hf", "--model_args", "pretrained=org/model,peft={in}/adapter_empty", "--tasks",
       "x"], "adapter_model.safetensors is empty"),
+    # an edge circuit of another model's weights as --edges (its edge names all exist here)
+    (["edges", "--model", "tiny-llama", "--pairs", "{in}/pairs.jsonl", "--method", "exact", "--edges",
+      "{in}/other_edges.json", "--edges-top", "5", "--out", "{out}/e.json"],
+     "was scored on tiny-llama with weight fingerprint 0123456789abcdef", AFTER_LOAD),
     # pickles: refused by torch's weights_only loader, and said in one line naming the file
     (EVAL + ["--adapter", "{in}/adapter_pickle"], "adapter_pickle/adapter_model.bin: refused to unpickle it",
      AFTER_LOAD),
