@@ -9,6 +9,8 @@ from __future__ import annotations
 import atexit
 import importlib.util
 import os
+import pickle
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -181,6 +183,10 @@ def _from_hub(src: ModelSource, load):
         what, local = f"Hugging Face hub model {src.hf_id!r}", hub.local_only()
     try:
         return load(local_files_only=local)
+    except pickle.UnpicklingError as e:  # transformers reads .bin weights with weights_only=True: nothing ran
+        first = re.sub(r"\x1b\[[0-9;]*m", "", (str(e).strip().splitlines() or [type(e).__name__])[0])
+        raise CircuitlabError(f"cannot load {what}: refused to unpickle its weights (only tensors are loaded from "
+                              f"pickles): {first[:200]}") from None
     except (OSError, ValueError) as e:
         if src.kind == "local":
             raise CircuitlabError(f"cannot load {what}: {str(e).strip().splitlines()[0]}") from None

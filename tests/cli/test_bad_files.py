@@ -64,6 +64,13 @@ def bad(tmp_path_factory, tiny):
     other["model"]["fingerprint"] = "0123456789abcdef"  # the same shape, other weights: every edge name exists
     (d / "other_edges.json").write_text(json.dumps(other))
     (d / "other_edges.safetensors").write_bytes((d / "edges.safetensors").read_bytes())
+    from pathlib import PurePosixPath as NotATensor
+
+    from circuitlab.models.export import export_model
+
+    export_model("tiny-llama", d / "pickled_model")
+    (d / "pickled_model" / "model.safetensors").unlink()
+    torch.save({"model.embed_tokens.weight": NotATensor("x")}, d / "pickled_model" / "pytorch_model.bin")
     (d / "loop").symlink_to(d / "loop")
     (d / "loop_dir").symlink_to(d / "loop_dir")
     return d
@@ -118,6 +125,9 @@ CASES = [
     # pickles: refused by torch's weights_only loader, and said in one line naming the file
     (EVAL + ["--adapter", "{in}/adapter_pickle"], "adapter_pickle/adapter_model.bin: refused to unpickle it",
      AFTER_LOAD),
+    (["eval", "--model", "{in}/pickled_model", "--task", "capitals", "--limit", "2"],
+     "pickled_model': refused to unpickle its weights (only tensors are loaded from pickles): Weights only load "
+     "failed", AFTER_LOAD),
 ]
 
 
