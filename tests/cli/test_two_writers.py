@@ -75,3 +75,32 @@ def test_export_model(tmp_path):
                                ["export-model", "tiny-llama", "--out", out], out)
     assert code == 2 and err.count("\n") == 1 and "already exists" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_edges(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"clean": "12 + 5 =", "corrupted": "12 - 5 =", "answer": " 17"}\n'
+                     '{"clean": "31 + 40 =", "corrupted": "31 - 40 =", "answer": " 71"}\n')
+    out = tmp_path / "e.json"
+    argv = ["edges", "--model", "tiny-llama", "--pairs", pairs, "--method", "eap", "--batch-size", "1", "--top-n",
+            "5", "--no-progress", "--out", out]
+    code, stdout, err = two_writers(argv, argv, out)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.json", "e.safetensors", "pairs.jsonl"]
+
+
+def test_merge(tmp_path):
+    from peft import get_peft_model
+
+    from circuitlab.headmap import HeadMapConfig, base_info, register
+    from circuitlab.models import tiny_model
+
+    plain, _ = tiny_model("tiny-llama")
+    register()
+    config = HeadMapConfig(variant="mha", heads={0: [1]}, r=2, base_model=base_info(plain, "tiny-llama"))
+    get_peft_model(tiny_model("tiny-llama")[0], config).save_pretrained(tmp_path / "adapter")
+    out = tmp_path / "merged"
+    code, _, err = two_writers(["merge", tmp_path / "adapter", "--out", out], ["merge", tmp_path / "adapter",
+                                                                               "--out", out], out)
+    assert code == 2 and err.count("\n") == 1 and "already exists and is not empty" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "merged"]
