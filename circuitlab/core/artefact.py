@@ -104,8 +104,11 @@ class Artefact:
     def __exit__(self, *exc) -> None:
         self.release()
 
-    def __del__(self) -> None:
-        self.release()
+    def __del__(self) -> None:  # a job that failed without `with`: its lock goes with the object
+        try:
+            self.release()
+        except Exception:  # at interpreter shutdown filelock may be gone; the kernel releases the flock anyway
+            pass
 
     # -- the finished artefact -------------------------------------------------------------------------
 
