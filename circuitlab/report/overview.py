@@ -11,6 +11,7 @@ from circuitlab.report.curves import add_curves
 from circuitlab.report.style import HEAD_AXIS, LAYER_AXIS, LOSS, as_list, circuit_labels, finite, panel_title, ticks
 
 TABLES = ("single", "conditioned")
+BELOW_AXIS_PX = 64  # the colour bar and the legend start this far under the bottom row: below its axis titles
 
 
 def overview(
@@ -49,11 +50,13 @@ def overview(
         fig.update_xaxes(title_text="number of masked layers" if r == last else None, row=r, col=3)
         fig.update_yaxes(title_text=LOSS, row=r, col=3)
     left, right = fig.layout.xaxis.domain[0], fig.layout.xaxis2.domain[1]  # under the two heatmap columns
+    height, top, bottom = max(420, 480 * len(circuits)) + 90, 100, 160
+    below = -BELOW_AXIS_PX / (height - top - bottom)  # in the plot area's units, so it is the same px for any height
     fig.update_layout(
-        title=title, height=max(420, 480 * len(circuits)), width=1300,
+        title=title, height=height, width=1300, margin=dict(t=top, b=bottom),
         coloraxis=dict(colorscale="Viridis", cmin=min(values, default=0), cmax=max(values, default=1),
                        colorbar=dict(title=dict(text=LOSS, side="top"), orientation="h", thickness=12,
-                                     x=(left + right) / 2, xanchor="center", len=right - left, y=-0.06, yanchor="top")),
-        legend=dict(orientation="h", x=fig.layout.xaxis3.domain[0], y=-0.06, yanchor="top"),
+                                     x=(left + right) / 2, xanchor="center", len=right - left, y=below, yanchor="top")),
+        legend=dict(orientation="h", x=fig.layout.xaxis3.domain[0], y=below, yanchor="top"),
     )
     return fig

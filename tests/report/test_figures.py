@@ -262,6 +262,33 @@ def test_a_one_task_heatmaps_subtitle_fits_the_figure(circuits, tmp_path):
     assert unwrapped["right"] > unwrapped["width"], unwrapped  # the measure sees a clipped line
 
 
+BOXES = """<script>window.addEventListener("load", () => setTimeout(() => {
+  const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+  const titles = [...document.querySelectorAll("g[class^='g-x']")].filter(e => /^g-x\\d*title$/.test(e.getAttribute("class")));
+  const out = document.createElement("pre");
+  out.id = "measure";
+  out.textContent = JSON.stringify({titles: titles.map(box).filter(b => b[2] > b[0]), svg: box(document.querySelector(".main-svg")),
+                                    legend: box(document.querySelector(".legend")), bar: box(document.querySelector(".colorbar"))});
+  document.body.appendChild(out);
+}, 300));</script>"""
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium not installed")
+@pytest.mark.parametrize("n", [1, 3])
+def test_the_overviews_legend_and_colour_bar_sit_under_the_axis_titles(circuits, tmp_path, n):
+    """With one task (the notebook's figure) the legend lay over the curves' x-axis title, the colour bar over the
+    heatmaps'; measured as Chromium draws them: no overlap, all inside the figure."""
+    from circuitlab.report.overview import overview
+
+    html, _ = report.write_figures({"o": overview(circuits[:n])}, tmp_path, png=False)
+    html.write_text(html.read_text().replace("</body>", BOXES + "</body>"))
+    m = json.loads(re.search(r'<pre id="measure">(.*?)</pre>', rendered(html)).group(1))
+    assert len(m["titles"]) == 3  # the bottom row's three x-axis titles
+    for below in (m["legend"], m["bar"]):
+        assert all(below[1] >= title[3] or below[2] <= title[0] or below[0] >= title[2] for title in m["titles"])
+        assert below[3] <= m["svg"][3]
+
+
 @pytest.mark.skipif(not report.png_available(), reason="Chromium not installed: kaleido cannot render PNG")
 def test_write_figures_png(circuits, tmp_path):
     figs = {"patterns": report.circuit_patterns(circuits), "curves": report.loss_curves(circuits)}
