@@ -137,6 +137,9 @@ CASES = [
     (["compare", "{in}/tiny.json", "{in}/other_weights.json", "--out", "{out}/cmp"], "fingerprint"),
     # stats
     (["stats", "--a", "{in}/missing", "--b", "{in}/missing"], "not found"),
+    (["study", "plan", "{in}/missing.toml"], "study spec not found"),
+    (["study", "run", "{in}/tiny.json"], "malformed study spec"),
+    (["study", "analyze", "{in}/missing.toml", "--engine", "slurm"], "invalid choice: 'slurm'"),
     (["stats", "--a", "{in}/tiny.json", "--b", "{in}/tiny.json"], "not a circuitlab finetune result.json"),
     (["stats", "--a", "{in}/tiny.json", "--b", "{in}/tiny.json", "--bootstrap", "5"], "--bootstrap must be at least"),
     (["stats", "--a", "{in}/tiny.json", "--b", "{in}/tiny.json", "--measure", "f1"], "invalid choice: 'f1'"),
