@@ -73,3 +73,37 @@ def test_the_readmes_reproduce_line_is_the_one_that_made_the_committed_figures()
     figures = (REPO / "figures" / "smollm2-135m" / "README.md").read_text()
     recorded = re.search(r"```\n(circuitlab reproduce .*?)\n```", figures, flags=re.S).group(1).strip()
     assert line == recorded
+
+
+def documented_commands() -> list[tuple[str, str]]:
+    """(file, command line) of every `circuitlab ...` line in a shell block of README.md and docs/*.md (`python -m`,
+    torchrun's and accelerate's `-m circuitlab` too), continuation lines joined and comments dropped; a line with
+    `...` is a sketch of a command, and `lm-eval` hands its options to lm_eval's own parser."""
+    found = []
+    for path in [README, *sorted((REPO / "docs").glob("*.md"))]:
+        for lang, body in re.findall(r"```(\w*)\n(.*?)```", path.read_text(), flags=re.S):
+            if lang not in ("", "bash", "sh", "console"):
+                continue
+            for line in body.replace("\\\n", " ").splitlines():
+                m = re.match(r"^\s*(?:python -m |torchrun .*?-m |accelerate launch .*?-m )?circuitlab (.*)$", line)
+                if m and "..." not in line and not m.group(1).startswith("lm-eval "):
+                    found.append((path.name, re.sub(r"\s+#.*$", "", m.group(1))))
+    return found
+
+
+def test_every_documented_command_parses():
+    """Its command, options and choices exist as written (the values are the reader's: DIR, RUN, ...)."""
+    import shlex
+
+    from circuitlab.cli import build_parser
+    from circuitlab.core.errors import CircuitlabError
+
+    commands = documented_commands()
+    assert len(commands) > 40
+    wrong = []
+    for name, command in commands:
+        try:
+            build_parser().parse_args(shlex.split(command))
+        except CircuitlabError as e:
+            wrong.append(f"{name}: circuitlab {command}: {e}")
+    assert not wrong, "\n".join(wrong)
