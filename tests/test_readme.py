@@ -107,3 +107,26 @@ def test_every_documented_command_parses():
         except CircuitlabError as e:
             wrong.append(f"{name}: circuitlab {command}: {e}")
     assert not wrong, "\n".join(wrong)
+
+
+def test_every_documented_python_block_compiles_and_names_what_exists():
+    """Each ```python block of README.md and docs/*.md is valid Python, and every circuitlab name it imports (or
+    uses as `cl.NAME`) exists, so a renamed function cannot leave the docs behind."""
+    import ast
+    import importlib.util
+
+    import circuitlab
+
+    missing, blocks = [], 0
+    for path in [README, *sorted((REPO / "docs").glob("*.md"))]:
+        for body in re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S):
+            blocks += 1
+            for node in ast.walk(ast.parse(body, filename=path.name)):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("circuitlab"):
+                    module = importlib.import_module(node.module)
+                    missing += [f"{path.name}: {node.module}.{a.name}" for a in node.names
+                                if not hasattr(module, a.name)
+                                and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
+                elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "cl":
+                    missing += [f"{path.name}: cl.{node.attr}"] if not hasattr(circuitlab, node.attr) else []
+    assert blocks >= 3 and not missing, missing

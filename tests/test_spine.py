@@ -122,7 +122,8 @@ def test_the_module_map_lists_every_module_and_no_other():
     mapped = mapped_modules((REPO / "docs" / "development.md").read_text())
     actual = modules(PACKAGE)
     assert not actual - mapped, f"modules missing from docs/development.md's map: {sorted(actual - mapped)}"
-    stale = {m for m in mapped - actual if not m.endswith(".__init__") or not (REPO / (m.replace(".", "/") + ".py")).is_file()}
+    stale = {m for m in mapped - actual
+             if not m.endswith(".__init__") or not (REPO / (m.replace(".", "/") + ".py")).is_file()}
     assert not stale, f"docs/development.md's map names modules that do not exist: {sorted(stale)}"
 
 
