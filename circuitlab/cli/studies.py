@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+from contextlib import nullcontext
 
 from circuitlab.cli.options import (
     MODEL_FIELDS, add_data_dir_option, add_figure_options, add_model_options, add_progress_option, add_settings, build,
     figure_options, name_flags, note,
 )
+from circuitlab.core.io import check_writable, output_lock
 from circuitlab.core.processes import launched_main
 from circuitlab.edges.config import EdgesConfig
 from circuitlab.models.config import ModelConfig
@@ -29,13 +31,22 @@ def add_reproduce(sub) -> None:
                                                           "circuits in --out (after an upgrade); no model is loaded")
 
 
+def one_writer(out: str, writes: bool = True):
+    """The lock on a study's --out directory, held for the whole command (its figures, tables, README and
+    track.json are written by one process at a time; each circuit or step file also has a lock of its own). Taken
+    after --out is checked, and leaving nothing when the command is refused (the directories it made go with it).
+    `writes`: False in the processes of a torchrun run that do not write."""
+    return output_lock(check_writable(out, "dir")) if writes else nullcontext()
+
+
 def run_reproduce(args) -> None:
     from circuitlab.studies.jobs import reproduce
 
     log = print if launched_main() else (lambda line: None)
-    result = reproduce(build(ModelConfig, args), args.tasks, args.data_dir, args.out, build(ReproduceConfig, args),
-                       command=command_line(args), progress=launched_main(), log=log, redraw=args.redraw,
-                       **figure_options(args))
+    with one_writer(args.out, launched_main()):
+        result = reproduce(build(ModelConfig, args), args.tasks, args.data_dir, args.out, build(ReproduceConfig, args),
+                           command=command_line(args), progress=launched_main(), log=log, redraw=args.redraw,
+                           **figure_options(args))
     log(f"wrote {len(result.figures)} figure files and {result.readme}")
 
 
@@ -78,9 +89,10 @@ def add_track(sub) -> None:
 def run_track(args) -> None:
     from circuitlab.studies.jobs import track
 
-    result = track(args.run, args.out, model=build(ModelConfig, args), pairs_file=args.pairs, split=args.split,
-                   max_pairs=args.max_pairs, config=build(EdgesConfig, args), heads=args.heads, data_dir=args.data_dir,
-                   progress=not args.no_progress, log=note, **figure_options(args))
+    with one_writer(args.out):
+        result = track(args.run, args.out, model=build(ModelConfig, args), pairs_file=args.pairs, split=args.split,
+                       max_pairs=args.max_pairs, config=build(EdgesConfig, args), heads=args.heads,
+                       data_dir=args.data_dir, progress=not args.no_progress, log=note, **figure_options(args))
     for c in result.vs_start:
         heads = "" if c.head_jaccard is None else f", heads {c.head_jaccard:.3f}"
         print(f"step {c.after} vs start: node Jaccard {c.node_jaccard:.3f}, edge Jaccard {c.edge_jaccard:.3f}{heads}; "

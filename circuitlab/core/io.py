@@ -283,26 +283,34 @@ class OutputLock:
     finds its result (reused when made from the same settings, refused in one line when not), so two
     processes never write one output at once and identical jobs do the work once. Reentrant in a process
     (a job inside a study locks the path its study locked). The lock file is removed on release: filelock
-    opens it anew on every try and checks that the inode it locked is still linked."""
+    opens it anew on every try and checks that the inode it locked is still linked. So are the directories
+    taking the lock created, when they are still empty: a job that fails before its first write leaves nothing."""
 
     def __init__(self, target: str | Path):
-        self.target, self.path, self._lock = Path(target), lock_path(target), None
+        self.target, self.path, self._lock, self._made = Path(target), lock_path(target), None, []
 
     def acquire(self) -> "OutputLock":
         if self._lock is not None:
             return self
         from filelock import FileLock, Timeout
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        parent = self.path.parent
+        self._made = [p for p in (parent, *parent.parents) if not p.exists()]  # deepest first
         lock = FileLock(str(self.path), is_singleton=True)
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            import sys
+        waited = False
+        while True:
+            parent.mkdir(parents=True, exist_ok=True)
+            try:
+                lock.acquire(timeout=0 if not waited else -1)
+                break
+            except FileNotFoundError:  # the holder removed the empty directory it had made: make it again
+                continue
+            except Timeout:
+                import sys
 
-            sys.stderr.write(f"circuitlab: {self.target} is being written by another process; waiting for it\n")
-            sys.stderr.flush()
-            lock.acquire()
+                sys.stderr.write(f"circuitlab: {self.target} is being written by another process; waiting for it\n")
+                sys.stderr.flush()
+                waited = True
         self._lock = lock
         return self
 
@@ -312,6 +320,11 @@ class OutputLock:
             return
         if lock.lock_counter == 1:  # the last hold in this process: nothing of ours stays beside the output
             self.path.unlink(missing_ok=True)
+            for d in self._made:  # still locked: a waiting process that finds its directory gone makes it again
+                try:
+                    d.rmdir()
+                except OSError:  # not empty (the job wrote there, or another process waits in it)
+                    break
         lock.release()
 
     def __enter__(self) -> "OutputLock":

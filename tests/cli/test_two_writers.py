@@ -104,3 +104,69 @@ def test_merge(tmp_path):
                                                                                "--out", out], out)
     assert code == 2 and err.count("\n") == 1 and "already exists and is not empty" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "merged"]
+
+
+def test_eval(tmp_path, data_dir):
+    out = tmp_path / "r.json"
+    argv = ["eval", "--model", "tiny-llama", "--task", "capitals", "--limit", "2", "--data-dir", data_dir,
+            "--out", out]
+    code, stdout, err = two_writers(argv, argv, out)
+    assert code == 0 and "evaluated already with these settings, reused" in err, err
+    other = tmp_path / "s.json"
+    code, _, err = two_writers(argv[:-1] + [other], argv[:-2] + ["--limit", "3", "--out", other], other)
+    assert code == 2 and err.count("\n") == 1 and "made with other settings (differs in: docs)" in err, err
+    assert json.loads(other.read_text())["n_docs"] == 2  # the first's, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "s.json"]
+
+
+def tiny_run_with_checkpoints(tmp_path) -> Path:
+    from circuitlab.finetune import RunOptions, finetune
+    from circuitlab.models.plain import load_plain
+    from tests.finetune.common import cfg
+
+    run = tmp_path / "run"
+    finetune(load_plain("tiny-llama"), cfg(method="lora", max_train=2, batch_size=2, epochs=1, eval_limit=2),
+             run, progress=False, options=RunOptions(save_every=1))
+    return run
+
+
+def test_track(tmp_path):
+    """The whole --out directory is locked (track.json and the figures too, not only each step's files)."""
+    run = tiny_run_with_checkpoints(tmp_path)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"clean": "12 + 5 =", "corrupted": "12 - 5 =", "answer": " 17"}\n'
+                     '{"clean": "31 + 40 =", "corrupted": "31 - 40 =", "answer": " 71"}\n')
+    out = tmp_path / "t"
+    argv = ["track", run, "--pairs", pairs, "--method", "eap", "--batch-size", "2", "--top-n", "12", "--no-png",
+            "--no-progress", "--out", out]
+    code, stdout, err = two_writers(argv, argv, out)
+    assert code == 0 and "step-0: reused step-0.json" in err, err
+    made = {p.name: p.read_bytes() for p in out.glob("step-*")}
+    code, _, err = two_writers(argv, argv[:-2] + ["--top-n", "5", "--out", out], out)
+    assert code == 2 and err.count("\n") == 1 and "made with other settings (differs in: settings)" in err, err
+    assert {p.name: p.read_bytes() for p in out.glob("step-*")} == made
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith((".lock", ".tmp", ".partial"))]
+
+
+def test_reproduce_and_held_out(tmp_path, data_dir):
+    out = tmp_path / "r"
+    argv = ["reproduce", "--model", "tiny-llama", "--tasks", "capitals", "--data-dir", data_dir, "--samples", "3",
+            "--heads-per-layer", "1", "--max-docs", "16", "--all-docs", "4", "--seeds", "0,1", "--no-png",
+            "--out", out]
+    code, stdout, err = two_writers(argv, argv, out)
+    assert code == 0 and "capitals: done already" in stdout, (stdout, err)
+    circuit = out / "circuits" / "capitals.json"
+    made = circuit.read_bytes()
+    code, _, err = two_writers(argv, argv[:-2] + ["--samples", "4", "--out", out], out)
+    assert code == 2 and err.count("\n") == 1 and "made with other settings (differs in: samples)" in err, err
+    assert circuit.read_bytes() == made
+    held = tmp_path / "h"
+    argv = ["held-out", circuit, "--data-dir", data_dir, "--docs", "2", "--out", held]
+    code, _, err = two_writers(argv, argv, held / "capitals.json")
+    assert code == 0 and "capitals: reused" in err, err
+    other = tmp_path / "h2"
+    code, _, err = two_writers(argv[:-1] + [other], argv[:-4] + ["--docs", "3", "--out", other],
+                               other / "capitals.json")
+    assert code == 2 and err.count("\n") == 1 and "made with other settings (differs in: docs)" in err, err
+    assert len(json.loads((other / "capitals.json").read_text())["doc_indices"]) == 2  # the first's, whole
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith((".lock", ".tmp", ".partial"))]
