@@ -238,29 +238,25 @@ def test_a_refused_pickle_in_a_checkpoint_is_one_line(tmp_path):
 
 
 FIGURES = (".html", ".js", ".png", ".csv", ".md")  # redrawn whole by every run (and an HTML figure's element ids
-# are random): crashes while they are written are covered as file writes; their bytes are not compared
+# are random): crashes while they are written are tried too, but their bytes are not compared
 
 
-def check_distinct_boundaries(job, tmp_path, monkeypatch) -> list[str]:
-    """`check_every_boundary` for the long studies: a crash at the first boundary of each distinct name (the kinds
-    of state a crash can leave; per-step repeats of the same kind are left out), the results' JSON and
-    safetensors compared."""
+def check_every_study_boundary(job, tmp_path, monkeypatch) -> list[str]:
+    """`check_every_boundary` for the studies that draw figures: a crash at every boundary (the figures', tables'
+    and README's writes too), the results' JSON and safetensors compared, and nothing left of the crashed write."""
     names = boundaries_of(job, tmp_path / "straight", monkeypatch)
     keep = lambda files: {k: v for k, v in files.items() if not k.endswith(FIGURES)}  # noqa: E731
     expected = keep(snapshot(tmp_path / "straight"))
-    firsts = {}
+    drawn = sorted(p.relative_to(tmp_path / "straight") for p in (tmp_path / "straight").rglob("*"))
     for k, name in enumerate(names, 1):
-        if not name.endswith(FIGURES):
-            firsts.setdefault(name, k)
-    for name, k in firsts.items():
         root = tmp_path / f"crash{k}"
         assert crash_then_rerun(job, root, k, monkeypatch) == name
         got = keep(snapshot(root))
         assert sorted(got) == sorted(expected), f"crash at {name!r}"
         for rel in expected:
             assert got[rel] == expected[rel], f"crash at {name!r}: {rel} differs"
-        assert not [p for p in root.rglob("*") if io.LEFTOVER.search(p.name) or p.name.endswith(".lock")]
-    return list(firsts)
+        assert sorted(p.relative_to(root) for p in root.rglob("*")) == drawn, f"crash at {name!r}"  # no leftover
+    return names
 
 
 def test_track(tmp_path, monkeypatch):
@@ -277,10 +273,11 @@ def test_track(tmp_path, monkeypatch):
     pairs.write_text("".join(json.dumps({"clean": f"{a} + {b} =", "corrupted": f"{a} - {b} =", "answer": f" {a + b}"})
                              + "\n" for a, b in ((12, 5), (31, 40))))
     config = EdgesConfig(method="eap", batch_size=2, top_n=12)
-    names = check_distinct_boundaries(
+    names = check_every_study_boundary(
         lambda root: track(run, root / "t", pairs_file=pairs, config=config, png=False, progress=False,
                            log=lambda s: None), tmp_path / "track", monkeypatch)
     assert "file renamed: state.json" in names and "file renamed: track.json" in names
+    assert any(n.endswith(".html") for n in names)
 
 
 def test_reproduce(tmp_path, monkeypatch, data_dir):
@@ -290,7 +287,12 @@ def test_reproduce(tmp_path, monkeypatch, data_dir):
 
     model = load_model("tiny-llama")
     config = ReproduceConfig(samples=3, heads_per_layer=1, max_docs=16, all_docs=4, random_seeds=(0, 1))
-    names = check_distinct_boundaries(
-        lambda root: reproduce(model, ["capitals"], data_dir, root / "r", config, png=False, progress=False,
-                               log=lambda s: None), tmp_path, monkeypatch)
+
+    def job(root):  # a cache of its own (the docs' scores): every run writes it, and a crash while it does is tried
+        monkeypatch.setenv("CIRCUITLAB_CACHE", str(root / "cache"))
+        reproduce(model, ["capitals"], data_dir, root / "r", config, png=False, progress=False, log=lambda s: None)
+
+    names = check_every_study_boundary(job, tmp_path, monkeypatch)
     assert "result written, partial state not removed: capitals.json" in names
+    assert any(n.startswith("file renamed: capitals-") and n.endswith(".v2.json") for n in names)  # the cache
+    assert "file renamed: README.md" in names and any(n.endswith(".html") for n in names)
