@@ -45,8 +45,9 @@ MADE = ["r.json", "circuits/sst2.json", "circuits/capitals.json", "figs/fig5_lay
 REUSED = ["r.json", "circuits/sst2.json", "circuits/capitals.json", "runs/sst2/result.json", "edges/add_sub.json"]
 
 
-@pytest.mark.parametrize("model", [os.environ.get(SWITCH, "tiny-llama"),
-                                   pytest.param(MODEL, marks=pytest.mark.smollm2)])
+@pytest.mark.parametrize("model", [os.environ.get(SWITCH, "tiny-llama"), pytest.param(MODEL, marks=[
+    pytest.mark.smollm2, pytest.mark.skipif(not os.environ.get("CIRCUITLAB_README_SMOLLM2"),
+                                            reason="the smollm2 tour is opt-in: CIRCUITLAB_README_SMOLLM2=1")])])
 def test_the_readme_tours_run_as_written(model, data_dir, tmp_path):
     readme = README.read_text()
     env = environment(data_dir)
