@@ -98,7 +98,7 @@ def test_writes_every_task_and_lm_eval_indexes_them(capsys, data_dir, tmp_path):
     manager = lm_eval_tasks.TaskManager(include_path=str(tmp_path / "t"), include_defaults=False)
     assert names <= set(manager.all_tasks) and "circuitlab" in manager.all_tasks
     # data from the data directory, the packaged task's rows beside the YAMLs
-    assert str(data_dir / "siqa" / "validation.jsonl") in (tmp_path / "t" / "circuitlab_siqa.yaml").read_text()
+    assert str(data_dir.resolve() / "siqa" / "validation.jsonl") in (tmp_path / "t" / "circuitlab_siqa.yaml").read_text()
     rows = [json.loads(x) for x in (tmp_path / "t" / "data" / "capitals" / "validation.jsonl").read_text().splitlines()]
     assert len(rows) == len(load_docs("capitals", "validation"))
     # a rerun replaces the files and keeps what else is in the directory
