@@ -68,3 +68,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+# what a run records of its own work (durations, steps replayed, FLOPs done here): differs run to run
+DURATIONS = {"seconds", "locate_s", "elapsed_s", "timings", "train_runtime", "resumed_steps", "engine_flops"}
+
+
+def without_durations(obj):
+    """A JSON result without what differs from run to run of the same job (`DURATIONS`), at any depth."""
+    if isinstance(obj, dict):
+        return {k: without_durations(v) for k, v in obj.items() if k not in DURATIONS}
+    if isinstance(obj, list):
+        return [without_durations(v) for v in obj]
+    return obj
+
+
+def crash_hook(k: int, seen: list):
+    """A `circuitlab.core.io.fault_hook` that records each write boundary in `seen` and crashes at the k-th."""
+    from circuitlab.core import io
+
+    def hook(name):
+        seen.append(name)
+        if len(seen) == k:
+            raise io.Crash(name)
+
+    return hook

@@ -13,20 +13,9 @@ import torch
 
 from circuitlab.core import io
 from circuitlab.core.errors import CircuitlabError
-from tests.helpers import SAMPLES
+from tests.helpers import SAMPLES, crash_hook, without_durations
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-# what a run records of its own work (durations, steps replayed, FLOPs done here): differs run to run
-DURATIONS = {"seconds", "locate_s", "elapsed_s", "timings", "train_runtime", "resumed_steps", "engine_flops"}
-
-
-def without_durations(obj):
-    if isinstance(obj, dict):
-        return {k: without_durations(v) for k, v in obj.items() if k not in DURATIONS}
-    if isinstance(obj, list):
-        return [without_durations(v) for v in obj]
-    return obj
 
 
 def snapshot(root: Path) -> dict[str, object]:
@@ -53,13 +42,7 @@ def crash_then_rerun(job, root: Path, k: int, monkeypatch, finished: str | None 
     `finished`: what a command that writes a new directory says when the crash came after it was in place (the
     rerun refuses in one line; the files must still be the uninterrupted run's)."""
     seen = []
-
-    def hook(name):
-        seen.append(name)
-        if len(seen) == k:
-            raise io.Crash(name)
-
-    monkeypatch.setattr(io, "fault_hook", hook)
+    monkeypatch.setattr(io, "fault_hook", crash_hook(k, seen))
     with pytest.raises(io.Crash):
         job(root)
     monkeypatch.setattr(io, "fault_hook", None)

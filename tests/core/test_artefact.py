@@ -14,6 +14,7 @@ from circuitlab.core import io
 from circuitlab.core.artefact import STATE, TENSORS, Artefact
 from circuitlab.core.errors import CircuitlabError
 from tests.core.sum_job import N_STEPS, run, step_tensor
+from tests.helpers import crash_hook
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = sum(step_tensor(i) for i in range(N_STEPS)).tolist()  # computed here, not by the job
@@ -22,13 +23,7 @@ EXPECTED = sum(step_tensor(i) for i in range(N_STEPS)).tolist()  # computed here
 def crash_at(monkeypatch, k: int) -> list[str]:
     """Make the k-th write boundary (1-based) crash; returns the boundaries passed, the crashing one last."""
     seen = []
-
-    def hook(name):
-        seen.append(name)
-        if len(seen) == k:
-            raise io.Crash(name)
-
-    monkeypatch.setattr(io, "fault_hook", hook)
+    monkeypatch.setattr(io, "fault_hook", crash_hook(k, seen))
     return seen
 
 

@@ -10,22 +10,13 @@ import pytest
 from circuitlab.core.errors import CircuitlabError
 from circuitlab.studies import study
 from circuitlab.studies.engine import KILL
+from tests.helpers import without_durations
 
 TINY = Path(__file__).with_name("tiny.toml")
-TIMINGS = {"seconds", "timings", "locate_s", "select_samples_s"}
-
-
-def without_timings(obj):
-    if isinstance(obj, dict):
-        return {k: without_timings(v) for k, v in obj.items() if k not in TIMINGS}
-    if isinstance(obj, list):
-        return [without_timings(v) for v in obj]
-    return obj
-
 
 def results(root: Path) -> dict:
     """Every JSON result of the study, by its path, without the wall-clock times it records."""
-    return {p.relative_to(root).as_posix(): without_timings(json.loads(p.read_text()))
+    return {p.relative_to(root).as_posix(): without_durations(json.loads(p.read_text()))
             for p in sorted((root / "runs").rglob("*.json"))}
 
 
