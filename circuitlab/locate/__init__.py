@@ -8,6 +8,7 @@
 - `packing`, `blocks`, `flops`, `engine`: the `Engine`, the same answers at a fraction of the cost.
 - `strategies/`: one file per algorithm, one registry.
 - `steps`: typed step keys, the memo that makes runs resumable, progress units.
+- `resolved`: `ResolvedRun`, the protocol, plan and model identity resolved once and handed down.
 - `run`: `locate()` and `locate_to(path)`; `job`: `locate_task`, samples selected then located.
 """
 

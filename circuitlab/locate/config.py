@@ -118,13 +118,18 @@ class LocateConfig:
             raise ConfigError("layers", f"{first}-{last} out of range: the model has layers 0-{L - 1}")
         if self.prescreen is not None and not n <= self.prescreen <= H:
             raise ConfigError("prescreen", f"{self.prescreen} must be between n={n} and the {H} heads per layer")
-        exclude = HeadMask()
-        if self.circuit is not None and self.method.needs_circuit:
-            self.circuit.validate(model or ModelIdentity(None, dims))
-            exclude = self.circuit.mask
-            short = [la for la in range(first, last + 1) if H - len(exclude.at(la)) < n]
-            if short:
-                raise ConfigError("n_per_layer", f"{n} out of range: layer {short[0]} has only "
-                                                 f"{H - len(exclude.at(short[0]))} heads outside the circuit")
+        exclude = self.excluded(model or ModelIdentity(None, dims))
+        short = [la for la in range(first, last + 1) if H - len(exclude.at(la)) < n]
+        if short:
+            raise ConfigError("n_per_layer", f"{n} out of range: layer {short[0]} has only "
+                                             f"{H - len(exclude.at(short[0]))} heads outside the circuit")
         screen = self.prescreen if self.prescreen is not None and self.prescreen < H else None
         return Plan(list(range(first, last + 1)), H, n, screen, self.seeds, exclude)
+
+    def excluded(self, model: ModelIdentity) -> HeadMask:
+        """The heads never drawn: `redundant`'s circuit, refused when it was located on another model than `model`
+        (its dimensions; its weights too where `model` has a fingerprint, as a loaded model's identity has)."""
+        if self.circuit is None or not self.method.needs_circuit:
+            return HeadMask()
+        self.circuit.validate(model)
+        return self.circuit.mask

@@ -69,9 +69,19 @@ def set_loss(per_sample: Sequence[float], n_tokens: Sequence[int] | None = None)
     return math.fsum(m * n for m, n in zip(per_sample, n_tokens)) / sum(n_tokens)
 
 
-def loss_weights(encoded: Sequence[Encoded], protocol: str | Protocol) -> tuple[list[int] | None, list[float]]:
+def encode_set(model, samples: list[Sample] | list[Encoded], protocol: str | Protocol
+               ) -> tuple[list[Encoded], list[int] | None, list[float]]:
+    """What an evaluator reads of a sample set under `protocol` (its name is resolved here, the evaluators'
+    one entrance; a run hands the object): the samples encoded (the target EOS-ended or not) and how their
+    losses make the set's loss (`loss_weights`)."""
+    rules = get_protocol(protocol)
+    encoded = encode_samples(model, samples, eos=rules.locate_target_eos)
+    return (encoded, *loss_weights(encoded, rules))
+
+
+def loss_weights(encoded: Sequence[Encoded], protocol: Protocol) -> tuple[list[int] | None, list[float]]:
     """(the `n_tokens` argument of `set_loss`, each sample's weight in the set's loss) under `protocol`."""
-    if get_protocol(protocol).locate_loss == "token_mean":
+    if protocol.locate_loss == "token_mean":
         n_tokens = [len(e.targets) for e in encoded]
         return n_tokens, [n / sum(n_tokens) for n in n_tokens]
     return None, [1 / len(encoded)] * len(encoded)

@@ -32,9 +32,9 @@ from circuitlab.locate.evaluator import check_request
 from circuitlab.core.processes import Shard, merged, share
 from circuitlab.locate.flops import FlopCount
 from circuitlab.locate.packing import Pack, pack
-from circuitlab.locate.encoding import encode_samples, loss_weights, set_loss
+from circuitlab.locate.encoding import encode_set, set_loss
 from circuitlab.locate.masking import ablate_heads_hook, hook_z_name, keep_matrix
-from circuitlab.core.protocol import DEFAULT_PROTOCOL, Protocol, get_protocol
+from circuitlab.core.protocol import DEFAULT_PROTOCOL, Protocol
 
 T = TypeVar("T")
 
@@ -77,8 +77,8 @@ class Engine:
                  ablation: Ablation | None = None):
         self.model = model
         self.ablation = ablation or Ablation()
-        self.encoded = encode_samples(model, samples, eos=get_protocol(protocol).locate_target_eos)
-        self.n_tokens, self.weights = loss_weights(self.encoded, protocol)  # how sample NLLs make a set's loss
+        # the samples as the model reads them, and how their NLLs make a set's loss
+        self.encoded, self.n_tokens, self.weights = encode_set(model, samples, protocol)
         self.n_samples = len(samples)
         self.lengths = [len(e.ids) for e in self.encoded]
         self.max_batch_tokens = batch_tokens(model, max_batch_tokens, max(self.lengths))

@@ -15,9 +15,9 @@ import torch
 from circuitlab.circuits.circuit import Sample
 from circuitlab.circuits.heads import HeadMask
 from circuitlab.locate.ablation import Ablation
-from circuitlab.locate.encoding import encode_samples, loss_weights, set_loss
+from circuitlab.locate.encoding import encode_set, set_loss
 from circuitlab.locate.masking import masked_logits
-from circuitlab.core.protocol import DEFAULT_PROTOCOL, Protocol as ProtocolRules, get_protocol
+from circuitlab.core.protocol import DEFAULT_PROTOCOL, Protocol as ProtocolRules
 from circuitlab.evaluate.scoring import pad_batch
 
 
@@ -40,8 +40,7 @@ class PlainEvaluator:
                  ablation: Ablation | None = None):
         self.model = model
         self.ablation = ablation or Ablation()
-        self.encoded = encode_samples(model, samples, eos=get_protocol(protocol).locate_target_eos)
-        self.n_tokens, _ = loss_weights(self.encoded, protocol)
+        self.encoded, self.n_tokens, _ = encode_set(model, samples, protocol)
         self.n_samples = len(samples)
         self.batch_size = batch_size or self.n_samples
         self.on_rows = on_rows or (lambda n: None)

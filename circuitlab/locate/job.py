@@ -5,8 +5,10 @@
 
 Everything that can be checked without the weights is checked first (`LocateInputs.read`): the task and the docs
 samples are selected from (or a samples file), what the ablation needs, the output path, and the config against
-the model's dimensions (from its config file alone). This module imports neither torch nor TransformerLens, so a
-bad input is refused at once; the rest (`circuitlab.locate.selection`) is imported only when every check passed.
+the model's dimensions (from its config file alone), which resolves the run (`ResolvedRun`: the protocol and the
+plan, handed on as values; the model's identity is added once it loads). This module imports neither torch nor
+TransformerLens, so a bad input is refused at once; the rest (`circuitlab.locate.selection`) is imported only when
+every check passed.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from circuitlab.core.errors import CircuitlabError
 from circuitlab.core.io import check_writable
 from circuitlab.locate.config import LocateConfig
 from circuitlab.locate.reference import check_ablation_input
+from circuitlab.locate.resolved import ResolvedRun
 from circuitlab.locate.samples import SampleConfig, read_samples_file, samples_task
 from circuitlab.models.config import ModelConfig
 from circuitlab.models.dims import model_dims
-from circuitlab.models.identity import ModelIdentity
 from circuitlab.tasks import Doc, Task, get_task, load_docs
 
 Log = Callable[[str], None]
@@ -39,6 +41,7 @@ class LocateInputs:
     info: TaskInfo | None  # what the samples file's samples are
     pool: list | None  # the mean ablation's reference pool
     out: Path
+    run: ResolvedRun | None = None  # the config resolved against the model's config file
 
     @classmethod
     def read(cls, model_name: str, task: str | Task | None, samples_file: str | Path | None, sampling: SampleConfig,
@@ -59,8 +62,7 @@ class LocateInputs:
         found.pool = check_ablation_input(config, found.samples or found.docs, found.task, sampling, data_dir)
         suffix = "" if config.strategy == "layer-conditioned" else f"__{config.strategy}"
         found.out = check_writable(out or f"circuits/{Path(model_name).name}__{name}{suffix}.json")
-        dims = model_dims(model_name)
-        config.plan(dims, ModelIdentity(model_name, dims))
+        found.run = ResolvedRun.before_load(config, model_dims(model_name), model_name)
         return found
 
 
@@ -78,4 +80,4 @@ def locate_task(model: object, task: str | Task | None = None, *, samples_file: 
     inputs = LocateInputs.read(name, task, samples_file, sampling, config, data_dir, out)
     from circuitlab.locate.selection import select_and_locate  # torch and TransformerLens: every check has passed
 
-    return select_and_locate(model, inputs, sampling, config, progress, log)
+    return select_and_locate(model, inputs, sampling, progress, log)

@@ -4,6 +4,10 @@
 by `run_identity` (the model's weights, the task and samples, every setting that decides the result). A rerun
 with the same identity returns the circuit already there, or continues an interrupted run from its partial
 state (`path.partial/`: every finished step, saved after each); another identity is refused in one line.
+
+Both take a `LocateConfig`, resolved at their entrance against the model (`ResolvedRun.of`), or a run resolved
+already (how `locate_task` calls `locate_to`, and `locate_to` the strategy): the protocol, the plan and the model's
+identity are then read, never resolved or hashed again.
 """
 
 from __future__ import annotations
@@ -19,12 +23,12 @@ from circuitlab.circuits.circuit import Circuit, ExcludedCircuit, LocateRun, Mod
 from circuitlab.core.artefact import Artefact
 from circuitlab.core.errors import CircuitlabError
 from circuitlab.core.processes import Shard
-from circuitlab.core.protocol import get_protocol
 from circuitlab.core.provenance import package_versions
 from circuitlab.locate.ablation import Ablation
 from circuitlab.locate.config import LocateConfig
 from circuitlab.locate.engine import Engine
 from circuitlab.locate.evaluator import PlainEvaluator
+from circuitlab.locate.resolved import ResolvedRun
 from circuitlab.locate.samples import samples_fingerprint
 from circuitlab.locate.steps import Memo, Step, candidates_bar
 
@@ -51,7 +55,7 @@ def run_identity(model, info: ModelInfo, task: TaskInfo, samples: list[Sample], 
 def locate(
     model,
     samples: list[Sample],
-    config: LocateConfig | None = None,
+    config: LocateConfig | ResolvedRun | None = None,
     task: TaskInfo | None = None,
     progress: bool = True,
     on_step: Callable[[Step], None] | None = None,
@@ -59,17 +63,22 @@ def locate(
 ) -> Circuit:
     """Run one strategy and return the circuit with its numbers. With `state` (how `locate_to` calls it),
     every finished step is saved as its partial state, and a run interrupted before continues from there."""
-    config = config or LocateConfig()
-    info = ModelInfo.of(model)
-    plan = config.plan(model.dims, info.identity())
+    run = ResolvedRun.of(model, config)
+    task = task or TaskInfo("custom", "samples", samples_fingerprint(samples), None)
+    return located(model, samples, run, task, run_identity(model, run.model, task, samples, run.config, run.plan),
+                   progress, on_step, state)
+
+
+def located(model, samples: list[Sample], run: ResolvedRun, task: TaskInfo, identity: dict, progress: bool = True,
+            on_step: Callable[[Step], None] | None = None, state: Artefact | None = None) -> Circuit:
+    """`locate` on a resolved run, whose `run_identity` (`identity`) its caller has made already."""
+    config, plan, info = run.config, run.plan, run.model
     if not samples:
         raise CircuitlabError("no samples to locate on")
-    task = task or TaskInfo("custom", "samples", samples_fingerprint(samples), None)
     strategy = config.method
-    identity = run_identity(model, info, task, samples, config, plan)
     shard = Shard.current()  # several processes share the work when torchrun started them
-    eos = get_protocol(config.protocol).locate_target_eos
-    ablation = Ablation.build(model, config.ablation, samples, config.reference_docs, eos, shard)
+    ablation = Ablation.build(model, config.ablation, samples, config.reference_docs, run.protocol.locate_target_eos,
+                              shard)
     resumed = state.resume() if state is not None else None
     done, elapsed = (resumed[0].get("done", {}), resumed[0].get("elapsed_s", 0.0)) if resumed else ({}, 0.0)
     start = time.perf_counter()
@@ -87,11 +96,11 @@ def locate(
 
     memo = Memo(done, save, on_start, on_step)
     on_rows = lambda rows: bar.update(rows / len(samples))  # noqa: E731
-    ev = (PlainEvaluator(model, samples, config.plain_batch_size, on_rows=on_rows, protocol=config.protocol,
+    ev = (PlainEvaluator(model, samples, config.plain_batch_size, on_rows=on_rows, protocol=run.protocol,
                          ablation=ablation)
           if config.plain
           else Engine(model, samples, config.max_batch_tokens, on_rows=on_rows, shard=shard, attention=config.attention,
-                      protocol=config.protocol, ablation=ablation))
+                      protocol=run.protocol, ablation=ablation))
     with bar:
         found = strategy.locate(ev, plan, memo)
     seconds = elapsed + time.perf_counter() - start
@@ -117,7 +126,7 @@ def locate_to(
     path: str | Path,
     model,
     samples: list[Sample],
-    config: LocateConfig | None = None,
+    config: LocateConfig | ResolvedRun | None = None,
     task: TaskInfo | None = None,
     progress: bool = True,
     on_step: Callable[[Step], None] | None = None,
@@ -130,18 +139,17 @@ def locate_to(
     removed. `identity`: what the circuit is recorded as made from (default: `run_identity`; `track` names a
     checkpoint by its adapter's bytes instead, known before the model loads). In a multi-process run the first
     process decides and writes; all return the same circuit."""
-    config = config or LocateConfig()
-    info = ModelInfo.of(model)
+    run = ResolvedRun.of(model, config)
     task = task or TaskInfo("custom", "samples", samples_fingerprint(samples), None)
     shard = Shard.current()
-    identity = identity or run_identity(model, info, task, samples, config, config.plan(model.dims, info.identity()))
-    artefact = Artefact(path, identity, "circuit", identity_of=made_from, writes=shard.is_main)
+    settings = run_identity(model, run.model, task, samples, run.config, run.plan)
+    artefact = Artefact(path, identity or settings, "circuit", identity_of=made_from, writes=shard.is_main)
     with artefact:  # the first process is the one writer of `path` until it is written
         done = shard.broadcast(artefact.finished(Circuit.load) if shard.is_main else None)
         if done is not None:
             log(f"{path}: located already with these settings, reused")
             return done
-        circuit = locate(model, samples, config, task, progress=progress, on_step=on_step, state=artefact)
+        circuit = located(model, samples, run, task, settings, progress=progress, on_step=on_step, state=artefact)
         circuit.run.made_from = artefact.identity
         if finish is not None:
             finish(circuit)
