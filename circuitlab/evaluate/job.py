@@ -1,8 +1,8 @@
 """A task's split scored, one library call:
 
-    the task, its docs, the adapter's files, the output path and the model's config checked -> the result at `out`
-    reused when it was made from the same identity (refused when made otherwise) -> load the model as a plain HF
-    model (with the adapter, when given) -> evaluate -> save
+    the task, its docs, the adapter (its files read once), the output path and the model's config checked -> the
+    result at `out` reused when it was made from the same identity (refused when made otherwise) -> load the model
+    as a plain HF model (with the adapter, from what was read) -> evaluate -> save
 
 This module imports no torch, so a bad input, a finished result and one made with other settings are all answered
 at once. Evaluation needs no hook, so it runs on the plain Hugging Face model, as lm-evaluation-harness does
@@ -18,7 +18,7 @@ from circuitlab.core.artefact import Artefact
 from circuitlab.core.io import check_writable
 from circuitlab.evaluate.config import EvalConfig
 from circuitlab.evaluate.results import EvalResult
-from circuitlab.headmap.dirs import adapter_dir, adapter_record, check_fits
+from circuitlab.headmap.dirs import AdapterDir
 from circuitlab.models.config import ModelConfig
 from circuitlab.models.dims import model_dims
 from circuitlab.tasks import Doc, Task, data_fingerprint, get_task, load_docs
@@ -34,30 +34,26 @@ def evaluate_task(model, task: Task | str, config: EvalConfig | None = None, dat
     task = get_task(task)
     split = config.split or task.eval_split
     docs = load_docs(task, split, data_dir, limit=config.limit)
-    if out is not None:
-        check_writable(out)
     name = getattr(model, "name", None) or (model.model if isinstance(model, ModelConfig) else model)
     dims = model.dims if hasattr(model, "hf_model") else model_dims(name)  # the model exists before anything loads
-    adapter = None
-    if config.adapter is not None:
-        check_fits(adapter_dir(config.adapter), dims, name)
-        adapter = adapter_record(config.adapter)
-    identity = eval_identity(model, name, task, split, docs, config, adapter)
+    adapter = AdapterDir.read(config.adapter) if config.adapter is not None else None  # its files read here, once
+    if adapter is not None:
+        adapter.check_fits(dims, name)
+    if out is not None:
+        check_writable(out)
+    record = adapter.record if adapter is not None else None  # kind, name, fingerprint
+    identity = eval_identity(model, name, task, split, docs, config, record)
     artefact = Artefact(out, identity, "evaluation") if out is not None else None
     done = artefact.finished(EvalResult.load) if artefact is not None else None
     if done is not None:
         log(f"{out}: evaluated already with these settings, reused")
         return done
     from circuitlab.evaluate.run import evaluate, with_adapter  # torch, PEFT: every check has passed
-    from circuitlab.headmap.adapter import check_peft_type
 
-    if config.adapter is not None:
-        check_peft_type(config.adapter)  # still before the weights load
-
-    with with_adapter(model, config.adapter) as adapted:
+    with with_adapter(model, adapter) as adapted:  # loaded from the record, no file of it parsed again
         result = evaluate(adapted, task, split=split, batch_size=config.batch_size, progress=progress, docs=docs,
                           protocol=config.protocol)
-    result.adapter, result.made_from = adapter, identity
+    result.adapter, result.made_from = record, identity
     if artefact is not None:
         artefact.commit(lambda: result.save(out))
     return result

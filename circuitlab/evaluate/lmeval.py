@@ -252,6 +252,7 @@ def run_lm_eval(argv: list[str]) -> None:
                               "pip install lm-eval") from None
 
     from circuitlab.headmap.adapter import check_peft_type
+    from circuitlab.headmap.dirs import AdapterDir
     from circuitlab.headmap.tuner import register
 
     for model in peft_args(argv, "pretrained"):  # before lm-eval starts (and, for a path, asks the hub for it)
@@ -264,7 +265,7 @@ def run_lm_eval(argv: list[str]) -> None:
     for adapter in peft_args(argv):
         check_local(adapter, "peft", "an adapter directory")
         if Path(adapter).is_dir():  # a local adapter directory: one line if it is not one PEFT loads
-            check_peft_type(adapter)
+            check_peft_type(AdapterDir.read(adapter))
     register()
     argv_before, sys.argv = sys.argv, ["lm_eval", *argv]
     try:

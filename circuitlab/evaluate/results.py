@@ -32,7 +32,7 @@ class EvalResult:
     seconds: float
     predictions: list[Prediction] = field(default_factory=list)
     protocol: str = DEFAULT_PROTOCOL  # results are comparable only when their protocols match
-    adapter: dict | None = None  # the adapter it ran with: kind, name, fingerprint (`headmap.dirs.adapter_record`)
+    adapter: dict | None = None  # the adapter it ran with: kind, name, fingerprint (`headmap.dirs.AdapterDir.record`)
     made_from: dict | None = None  # its identity (`evaluate.job.eval_identity`): what a rerun must match to reuse it
 
     def save(self, path: str | Path) -> Path:

@@ -14,13 +14,14 @@ from circuitlab.models.device import DEFAULT_DTYPE, DTYPES, cuda_available
 from circuitlab.models.names import EMBEDDED
 from circuitlab.core.protocol import DEFAULT_PROTOCOL, PROTOCOL_NAMES, Protocol, get_protocol
 from circuitlab.core.settings import check_settings, setting
+from circuitlab.headmap.variant import Variant
 from circuitlab.tasks.docs import SEPARATORS
 
 
 class Method(NamedTuple):
     """A fine-tuning method and everything the rest of circuitlab asks of it (never its name)."""
 
-    variant: str | None  # HeadMap variant: "mha" (Eq. 8) or "hs" (Eq. 7)
+    variant: Variant | None  # HeadMap's variant: MHA (Eq. 8) or HS (Eq. 7)
     tuner: str | None  # PEFT tuner: "lora" or "dora"
     label: str  # its row name in the Table-1-style table
     trains: bool = True  # False: the base model, evaluated zero-shot
@@ -34,19 +35,19 @@ class Method(NamedTuple):
     @property
     def mergeable(self) -> bool:
         """Whether its adapter folds into the model's weights (HeadMap-HS adds after the MLP: it cannot)."""
-        return self.variant != "hs"
+        return self.variant is None or self.variant.mergeable
 
 
 METHODS: dict[str, Method] = {
     "base": Method(None, None, "Base (zero-shot)", trains=False),
-    "headmap-mha": Method("mha", None, "HeadMap-MHA"),
-    "headmap-hs": Method("hs", None, "HeadMap-HS"),
+    "headmap-mha": Method(Variant.MHA, None, "HeadMap-MHA"),
+    "headmap-hs": Method(Variant.HS, None, "HeadMap-HS"),
     "lora": Method(None, "lora", "LoRA"),
     "dora": Method(None, "dora", "DoRA"),
-    "headmap-mha+lora": Method("mha", "lora", "HeadMap-MHA + LoRA (V,U,D)"),
-    "headmap-hs+lora": Method("hs", "lora", "HeadMap-HS + LoRA (V,U,D)"),
-    "headmap-mha+dora": Method("mha", "dora", "HeadMap-MHA + DoRA (V,U,D)"),
-    "headmap-hs+dora": Method("hs", "dora", "HeadMap-HS + DoRA (V,U,D)"),
+    "headmap-mha+lora": Method(Variant.MHA, "lora", "HeadMap-MHA + LoRA (V,U,D)"),
+    "headmap-hs+lora": Method(Variant.HS, "lora", "HeadMap-HS + LoRA (V,U,D)"),
+    "headmap-mha+dora": Method(Variant.MHA, "dora", "HeadMap-MHA + DoRA (V,U,D)"),
+    "headmap-hs+dora": Method(Variant.HS, "dora", "HeadMap-HS + DoRA (V,U,D)"),
     "circuit-lora": Method(None, "lora", "CircuitLoRA", edge_ranks=True),
 }
 # TrainConfig's fields that only CircuitLoRA reads.
@@ -168,7 +169,7 @@ class TrainConfig:
         return METHODS[self.method]
 
     @property
-    def variant(self) -> str | None:
+    def variant(self) -> Variant | None:
         return self.spec.variant
 
     @property

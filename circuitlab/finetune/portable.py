@@ -13,36 +13,32 @@ from pathlib import Path
 
 from circuitlab.core.errors import CircuitlabError
 from circuitlab.core.io import copy_atomic, read_json_object, write_dir_atomic
-from circuitlab.headmap.dirs import LEGACY_CONFIG, PEFT_CONFIG, adapter_dir, check_fits, is_adapter_dir, run_model
+from circuitlab.headmap.dirs import PEFT_CONFIG, AdapterDir, is_adapter_dir
 from circuitlab.models.dims import model_dims, stored_dtype
 
 COPIED = (PEFT_CONFIG, "adapter_model.safetensors", "adapter_model.bin", "README.md")
 
 
-def stock_adapter(source: str | Path, command: str) -> Path | None:
-    """The adapter directory of `source` when it holds a PEFT LoRA (or DoRA); None for a HeadMap one; one line for a
-    run without an adapter or an adapter of another kind."""
+def read_adapter(source: str | Path, command: str) -> AdapterDir:
+    """The adapter of `source`, read once: a HeadMap one or a PEFT LoRA (or DoRA); one line for a run without an
+    adapter or an adapter of another kind."""
     source = Path(source)
     if not (is_adapter_dir(source) or is_adapter_dir(source / "adapter")) and (source / "result.json").is_file():
         method = read_json_object(source / "result.json", "run result").get("method")
         raise CircuitlabError(f"run {source} (method {method}) has no adapter to {command}: it trained nothing")
-    directory = adapter_dir(source)
-    if (directory / LEGACY_CONFIG).is_file():
-        return None
-    kind = read_json_object(directory / PEFT_CONFIG, "PEFT adapter config").get("peft_type")
-    if kind not in ("HEADMAP", "LORA"):
-        raise CircuitlabError(f"{directory} holds a {kind} adapter, not a HeadMap one nor a LoRA/DoRA, which are "
-                              f"what {command} takes")
-    return None if kind == "HEADMAP" else directory
+    adapter = AdapterDir.read(source)
+    if adapter.peft_type not in ("HEADMAP", "LORA"):
+        raise CircuitlabError(f"{adapter.path} holds a {adapter.peft_type} adapter, not a HeadMap one nor a LoRA/DoRA, "
+                              f"which are what {command} takes")
+    return adapter
 
 
-def base_name(directory: Path, model_name: str | None) -> str:
+def base_name(adapter: AdapterDir, model_name: str | None) -> str:
     """The model a stock PEFT adapter is merged into: `model_name`, else its run's model, else the base it names."""
-    recorded = (run_model(directory) or {}).get("name")
-    named = read_json_object(directory / PEFT_CONFIG, "PEFT adapter config").get("base_model_name_or_path")
-    name = model_name or recorded or named
+    recorded = (adapter.run_model or {}).get("name")
+    name = model_name or recorded or adapter.config.get("base_model_name_or_path")
     if not name:
-        raise CircuitlabError(f"{directory} names no base model: give --model")
+        raise CircuitlabError(f"{adapter.path} names no base model: give --model")
     return name
 
 
@@ -51,19 +47,19 @@ def merge_run(source: str | Path, out: str | Path, model_name: str | None = None
     (a run directory or an adapter directory) merged into its weights."""
     from circuitlab.headmap.conversion import merge, new_dir
 
-    directory = stock_adapter(source, "merge")
-    if directory is None:
-        return merge(source, out, model_name=model_name)
+    adapter = read_adapter(source, "merge")
+    if adapter.is_headmap:
+        return merge(adapter, out, model_name=model_name)
     out = new_dir(out, "merge")
-    name = base_name(directory, model_name)
-    check_fits(directory, model_dims(name), name)  # before the weights load
+    name = base_name(adapter, model_name)
+    adapter.check_fits(model_dims(name), name)  # before the weights load
     from circuitlab.headmap.adapter import check_peft_type, load_any
     from circuitlab.models.export import save_model
     from circuitlab.models.plain import load_plain
 
-    check_peft_type(directory)
+    check_peft_type(adapter)
     plain = load_plain(name, dtype=stored_dtype(name))
-    peft_model = load_any(plain.hf_model, directory)  # its base model checked first, where its run records it
+    peft_model = load_any(plain.hf_model, adapter)  # its base model checked first, where its run records it
     merged = peft_model.merge_and_unload()
     return write_dir_atomic(out, lambda tmp: save_model(merged, plain.tokenizer, tmp))
 
@@ -73,10 +69,10 @@ def export_run(source: str | Path, out: str | Path, lora: bool = False, model_na
     where there is one); `lora`: also a stock PEFT LoRA in `out/lora` (a LoRA-family adapter is one already)."""
     from circuitlab.headmap.conversion import export, new_dir
 
-    directory = stock_adapter(source, "export")
-    if directory is None:
-        return export(source, out, lora=lora, model_name=model_name)
-    out = new_dir(out, "export")
+    adapter = read_adapter(source, "export")
+    if adapter.is_headmap:
+        return export(adapter, out, lora=lora, model_name=model_name)
+    out, directory = new_dir(out, "export"), adapter.path
 
     def fill(tmp: Path) -> None:
         for target in (tmp, tmp / "lora") if lora else (tmp,):

@@ -17,15 +17,12 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 
 from circuitlab.core.errors import CircuitlabError
-from circuitlab.core.io import read_json_object
 from circuitlab.headmap.config import HeadMapConfig
-from circuitlab.headmap.dirs import (DIM_KEYS, LEGACY_CONFIG, LEGACY_FORMAT, LEGACY_WEIGHTS, PEFT_CONFIG, PEFT_WEIGHTS,
-                                     adapter_dir, check_weights, run_model)
+from circuitlab.headmap.dirs import DIM_KEYS, LEGACY_WEIGHTS, PEFT_WEIGHTS, AdapterDir, base_identity
 from circuitlab.headmap.tuner import register
 from circuitlab.models.fingerprint import hf_identity
-from circuitlab.models.identity import ModelDims, ModelIdentity, check_same_model
+from circuitlab.models.identity import ModelDims, check_same_model
 from circuitlab.models.llama import decoder_layers
-
 
 
 def base_info(hf_model, name: str | None = None, hf_id: str | None = None, fingerprint: str | None = None,
@@ -40,53 +37,61 @@ def base_info(hf_model, name: str | None = None, hf_id: str | None = None, finge
 
 def check_base(base: dict | None, hf_model, what: str = "adapter") -> None:
     """Refuse a model whose dimensions or weights differ from the one `base` describes (None: not recorded)."""
-    if not base:
-        return
-    try:
-        dims = ModelDims(**{k: int(base[k]) for k in DIM_KEYS})
-    except (KeyError, TypeError, ValueError) as e:
-        raise CircuitlabError(f"{what} config: base_model lacks a valid {e}") from None
-    recorded = ModelIdentity(base.get("name") or base.get("hf_id"), dims, base.get("fingerprint"), base.get("probe"))
-    check_same_model(recorded, hf_identity(hf_model), what, made="trained")
+    if base:
+        check_same_model(base_identity(base, what), hf_identity(hf_model), what, made="trained")
 
 
-def read_config(directory: str | Path) -> HeadMapConfig:
+def headmap_adapter(source: str | Path | AdapterDir) -> AdapterDir:
+    """The HeadMap adapter of `source` (read, unless it is a record already), or one line saying it is missing or
+    what it is instead."""
+    if not isinstance(source, AdapterDir) and not Path(source).is_dir():
+        raise CircuitlabError(f"adapter directory not found: {source}")
+    adapter = AdapterDir.read(source)
+    adapter.headmap_dict()
+    return adapter
+
+
+def read_config(source: str | Path | AdapterDir) -> HeadMapConfig:
     """The HeadMap config of an adapter directory in either format; one line for anything else."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise CircuitlabError(f"adapter directory not found: {directory}")
-    if (directory / PEFT_CONFIG).is_file():
-        d = read_json_object(directory / PEFT_CONFIG, "PEFT adapter config")
-        if d.get("peft_type") != "HEADMAP":
-            raise CircuitlabError(f"{directory} holds a {d.get('peft_type')} adapter, not a HeadMap one")
-        return HeadMapConfig.from_dict(d)
-    d = read_json_object(directory / LEGACY_CONFIG, "HeadMap adapter config")
-    if d.get("format") != LEGACY_FORMAT:
-        raise CircuitlabError(f"{directory / LEGACY_CONFIG} is not a circuitlab HeadMap adapter config")
-    if not isinstance(d.get("format_version", 0), int) or d.get("format_version", 0) > 1:
-        raise CircuitlabError(f"{directory} has adapter format version {d.get('format_version')!r}, newer than this "
-                              "circuitlab understands (1); upgrade circuitlab")
-    if "+" in str(d.get("method", "")):
-        raise CircuitlabError(f"{directory} comes from a combination run ({d['method']}): its LoRA/DoRA part was "
-                              "never saved in this format")
-    return HeadMapConfig.from_dict({**d, "task_type": "CAUSAL_LM", "base_model": d.get("base_model")})
+    return HeadMapConfig.from_dict(headmap_adapter(source).config)
 
 
-def load(hf_model, directory: str | Path, check: bool = True, is_trainable: bool = False) -> PeftModel:
-    """A plain HF model with the adapter of `directory` (either format) as PEFT's `PeftModel`; with `check`, a
-    model other than the adapter's base (dimensions or weights) is refused before anything changes."""
-    directory = Path(directory)
-    config = read_config(directory)
-    config.check(ModelDims.of_config(hf_model.config))
-    if check:
-        check_base(config.base_model, hf_model)
+def load(hf_model, directory: str | Path | AdapterDir, check: bool = True, is_trainable: bool = False) -> PeftModel:
+    """A plain HF model with the HeadMap adapter of `directory` (either format) as PEFT's `PeftModel`; with `check`,
+    a model other than the adapter's base (dimensions or weights) is refused before anything changes."""
+    return attach(hf_model, headmap_adapter(directory), check, is_trainable)
+
+
+def load_any(hf_model, source: str | Path | AdapterDir, check: bool = True) -> PeftModel:
+    """Any adapter circuitlab or PEFT wrote (a run directory, HeadMap's or another PEFT type's adapter directory, or
+    its `AdapterDir` record) on a plain HF model, its base model checked first where the files record it."""
+    return attach(hf_model, AdapterDir.read(source), check)
+
+
+def attach(hf_model, adapter: AdapterDir, check: bool = True, is_trainable: bool = False) -> PeftModel:
+    """The adapter of the record `adapter` injected into `hf_model` by PEFT, from the record alone (no file of it is
+    parsed again here; PEFT reads its own): a HeadMap adapter's heads and the model it was trained on are checked
+    against `hf_model` first, and the earlier format is rewritten as PEFT's on the way."""
+    config = HeadMapConfig.from_dict(adapter.config) if adapter.is_headmap else None
+    if config is not None:
+        config.check(ModelDims.of_config(hf_model.config))
+    expected = adapter.trained_on if check else None
+    if expected is not None:
+        check_same_model(expected, hf_identity(hf_model, probe=expected.probe is not None), f"adapter {adapter.path}",
+                         made="trained")
     register()
-    if (directory / PEFT_CONFIG).is_file():
-        return from_pretrained(hf_model, str(directory), is_trainable=is_trainable)
-    with tempfile.TemporaryDirectory() as tmp:  # the earlier format, rewritten as PEFT's
-        config.save_pretrained(tmp)
-        save_file(legacy_state(directory, config, hf_model), str(Path(tmp) / PEFT_WEIGHTS))
-        return from_pretrained(hf_model, tmp, is_trainable=is_trainable)
+    if not adapter.peft:
+        with tempfile.TemporaryDirectory() as tmp:  # the earlier format, rewritten as PEFT's
+            config.save_pretrained(tmp)
+            save_file(legacy_state(adapter.path, config, hf_model), str(Path(tmp) / PEFT_WEIGHTS))
+            return from_pretrained(hf_model, tmp, is_trainable=is_trainable)
+    try:
+        return from_pretrained(hf_model, str(adapter.path), is_trainable=is_trainable)
+    except (RuntimeError, ValueError, KeyError) as e:  # shapes that do not fit, an unknown PEFT type
+        if config is not None:
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CircuitlabError(f"cannot load adapter {adapter.path} onto this model: {first[:300]}") from None
 
 
 def legacy_state(directory: Path, config: HeadMapConfig, hf_model) -> dict:
@@ -110,47 +115,23 @@ def legacy_state(directory: Path, config: HeadMapConfig, hf_model) -> dict:
     return out
 
 
-def load_any(hf_model, source: str | Path, check: bool = True) -> PeftModel:
-    """Any adapter circuitlab or PEFT wrote (a run directory, HeadMap's or another PEFT type's adapter directory)
-    on a plain HF model, its base model checked first where the files record it."""
-    directory = adapter_dir(source)
-    if (directory / PEFT_CONFIG).is_file() and read_json_object(directory / PEFT_CONFIG, "PEFT adapter config").get(
-            "peft_type") != "HEADMAP":
-        recorded = run_model(directory)
-        if check and recorded and recorded.get("fingerprint") and all(isinstance(recorded.get(k), int) for k in DIM_KEYS):
-            # A run records a probe of sampled weights (earlier runs only the exact fingerprint): compared within a
-            # dtype cast's rounding, so a run trained in float32 is scored in bf16 too.
-            probe = recorded.get("probe") if isinstance(recorded.get("probe"), dict) else None
-            check_same_model(ModelIdentity(recorded.get("name"), ModelDims(**{k: recorded[k] for k in DIM_KEYS}),
-                                           recorded["fingerprint"], probe), hf_identity(hf_model, probe=probe is not None),
-                             f"adapter {directory}", made="trained")
-        try:
-            return from_pretrained(hf_model, str(directory))
-        except (RuntimeError, ValueError, KeyError) as e:  # shapes that do not fit, an unknown PEFT type
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CircuitlabError(f"cannot load adapter {directory} onto this model: {first[:300]}") from None
-    return load(hf_model, directory, check=check)
-
-
-def check_peft_type(source: str | Path) -> Path:
-    """The adapter directory of `source`, refused in one line when its PEFT type is not one this PEFT knows (read
-    from its JSON, before any model loads)."""
+def check_peft_type(adapter: AdapterDir) -> None:
+    """Refuse in one line an adapter whose PEFT type this PEFT does not know, that adds prompts instead of changing
+    layers, or whose weights file is missing or damaged: from its record, before any model loads."""
     from peft import PromptLearningConfig
     from peft.utils import PeftType
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
-    directory = adapter_dir(source)
-    if (directory / PEFT_CONFIG).is_file():
+    directory, kind = adapter.path, adapter.peft_type
+    if adapter.peft:
         register()
-        kind = read_json_object(directory / PEFT_CONFIG, "PEFT adapter config").get("peft_type")
         if kind not in {t.value for t in PeftType}:
             raise CircuitlabError(f"{directory} holds an adapter of PEFT type {kind!r}, which this PEFT does not know")
         if issubclass(PEFT_TYPE_TO_CONFIG_MAPPING[kind], PromptLearningConfig):
             raise CircuitlabError(f"{directory} holds a {kind} adapter, which adds prompts instead of changing the "
                                   "model's layers; circuitlab scores adapters that change the layers (LoRA, DoRA, "
                                   "HeadMap, ...)")
-    check_weights(directory)
-    return directory
+    adapter.check_weights()
 
 
 def from_pretrained(hf_model, directory: str, **kwargs) -> PeftModel:

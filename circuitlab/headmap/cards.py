@@ -15,7 +15,7 @@ def headmap_card(config, base_id: str | None) -> str:
     lines = [
         "# HeadMap adapter (circuitlab)",
         "",
-        f"HeadMap-{config.variant.upper()} (rank {config.r}, scale {config.scaling}) for `{base}`"
+        f"{config.variant.label} (rank {config.r}, scale {config.scaling}) for `{base}`"
         + (f" (weight fingerprint `{fingerprint}`)" if fingerprint else "") + ", in PEFT's adapter format. "
         f"It maps these heads (layer: query heads) into the residual stream: {heads}."
         + (" It holds LoRA/DoRA layers too (`lora` in adapter_config.json), trained with the map." if config.lora else ""),
@@ -36,10 +36,10 @@ def headmap_card(config, base_id: str | None) -> str:
         f"lm-evaluation-harness: `circuitlab lm-eval --model hf --model_args pretrained={base},peft=THIS_DIR --tasks ...`.",
         "",
     ]
-    if config.variant == "mha" and config.lora:
+    if config.variant.mergeable and config.lora:
         lines += ["Without circuitlab: `circuitlab merge` folds the map and the LoRA/DoRA layers into a stock model "
                   "(`export --lora` writes the map alone, so it refuses an adapter that holds both).", ""]
-    elif config.variant == "mha":
+    elif config.variant.mergeable:
         lines += ["Without circuitlab: `circuitlab export RUN --out OUT --lora` writes this map as a stock PEFT LoRA on "
                   "`o_proj` (exact), and `circuitlab merge` folds it into a stock model.", ""]
     else:

@@ -15,9 +15,8 @@ from peft import PeftConfig
 from peft.utils import PeftType
 
 from circuitlab.core.errors import CircuitlabError
+from circuitlab.headmap.variant import Variant
 from circuitlab.models.identity import ModelDims, ModelIdentity
-
-VARIANTS = ("mha", "hs")
 
 
 def peft_type_member(name: str) -> PeftType:
@@ -50,9 +49,10 @@ class HeadMapConfig(PeftConfig):
     Build it with keywords (PEFT's own fields come first in the dataclass). `from_dict` also reads
     circuitlab's earlier adapter files, which say `rank` for `r` and `seed` for `init_seed`.
 
-    variant: "mha" adds the map's output to the attention block's output (paper Eq. 8), so the MLP
-        reads it and it can be merged into o_proj; "hs" adds it to the decoder layer's output hidden
-        state (Eq. 7: after the MLP, so only later layers read it; it cannot be merged).
+    variant: a `Variant` (given as a member or its string; saved as the string). MHA adds the map's
+        output to the attention block's output (paper Eq. 8), so the MLP reads it and it can be merged
+        into o_proj; HS adds it to the decoder layer's output hidden state (Eq. 7: after the MLP, so only
+        later layers read it; it cannot be merged). What follows from that is asked of the member.
     heads: layer -> query-head indices whose outputs (o_proj's input, per head) are mapped. JSON makes
         the layer keys strings; they become ints again here.
     r: width of the bottleneck Down (n*d_head -> r) / Up (r -> d_model), as LoRA's `r`.
@@ -72,7 +72,7 @@ class HeadMapConfig(PeftConfig):
         weights is refused; None for an adapter made outside circuitlab.
     """
 
-    variant: str = field(default="mha", metadata={"help": "'mha' (Eq. 8, mergeable) or 'hs' (Eq. 7)"})
+    variant: Variant = field(default=Variant.MHA, metadata={"help": "'mha' (Eq. 8, mergeable) or 'hs' (Eq. 7)"})
     heads: dict[int, list[int]] = field(default_factory=dict, metadata={"help": "layer -> query heads"})
     r: int = field(default=32, metadata={"help": "rank of Down/Up"})
     scaling: float = field(default=1.0, metadata={"help": "s in s * Up(Down(z_sel))"})
@@ -86,8 +86,7 @@ class HeadMapConfig(PeftConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.peft_type = HEADMAP
-        if self.variant not in VARIANTS:
-            raise CircuitlabError(f"unknown HeadMap variant {self.variant!r}; choose one of {', '.join(VARIANTS)}")
+        self.variant = Variant.of(self.variant)
         try:
             self.r, self.scaling, self.init_seed = int(self.r), float(self.scaling), int(self.init_seed)
             self.init_a = float(self.init_a)
@@ -104,7 +103,8 @@ class HeadMapConfig(PeftConfig):
     # -- construction ----------------------------------------------------------------------------
 
     @classmethod
-    def from_circuit(cls, circuit, variant: str = "mha", r: int = 32, model=None, **kwargs) -> HeadMapConfig:
+    def from_circuit(cls, circuit, variant: Variant | str = Variant.MHA, r: int = 32, model=None,
+                     **kwargs) -> HeadMapConfig:
         """The config for a circuit's heads: a `circuitlab.circuits.circuit.Circuit`, a `HeadMask`, or a
         {layer: heads} mapping. A causal LM task type is the default (PEFT then wraps the model in
         `PeftModelForCausalLM`, which also generates).

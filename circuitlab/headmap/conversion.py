@@ -24,8 +24,9 @@ from circuitlab.core.errors import CircuitlabError
 from circuitlab.core.io import (check_writable, copy_atomic, output_lock, read_json_object, write_dir_atomic,
                                 write_text_atomic)
 from circuitlab.headmap.cards import headmap_card, lora_card
+from circuitlab.headmap.config import HeadMapConfig
 from circuitlab.headmap.adapter import load, read_config
-from circuitlab.headmap.dirs import PEFT_CONFIG, PEFT_WEIGHTS, adapter_dir, check_weights, is_adapter_dir
+from circuitlab.headmap.dirs import AdapterDir, is_adapter_dir
 from circuitlab.headmap.layer import HS_CANNOT_MERGE, HeadMapLayer
 from circuitlab.headmap.tuner import maps
 from circuitlab.models.llama import decoder_layers
@@ -38,17 +39,19 @@ COMBINED_NOT_LORA = ("this adapter holds LoRA/DoRA layers besides the HeadMap ma
                      "which --lora does not write; `circuitlab merge` folds both into a stock model")
 
 
-def headmap_dir(source: str | Path) -> Path:
-    """A HeadMap adapter directory (`source`, or a run directory's `adapter/`), or one line saying what it is."""
-    source = Path(source)
-    if not (is_adapter_dir(source) or is_adapter_dir(source / "adapter")) and (source / "result.json").is_file():
-        method = read_json_object(source / "result.json", "run result").get("method")
-        raise CircuitlabError(f"run {source} (method {method}) has no HeadMap adapter to export; "
-                              "export works on headmap-mha and headmap-hs runs")
-    directory = adapter_dir(source)
-    read_config(directory)  # a HeadMap adapter, or one line saying what it is instead
-    check_weights(directory)  # whole, before any model loads
-    return directory
+def headmap_dir(source: str | Path | AdapterDir) -> tuple[AdapterDir, HeadMapConfig]:
+    """The HeadMap adapter of `source` (an adapter directory, a run directory's `adapter/`, or its record) and its
+    config, read once and checked whole before any model loads; or one line saying what it is instead."""
+    if not isinstance(source, AdapterDir):
+        source = Path(source)
+        if not (is_adapter_dir(source) or is_adapter_dir(source / "adapter")) and (source / "result.json").is_file():
+            method = read_json_object(source / "result.json", "run result").get("method")
+            raise CircuitlabError(f"run {source} (method {method}) has no HeadMap adapter to export; "
+                                  "export works on headmap-mha and headmap-hs runs")
+    adapter = AdapterDir.read(source)
+    config = read_config(adapter)  # a HeadMap adapter, or one line saying what it is instead
+    adapter.check_weights()  # whole, before any model loads
+    return adapter, config
 
 
 def new_dir(out: str | Path, command: str) -> Path:
@@ -59,13 +62,12 @@ def new_dir(out: str | Path, command: str) -> Path:
     return check_writable(out, "dir")
 
 
-def base_model(source: Path, model_name: str | None) -> tuple:
+def base_model(adapter: AdapterDir, config: HeadMapConfig, model_name: str | None) -> tuple:
     """The adapter's base model as a plain HF model (and its tokenizer): `model_name`, else the one it names, in
     the precision its checkpoint is stored in (what a merged model is saved in)."""
-    config = read_config(source)
     name = model_name or (config.base_model or {}).get("name")
     if name is None:
-        raise CircuitlabError(f"{source} names no base model: give --model")
+        raise CircuitlabError(f"{adapter.path} names no base model: give --model")
     plain = load_plain(name, dtype=stored_dtype(name))
     return plain.hf_model, plain.tokenizer
 
@@ -75,9 +77,8 @@ def export(run: str | Path, out: str | Path, lora: bool = False, model_name: str
     `out`; with `lora`, also the MHA variant as a stock PEFT LoRA on o_proj in `out/lora`. Everything is read and
     checked before anything is written, and `out` appears whole or not at all."""
     out = new_dir(out, "export")
-    src = headmap_dir(run)
-    config = read_config(src)
-    if lora and config.variant != "mha":
+    src, config = headmap_dir(run)
+    if lora and not config.variant.mergeable:
         raise CircuitlabError(HS_CANNOT_MERGE)
     if lora and config.lora:
         raise CircuitlabError(COMBINED_NOT_LORA)
@@ -86,16 +87,16 @@ def export(run: str | Path, out: str | Path, lora: bool = False, model_name: str
         return _export(src, out, config, lora, model_name)
 
 
-def _export(src: Path, out: Path, config, lora: bool, model_name: str | None) -> list[Path]:
-    hf, _ = base_model(src, model_name)
+def _export(src: AdapterDir, out: Path, config: HeadMapConfig, lora: bool, model_name: str | None) -> list[Path]:
+    hf, _ = base_model(src, config, model_name)
     peft_model = load(hf, src)
     base_id = (config.base_model or {}).get("hf_id")
 
     def fill(tmp: Path) -> None:
         peft_model.save_pretrained(str(tmp), save_embedding_layers=False)
         write_text_atomic(tmp / "README.md", headmap_card(config, base_id))
-        if (src.parent / "circuit.json").is_file():
-            copy_atomic(src.parent / "circuit.json", tmp / "circuit.json")
+        if (src.path.parent / "circuit.json").is_file():
+            copy_atomic(src.path.parent / "circuit.json", tmp / "circuit.json")
         if lora:
             save_lora(peft_model, tmp / "lora", base_id)
             write_text_atomic(tmp / "lora" / "README.md", lora_card(config, base_id))
@@ -107,12 +108,12 @@ def _export(src: Path, out: Path, config, lora: bool, model_name: str | None) ->
 def merge(source: str | Path, out: str | Path, model_name: str | None = None, check: bool = True) -> Path:
     """Load the adapter's base model, merge the MHA adapter into o_proj, save a stock HF model (+ tokenizer)."""
     out = new_dir(out, "merge")
-    src = headmap_dir(source)
-    if read_config(src).variant != "mha":
+    src, config = headmap_dir(source)
+    if not config.variant.mergeable:
         raise CircuitlabError(HS_CANNOT_MERGE)
     with output_lock(out):  # one writer of `out`; what a killed merge left beside it is removed first
         new_dir(out, "merge")
-        hf, tok = base_model(src, model_name)
+        hf, tok = base_model(src, config, model_name)
         merged = load(hf, src, check=check).merge_and_unload()
         return write_dir_atomic(out, lambda tmp: save_model(merged, tok, tmp))
 
@@ -136,7 +137,7 @@ def save_lora(peft_model, out: Path, base_id: str | None = None) -> Path:
     from peft import LoraConfig, get_peft_model
 
     config = peft_model.peft_config["default"]
-    if config.variant != "mha":
+    if not config.variant.mergeable:
         raise CircuitlabError(HS_CANNOT_MERGE)
     if config.lora:
         raise CircuitlabError(COMBINED_NOT_LORA)

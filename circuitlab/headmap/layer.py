@@ -25,6 +25,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer, check_adapters_to_merge
 from torch import Tensor, nn
 
 from circuitlab.core.errors import CircuitlabError
+from circuitlab.headmap.variant import Variant
 from circuitlab.models.identity import ModelDims
 from circuitlab.models.llama import decoder_layers
 
@@ -123,31 +124,32 @@ def give_attention_biases(model) -> None:
 
 
 class HeadMapLinear(nn.Module, BaseTunerLayer):
-    """PEFT's wrapper of o_proj: o_proj(x), plus each active "mha" adapter's map of x; each active
-    "hs" adapter's map goes to `outbox`, which the same decoder layer's HeadMapSink empties."""
+    """PEFT's wrapper of o_proj: o_proj(x), plus each active adapter's map of x, or, for a variant that adds it
+    after the MLP (HS), the map in `outbox`, which the same decoder layer's HeadMapSink empties."""
 
     adapter_layer_names = ("headmap_map",)
     other_param_names = ("headmap_variant",)
 
-    def __init__(self, base_layer: nn.Module, adapter_name: str, hm: HeadMapLayer, variant: str,
+    def __init__(self, base_layer: nn.Module, adapter_name: str, hm: HeadMapLayer, variant: Variant | str,
                  inference_mode: bool = False) -> None:
         super().__init__()
         self.base_layer = base_layer
         self.headmap_map = nn.ModuleDict()
-        self.headmap_variant: dict[str, str] = {}
+        self.headmap_variant: dict[str, Variant] = {}
         self.outbox: dict[str, Tensor] = {}  # "hs" maps of the current forward pass, by adapter
         self._disable_adapters = False
         self.merged_adapters: list[str] = []
         self._active_adapter = adapter_name
         self.update_layer(adapter_name, hm, variant, inference_mode)
 
-    def update_layer(self, adapter_name: str, hm: HeadMapLayer, variant: str, inference_mode: bool = False) -> None:
+    def update_layer(self, adapter_name: str, hm: HeadMapLayer, variant: Variant | str,
+                     inference_mode: bool = False) -> None:
         base = self.get_base_layer()
         if hm.down.in_features > base.in_features or hm.up.out_features != base.out_features:
             raise CircuitlabError(f"HeadMap map ({hm.down.in_features} -> {hm.up.out_features}) does not fit "
                                   f"o_proj ({base.in_features} -> {base.out_features})")
         self.headmap_map[adapter_name] = hm
-        self.headmap_variant[adapter_name] = variant
+        self.headmap_variant[adapter_name] = Variant.of(variant)
         self._move_adapter_to_device_of_base_layer(adapter_name)
         self.set_adapter(self.active_adapters, inference_mode=inference_mode)
 
@@ -163,13 +165,13 @@ class HeadMapLinear(nn.Module, BaseTunerLayer):
                 continue
             hm = self.headmap_map[name]
             delta = hm.from_o_proj_input(self._cast_input_dtype(x, hm.down.weight.dtype)).to(result.dtype)
-            if self.headmap_variant[name] == "mha":
-                result = result + delta
-            else:
+            if self.headmap_variant[name].after_mlp:
                 self.outbox[name] = delta
+            else:
+                result = result + delta
         return result
 
-    # -- merging (variant "mha" only) ------------------------------------------------------------
+    # -- merging (mergeable variants only: MHA) ---------------------------------------------------
 
     @torch.no_grad()
     def _fold(self, name: str, sign: int, check: bool = False) -> None:
@@ -189,7 +191,7 @@ class HeadMapLinear(nn.Module, BaseTunerLayer):
 
     def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         names = [n for n in check_adapters_to_merge(self, adapter_names) if n in self.headmap_map]
-        if any(self.headmap_variant[n] != "mha" for n in names):
+        if any(not self.headmap_variant[n].mergeable for n in names):
             raise CircuitlabError(HS_CANNOT_MERGE)
         for name in names:
             self._fold(name, +1, check=safe_merge)
@@ -209,8 +211,8 @@ class HeadMapLinear(nn.Module, BaseTunerLayer):
 
 
 class HeadMapSink(nn.Module, BaseTunerLayer):
-    """PEFT's wrapper of mlp.down_proj for variant "hs": down_proj(x) plus what the decoder layer's
-    HeadMapLinear put in its outbox (the tuner links `inbox` to that dict). It has no weights."""
+    """PEFT's wrapper of mlp.down_proj for a variant that adds after the MLP (HS): down_proj(x) plus what the
+    decoder layer's HeadMapLinear put in its outbox (the tuner links `inbox` to that dict). It has no weights."""
 
     adapter_layer_names = ()
     other_param_names = ("headmap_sink",)

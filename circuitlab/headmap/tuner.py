@@ -2,8 +2,8 @@
 registration with PEFT (`register`).
 
 `HeadMapTuner` is what `peft.get_peft_model(model, HeadMapConfig(...))` builds on a plain Hugging Face
-model: it wraps `self_attn.o_proj` of each circuit layer in a `HeadMapLinear` (and, for variant "hs",
-`mlp.down_proj` in a `HeadMapSink`), after checking every head exists, before anything is changed.
+model: it wraps `self_attn.o_proj` of each circuit layer in a `HeadMapLinear` (and, for a variant that adds after
+the MLP, HS, `mlp.down_proj` in a `HeadMapSink`), after checking every head exists, before anything is changed.
 
 Combining with LoRA/DoRA: `HeadMapConfig(lora={...})` (LoraConfig keyword arguments) makes one adapter
 holding both: the tuner injects PEFT's own LoRA layers first, then HeadMap's around them, so
@@ -68,7 +68,7 @@ def plan(config: HeadMapConfig, model) -> tuple[dict[str, tuple[str, int]], dict
     for layer in config.heads:
         block = layers[layer]
         targets[names[id(block.self_attn.o_proj)]] = ("read", layer)
-        if config.variant == "hs":
+        if config.variant.after_mlp:
             down = getattr(getattr(block, "mlp", None), "down_proj", None)
             if down is None or hasattr(block, "post_feedforward_layernorm"):
                 raise CircuitlabError(f"{type(block).__name__} does not end in residual + mlp.down_proj(...), "
@@ -170,7 +170,7 @@ class HeadMapTuner(BaseTuner):
 
     def _merge_innermost_first(self, adapter_names: list[str] | None, safe_merge: bool) -> None:
         names = [n for n in (adapter_names or self.active_adapters) if n in self.peft_config]
-        if any(self.peft_config[n].variant != "mha" for n in names):
+        if any(not self.peft_config[n].variant.mergeable for n in names):
             raise CircuitlabError(HS_CANNOT_MERGE)
         self._check_merge_allowed()
         if names:

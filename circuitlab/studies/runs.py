@@ -12,6 +12,7 @@ from circuitlab.core.io import read_json_object
 from circuitlab.edges.config import EdgesConfig
 from circuitlab.edges.pairs import Pair, pairs_digest
 from circuitlab.finetune.config import METHODS
+from circuitlab.headmap.dirs import AdapterDir
 
 HS_REFUSED = ("HeadMap-HS adds its output to the hidden state after the MLP: the edge graph has no writer for "
               "it and it cannot be merged, so {what} cannot be tracked")
@@ -62,9 +63,9 @@ def read_run(run_dir: str | Path) -> RunInfo:
     found.sort(key=lambda c: c.step)
     headmap = None
     for c in found:
-        adapter = read_json_object(c.path / "adapter_config.json", "adapter config")
-        if adapter.get("peft_type") == "HEADMAP":
-            if adapter.get("variant") != "mha":
+        variant = AdapterDir.read(c.path).variant
+        if variant is not None:
+            if not variant.mergeable:
                 raise CircuitlabError(HS_REFUSED.format(what=f"{c.path}"))
             headmap = MERGED
     return RunInfo(run_dir, config, [Checkpoint(0, None), *found], headmap)

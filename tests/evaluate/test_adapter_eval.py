@@ -60,7 +60,7 @@ def test_an_adapters_result_records_and_prints_what_it_ran_with(lora_run, tmp_pa
     taken for the base model's; a copy of its files is the same adapter, changed weights are another."""
     import shutil
 
-    from circuitlab.headmap.dirs import adapter_record
+    from circuitlab.headmap.dirs import AdapterDir
     from tests.helpers import run_cli
 
     run, _ = lora_run
@@ -76,12 +76,43 @@ def test_an_adapters_result_records_and_prints_what_it_ran_with(lora_run, tmp_pa
 
     copy = tmp_path / "copy"
     shutil.copytree(run / "adapter", copy)
-    assert adapter_record(copy) == {"kind": "lora", "name": str(copy), "fingerprint": record["fingerprint"]}
+    assert AdapterDir.read(copy).record == {"kind": "lora", "name": str(copy), "fingerprint": record["fingerprint"]}
     config = json.loads((copy / "adapter_config.json").read_text())
     (copy / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
-    assert adapter_record(copy)["kind"] == "dora" and adapter_record(copy)["fingerprint"] != record["fingerprint"]
+    dora = AdapterDir.read(copy).record
+    assert dora["kind"] == "dora" and dora["fingerprint"] != record["fingerprint"]
     (copy / "adapter_config.json").write_text(json.dumps(config))
     weights = bytearray((copy / "adapter_model.safetensors").read_bytes())
     weights[-1] ^= 1
     (copy / "adapter_model.safetensors").write_bytes(bytes(weights))
-    assert adapter_record(copy)["fingerprint"] != record["fingerprint"]
+    assert AdapterDir.read(copy).record["fingerprint"] != record["fingerprint"]
+
+
+def test_an_adapters_files_are_parsed_once_per_evaluation(lora_run, tmp_path, monkeypatch):
+    """`eval --adapter` reads the adapter directory once into one record (`AdapterDir`) and hands it on: its config
+    file and its run's result.json are each parsed once, for the checks, the result's record and the loading alike
+    (PEFT's own read of adapter_config.json when it loads the weights is PEFT's, not counted here)."""
+    from pathlib import Path
+
+    from tests.headmap.test_adapter import legacy
+
+    reads: list[str] = []
+    read_text = Path.read_text
+
+    def counting(self, *args, **kwargs):
+        reads.append(self.name)
+        return read_text(self, *args, **kwargs)
+
+    run, _ = lora_run
+    monkeypatch.setattr(Path, "read_text", counting)
+    result = evaluate_task("tiny-llama", "capitals", EvalConfig(adapter=str(run), limit=3), progress=False)
+    assert result.adapter["kind"] == "lora"
+    assert (reads.count("adapter_config.json"), reads.count("result.json")) == (1, 1)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    directory, _ = legacy(tmp_path, "hs")  # circuitlab's earlier format
+    reads.clear()
+    monkeypatch.setattr(Path, "read_text", counting)
+    result = evaluate_task("tiny-llama", "capitals", EvalConfig(adapter=str(directory), limit=3), progress=False)
+    assert result.adapter["kind"] == "headmap-hs"
+    assert reads.count("headmap_config.json") == 1
