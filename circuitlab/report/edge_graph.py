@@ -163,6 +163,7 @@ def edge_change_figure(before: EdgeCircuit, after: EdgeCircuit, labels: tuple[st
     removed = int((before.keep & ~after.keep).sum())
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=[f"{labels[0]}: {before.n_edges:,} edges", f"{labels[1]}: {after.n_edges:,} edges"])
+    fig.for_each_annotation(lambda a: a.update(x=0, xanchor="left"))  # clear of the legend, which sits at the right
     traces = [(t, at, 1) for t, at in panel_traces(before, sizes, after, f"removed by {labels[1]}")]
     traces += [(t, at, 2) for t, at in panel_traces(after, sizes, before, f"added since {labels[0]}")]
     title = (f"The circuit at {labels[0]} and at {labels[1]}<br><sup>{added:,} edges added and {removed:,} removed in "
