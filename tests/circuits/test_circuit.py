@@ -15,8 +15,11 @@ from circuitlab.core.errors import CircuitlabError
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = sorted((REPO / "figures" / "smollm2-135m" / "circuits").glob("*.json")) + sorted(
-    (REPO / "results" / "circuits").glob("*.json"))
-SCHEMA_1 = [p for p in COMMITTED if json.loads(p.read_text())["schema_version"] == 1]
+    (REPO / "results").glob("*/circuits/*.json"))
+# Two circuits of the reproduction as an earlier circuitlab wrote them (schema 1, no settings record), kept after
+# `reproduce` located them again into figures/smollm2-135m/circuits/ in schema 2
+OLD_REPRODUCTION = sorted((Path(__file__).parent / "schema_1").glob("*.json"))
+SCHEMA_1 = OLD_REPRODUCTION + [p for p in COMMITTED if json.loads(p.read_text()).get("schema_version") == 1]
 
 
 def make(n_layers=4, n_heads=8) -> Circuit:
@@ -75,11 +78,33 @@ def test_committed_schema_1_files_load_with_every_number_in_place(path):
         assert c.selections == [] and c.all_docs is None
 
 
-def test_committed_circuits_of_both_schemas_compare_as_one_set():
-    """The reproduction mixes schema-1 circuits with the two located again in schema 2."""
+def test_the_schema_1_files_are_there():
+    """An empty parameter set would skip the upgrade tests silently."""
+    assert len(OLD_REPRODUCTION) == 2 and len(SCHEMA_1) > 2
+
+
+@pytest.mark.parametrize("old", OLD_REPRODUCTION, ids=lambda p: p.stem)
+def test_an_old_circuit_upgrades_to_what_this_code_locates_again(old):
+    """The same settings, located by an earlier circuitlab (schema 1) and by this one (schema 2): read through the
+    upgrade, the old file gives the same samples, heads and selections, and losses equal up to float rounding."""
+    before, again = Circuit.load(old), Circuit.load(REPO / "figures" / "smollm2-135m" / "circuits" / old.name)
+    assert json.loads(old.read_text())["schema_version"] == 1 and again.schema_version == 2
+    assert before.samples == again.samples and before.heads == again.heads
+    assert [(s.strategy, s.seed, s.heads) for s in before.selections] == [
+        (s.strategy, s.seed, s.heads) for s in again.selections]
+    curves = list(zip([before.loss_curve, before.all_docs.loss_curve, *(s.loss_curve for s in before.selections)],
+                      [again.loss_curve, again.all_docs.loss_curve, *(s.loss_curve for s in again.selections)]))
+    assert all(a == pytest.approx(b, rel=1e-5) for a, b in curves)
+    assert any(a != b for a, b in curves)  # two computations, not one file copied
+    assert before.baseline_loss == pytest.approx(again.baseline_loss, rel=1e-5)
+
+
+def test_circuits_of_both_schemas_compare_as_one_set():
+    """Old schema-1 circuits mixed with schema-2 ones of the other tasks, as a reproduction upgraded task by task."""
     from circuitlab.report.comparison import compare
 
-    paths = [p for p in COMMITTED if p.parent.parent.name == "smollm2-135m"]
+    old = {p.name for p in OLD_REPRODUCTION}
+    paths = OLD_REPRODUCTION + [p for p in COMMITTED if p.parent.parent.name == "smollm2-135m" and p.name not in old]
     assert {json.loads(p.read_text())["schema_version"] for p in paths} == {1, 2}
     circuits = [Circuit.load(p) for p in paths]  # loaded, every one is a schema-2 object
     assert len(circuits) == 13 and {c.schema_version for c in circuits} == {2}
