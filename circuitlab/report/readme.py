@@ -135,7 +135,8 @@ def write_readme(by_task: dict[str, Circuit], out_dir: Path, config, command: st
         "largest entry of the single-head table; `layer-conditioned`, `greedy`, `random (mean)` = loss "
         f"with the selection's heads masked in all {L} layers (random: mean over seeds); `above greedy`, "
         "`above random` = at how many of the curve's points (1..L masked layers) the layer-conditioned "
-        f"loss is the higher (by more than float rounding, a relative {SAME_LOSS:g}); `all docs` = "
+        f"loss is the higher (by more than float rounding, a relative {SAME_LOSS:g}); "
+        "`all docs` = "
         f"Figure 7's documents; `curve correlation` = Pearson correlation of the samples' and the "
         "all-docs curves; `minutes` = wall time of the task on this machine.",
         "",

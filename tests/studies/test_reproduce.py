@@ -169,7 +169,8 @@ def test_summary_table_reads_the_circuits(run):
 
 def test_a_point_within_float_rounding_is_not_above():
     """Layer 0 of layer-conditioned and greedy masks the same heads: its two losses differ by rounding alone
-    (up to 9.7e-7 of the loss in figures/smollm2-135m; 2e-6 here), and the count must not turn on which way it rounded."""
+    (up to 9.7e-7 of the loss in figures/smollm2-135m; 2e-6 here), and the count must not turn on which way it
+    rounded."""
     from circuitlab.report.readme import _points_above
 
     assert _points_above([1.0 + 2e-6, 5.0, 9.0], [1.0, 4.0, 9.5]) == "1/3"
