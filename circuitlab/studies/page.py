@@ -113,7 +113,7 @@ def figure(sets: pd.DataFrame, results: list[Result], study: Study) -> go.Figure
 def page(study: Study, runs: pd.DataFrame, sets: pd.DataFrame, results: list[Result], skipped: list[str], lr: dict,
          base: dict,
          deviations: list[str], registration: dict | None, command: str, left_out: list[str],
-         figure_link: str | None, admission: dict | None = None) -> str:
+         figure_link: str | None, admission: dict | None = None, progress: dict | None = None) -> str:
     a = study.analysis
     where = f"`{study.keep}/`" if study.keep else f"`{study.runs}/`"
     out = [f"# {study.title or study.name}", "", f"Made by `{command}` from the results under {where}; every "
@@ -160,7 +160,14 @@ def page(study: Study, runs: pd.DataFrame, sets: pd.DataFrame, results: list[Res
             *arm_table(sets, study, base), ""]
     if left_out:
         out += ["Runs on disk that are not part of the study (left out): " + ", ".join(left_out), ""]
-    out += ["## Comparisons", ""] + ([*comparison_table(results, study), ""] if results else [])
+    out += ["## Comparisons", ""]
+    unfinished = {t: dn for t, dn in (progress or {}).items() if dn[0] < dn[1]}
+    if unfinished:
+        out += ["**Provisional: not every registered run is done** (" + "; ".join(
+            f"{t}: {d} of {n} arm runs" for t, (d, n) in unfinished.items()) + "). The family's correction and every "
+            "decision below can change when they are; a page that stops here answers less than the registration "
+            "asked.", ""]
+    out += [*comparison_table(results, study), ""] if results else []
     out += [f"- {sentence(r, study)}" for r in results] + [""]
     out += [f"- {s}." for s in skipped] + ([""] if skipped else [])
     notes = sorted({n for r in results for n in r.notes})

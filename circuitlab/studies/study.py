@@ -37,8 +37,26 @@ class Plan:
         decided = self.admission.get(job.task)
         return decided is not None and decided[0]
 
+    def shut_out(self, job: Job) -> bool:
+        """An arm of a task its admission rule has turned away: the registration no longer asks for it."""
+        decided = self.admission.get(job.task) if job.phase == "arms" else None
+        return decided is not None and not decided[0]
+
+    def declared(self) -> list[Job]:
+        """The jobs the registration asks for: the grid less the arms of a task that was not admitted."""
+        return [j for j in self.grid.jobs if not self.shut_out(j)]
+
     def left(self) -> list[Job]:
-        return [j for j in self.grid.jobs if self.states[j.out] != "done"]
+        return [j for j in self.declared() if self.states[j.out] != "done"]
+
+    def progress(self) -> dict:
+        """task -> (arm runs done, arm runs declared): where a task's comparisons stand."""
+        out: dict = {}
+        for j in self.declared():
+            if j.phase == "arms":
+                done, n = out.get(j.task, (0, 0))
+                out[j.task] = (done + (self.states[j.out] == "done"), n + 1)
+        return out
 
     def hours_left(self) -> float | None:
         costs = [self.minutes.get(j.cost_kind) for j in self.left()]
@@ -47,7 +65,7 @@ class Plan:
     def summary(self) -> list[str]:
         """The grid as lines: per phase and kind of job, how many are done, started (running or interrupted),
         left, or made with other settings; the time left at the measured (or declared) minutes per job."""
-        lines = [f"{self.study.name}: {len(self.grid.jobs)} jobs on {len(self.study.tasks)} task(s) "
+        lines = [f"{self.study.name}: {len(self.declared())} jobs on {len(self.study.tasks)} task(s) "
                  f"({', '.join(self.study.tasks)}), model {self.study.model}"]
         for (phase, kind), c in sorted(self.counts().items()):
             extra = f", {c['other']} made with other settings" if c["other"] else ""
@@ -73,7 +91,7 @@ class Plan:
 
     def counts(self) -> dict:
         out: dict = {}
-        for j in self.grid.jobs:
+        for j in self.declared():
             key = (j.phase, j.cost_kind)
             out.setdefault(key, {"done": 0, "started": 0, "left": 0, "other": 0})[self.states[j.out]] += 1
         return out
@@ -287,8 +305,8 @@ def analyze(spec: str | Path, data_dir=None, *, png: bool = True, command: str |
         raise CircuitlabError(f"no finished run of {study.name} under {study.runs}: nothing to analyse")
     sets = head_sets(runs)
     results, skipped = analyse(runs, list(study.tasks), study.analysis)
-    declared = {j.out for j in p.grid.jobs}
-    finished = {j.out for j in p.grid.jobs if p.states[j.out] == "done"}
+    declared = {j.out for j in p.declared()}
+    finished = {j.out for j in p.declared() if p.states[j.out] == "done"}
     deviations = registration.deviations(study, finished, declared, today)
     reg_path = study.registration_path()
     reg = read_json(reg_path, "registration") if reg_path.exists() else None
@@ -300,7 +318,7 @@ def analyze(spec: str | Path, data_dir=None, *, png: bool = True, command: str |
     link = os.path.relpath(Path(study.figures or ".", "head_sets.png"), Path(study.page).parent)
     text = page(study, runs, sets, results, skipped, p.lr_table, base, deviations, reg,
                 command or f"circuitlab study analyze {spec}", left_out, link if study.figures else None,
-                p.admission)
+                p.admission, p.progress())
     if study.notes:
         text += "\n## Discussion (written by hand)\n\n" + Path(study.notes).read_text(encoding="utf-8")
     write_text_atomic(study.page, text.rstrip() + "\n")

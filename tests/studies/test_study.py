@@ -133,6 +133,23 @@ def test_a_task_behind_an_admission_rule_runs_its_arms_only_once_admitted(in_pro
     spec.write_text(TINY.read_text().replace('tasks = ["capitals"]', "[tasks.capitals]\nadmit_above_base = 50"))
     study.run("tiny.toml", threads=1, log=lines.append)
     assert lines == []  # not admitted: no arm runs
+    p = study.plan("tiny.toml")  # ... and none is owed: the registration's rule turned them away
+    assert not p.left() and p.progress() == {} and p.summary()[-1] == "  0 jobs left: about 0.0 hours of one job slot"
+    assert len(p.declared()) == len(p.grid.jobs) - 5
+
+
+def test_a_page_with_registered_runs_missing_says_it_is_provisional(in_process, tmp_path, monkeypatch):
+    local, _ = in_process
+    assert "Provisional" not in (local / "page.md").read_text()
+    root = tmp_path / "cut"
+    shutil.copytree(local, root, ignore=shutil.ignore_patterns("runs"))
+    monkeypatch.chdir(root)
+    shutil.rmtree(root / "kept/capitals/random-h02-s0")  # one random set's run not done yet
+    assert study.plan("tiny.toml").progress() == {"capitals": (4, 5)}
+    study.analyze("tiny.toml", png=False, today="2026-12-07", log=lambda line: None)
+    page = (root / "page.md").read_text()
+    assert "**Provisional: not every registered run is done** (capitals: 4 of 5 arm runs)" in page
+    assert "1 of 10 declared runs are missing: runs/capitals/random-h02-s0" in page
 
 
 def test_a_track_runs_after_its_pilot_and_before_the_arms_that_need_it(tmp_path, monkeypatch):
