@@ -11,6 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from circuitlab.studies.agreement import table as agreement_table
 from circuitlab.studies.analysis import Result
 from circuitlab.studies.spec import Study
 
@@ -113,7 +114,8 @@ def figure(sets: pd.DataFrame, results: list[Result], study: Study) -> go.Figure
 def page(study: Study, runs: pd.DataFrame, sets: pd.DataFrame, results: list[Result], skipped: list[str], lr: dict,
          base: dict,
          deviations: list[str], registration: dict | None, command: str, left_out: list[str],
-         figure_link: str | None, admission: dict | None = None, progress: dict | None = None) -> str:
+         figure_link: str | None, admission: dict | None = None, progress: dict | None = None,
+         agreements: list | None = None) -> str:
     a = study.analysis
     where = f"`{study.keep}/`" if study.keep else f"`{study.runs}/`"
     out = [f"# {study.title or study.name}", "", f"Made by `{command}` from the results under {where}; every "
@@ -177,6 +179,10 @@ def page(study: Study, runs: pd.DataFrame, sets: pd.DataFrame, results: list[Res
         if any(r.n_a == 1 for r in results):
             out += ["Where A is one head set, this model compares runs, not head sets: it asks whether that head set "
                     "trains differently from B's, not whether the locating procedure's head sets do.", ""]
+    if agreements:
+        out += ["## How alike the located circuits are (descriptive, outside the registered analysis)", "",
+                "Each circuit was located on its own sample set; two random sets with as many heads per layer would "
+                "share the number under *by chance*.", "", *agreement_table(agreements), ""]
     if figure_link:
         out += ["## Figure", "", f"![each replicate's score]({figure_link})", ""]
     return "\n".join(out)

@@ -289,6 +289,23 @@ def collected(p: Plan):
     return pd.DataFrame(rows, columns=["task", "arm", "head_set", "seed", "acc", "out"]), base, left_out
 
 
+def located(p: Plan) -> list:
+    """How alike each task's located circuits are (every circuit set with two or more done): descriptive."""
+    from circuitlab.circuits.circuit import Circuit
+    from circuitlab.studies.agreement import agreement
+    from circuitlab.studies.grid import circuit_files
+
+    done = {j.out: j for j in p.declared() if j.kind == "locate" and p.states[j.out] == "done"}
+    out = []
+    for task in p.study.tasks:
+        for name, cs in p.study.circuits.items():
+            circuits = [Circuit.load(done[f].found) for f in circuit_files(p.study, cs, task) if f in done]
+            label = task if len(p.study.circuits) == 1 else f"{task} ({name})"
+            a = agreement(label, [c.head_list for c in circuits], circuits[0].model.n_heads) if circuits else None
+            out += [a] if a else []
+    return out
+
+
 def analyze(spec: str | Path, data_dir=None, *, png: bool = True, command: str | None = None,
             today: str | None = None, log=print) -> Path:
     """The study's page (and its figure) from the runs on disk, with the registered analysis and every deviation
@@ -318,7 +335,7 @@ def analyze(spec: str | Path, data_dir=None, *, png: bool = True, command: str |
     link = os.path.relpath(Path(study.figures or ".", "head_sets.png"), Path(study.page).parent)
     text = page(study, runs, sets, results, skipped, p.lr_table, base, deviations, reg,
                 command or f"circuitlab study analyze {spec}", left_out, link if study.figures else None,
-                p.admission, p.progress())
+                p.admission, p.progress(), located(p))
     if study.notes:
         text += "\n## Discussion (written by hand)\n\n" + Path(study.notes).read_text(encoding="utf-8")
     write_text_atomic(study.page, text.rstrip() + "\n")

@@ -51,6 +51,13 @@ def test_the_grid_runs_each_job_once_and_resumes_to_nothing(in_process, monkeypa
     page = (root / "page.md").read_text()
     assert "Registered on 2026-12-06" in page and "Deviations from the registration: none." in page
     assert "| capitals | circuit − random | 2 : 3 |" in page
+    a, b = (set(map(tuple, json.loads((root / f"kept/circuits/capitals-c0{i}.json").read_text())["head_list"]))
+            for i in (0, 1))
+    n_heads = json.loads((root / "kept/circuits/capitals-c00.json").read_text())["model"]["n_heads"]
+    chance = sum(sum(1 for x in a if x[0] == layer) * sum(1 for y in b if y[0] == layer)
+                 for layer in {x[0] for x in a}) / n_heads
+    assert (f"| capitals | 2 | {len(a)} | {len(a & b):.1f} ({len(a & b)}–{len(a & b)}) | {chance:.1f} | "
+            f"{len(a & b)} | {len(a | b)} |") in page
 
 
 def test_ray_cluster_gives_the_same_files_and_a_killed_worker_resumes(in_process, tmp_path, monkeypatch):
