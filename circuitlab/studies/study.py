@@ -26,7 +26,7 @@ class Plan:
     study: Study
     grid: Grid
     states: dict  # job.out -> done / started / other / left
-    minutes: dict  # cost kind -> minutes a job (measured here where runs are done, else the spec's)
+    minutes: dict  # (phase, cost kind) -> minutes a job: measured on this phase's finished jobs, else `costs`
     lr_table: dict = field(default_factory=dict)  # task -> (chosen rate, {rate: held-out score})
     admission: dict = field(default_factory=dict)  # gated task -> (admitted?, pilot score, base score); None: not yet
 
@@ -59,7 +59,7 @@ class Plan:
         return out
 
     def hours_left(self) -> float | None:
-        costs = [self.minutes.get(j.cost_kind) for j in self.left()]
+        costs = [self.minutes.get((j.phase, j.cost_kind)) for j in self.left()]
         return None if any(c is None for c in costs) else sum(costs) / 60
 
     def summary(self) -> list[str]:
@@ -69,7 +69,7 @@ class Plan:
                  f"({', '.join(self.study.tasks)}), model {self.study.model}"]
         for (phase, kind), c in sorted(self.counts().items()):
             extra = f", {c['other']} made with other settings" if c["other"] else ""
-            minutes = self.minutes.get(kind)
+            minutes = self.minutes.get((phase, kind))
             each = f"; {minutes:.1f} min a job" if minutes is not None else "; no measured cost"
             lines.append(f"  {phase:8s} {kind:9s} {c['done']} done, {c['started']} started, {c['left']} left"
                          f"{extra}{each}")
@@ -137,15 +137,21 @@ def plan(spec: str | Path, data_dir=None) -> Plan:
     if lr:
         grid = expand(study, data_dir, {t: r for t, (r, _) in lr.items()})
     states = {j.out: state(j, data_dir) for j in grid.jobs}
+    return Plan(study, grid, states, costs(study, grid, states), lr, admission(study, grid, states, lr))
+
+
+def costs(study: Study, grid: Grid, states: dict) -> dict:
+    """(phase, cost kind) -> minutes a job: the median of that phase's finished jobs of the kind, else the spec's
+    `costs` for the kind. By phase, because a kind's cost differs by what its jobs do: a tuning run scores a few
+    hundred held-out rows, an arm's run the whole evaluation split."""
     measured: dict = {}
     for j in grid.jobs:
         if states[j.out] == "done":
             s = seconds(j, read_json(j.found, "result"))
             if s:
-                measured.setdefault(j.cost_kind, []).append(s / 60)
-    minutes = {**{k: float(v) for k, v in study.costs.items()},
-               **{k: statistics.median(v) for k, v in measured.items()}}
-    return Plan(study, grid, states, minutes, lr, admission(study, grid, states, lr))
+                measured.setdefault((j.phase, j.cost_kind), []).append(s / 60)
+    declared = {(j.phase, j.cost_kind): float(study.costs[j.cost_kind]) for j in grid.jobs if j.cost_kind in study.costs}
+    return {**declared, **{k: statistics.median(v) for k, v in measured.items()}}
 
 
 def admission(study: Study, grid: Grid, states: dict, lr: dict) -> dict:

@@ -60,6 +60,30 @@ def test_the_grid_runs_each_job_once_and_resumes_to_nothing(in_process, monkeypa
             f"{len(a & b)} | {len(a | b)} |") in page
 
 
+def test_time_left_is_costed_by_phase_from_the_finished_jobs(in_process, tmp_path, monkeypatch):
+    """A tuning run and an arm's run are both HeadMap runs, but score different rows: each phase's own median."""
+    import statistics
+
+    local, _ = in_process
+    root = tmp_path / "costed"
+    shutil.copytree(local, root, ignore=shutil.ignore_patterns("runs"))
+    monkeypatch.chdir(root)
+    shutil.rmtree(root / "kept/capitals/random-h02-s0")
+    p = study.plan("tiny.toml")
+
+    def minutes(jobs):
+        return statistics.median(sum(json.loads(Path(j.found).read_text())[k]["seconds"] for k in ("train", "eval"))
+                                 / 60 for j in jobs)
+
+    done = [j for j in p.grid.jobs if j.kind == "finetune" and p.states[j.out] == "done"]
+    arms, tuning = minutes([j for j in done if j.phase == "arms"]), minutes([j for j in done if j.lr_tuning])
+    assert p.minutes[("arms", "headmap")] == pytest.approx(arms) and p.minutes[("prepare", "headmap")] == pytest.approx(tuning)
+    assert p.hours_left() == pytest.approx(arms / 60)  # the one run left, at the arms' median
+    assert "  arms     headmap   4 done, 0 started, 1 left; " + f"{arms:.1f} min a job" in p.summary()
+    shutil.rmtree(root / "kept/capitals")  # no arm finished: the spec's declared cost
+    assert study.plan("tiny.toml").minutes[("arms", "headmap")] == 0.1
+
+
 def test_ray_cluster_gives_the_same_files_and_a_killed_worker_resumes(in_process, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
     local, _ = in_process
