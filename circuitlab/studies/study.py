@@ -83,6 +83,9 @@ class Plan:
             if self.study.lr.grid is not None else []
         if waiting:
             lines.append(f"  the arms of {', '.join(waiting)} wait for their learning rate (the tuning runs)")
+        spent = [seconds(j, read_json(j.found, "result")) for j in self.declared() if self.states[j.out] == "done"]
+        lines.append(f"  {len(spent)} jobs done in {sum(s or 0 for s in spent) / 3600:.1f} hours of job time"
+                     + (f" ({sum(s is None for s in spent)} record no time)" if None in spent else ""))
         hours = self.hours_left()
         left = len(self.left())
         lines.append(f"  {left} jobs left: about {hours:.1f} hours of one job slot" if hours is not None

@@ -80,6 +80,13 @@ def test_time_left_is_costed_by_phase_from_the_finished_jobs(in_process, tmp_pat
     assert p.minutes[("arms", "headmap")] == pytest.approx(arms) and p.minutes[("prepare", "headmap")] == pytest.approx(tuning)
     assert p.hours_left() == pytest.approx(arms / 60)  # the one run left, at the arms' median
     assert "  arms     headmap   4 done, 0 started, 1 left; " + f"{arms:.1f} min a job" in p.summary()
+    def job_seconds(doc):  # a run: training + scoring; a circuit: its timings; an evaluation: its own
+        if "train" in doc:
+            return doc["train"]["seconds"] + doc["eval"]["seconds"]
+        return sum(doc["timings"].values()) if "timings" in doc else doc["seconds"]
+
+    spent = sum(job_seconds(json.loads(Path(j.found).read_text())) for j in p.grid.jobs if p.states[j.out] == "done")
+    assert f"  {sum(s == 'done' for s in p.states.values())} jobs done in {spent / 3600:.1f} hours of job time" in p.summary()
     shutil.rmtree(root / "kept/capitals")  # no arm finished: the spec's declared cost
     assert study.plan("tiny.toml").minutes[("arms", "headmap")] == 0.1
 
