@@ -33,10 +33,15 @@ def shared_distribution(a: Circuit, b: Circuit) -> np.ndarray:
     return total
 
 
+def expected_shared(a: Circuit, b: Circuit) -> float:
+    """E |A ∩ B| under the null model: the sum over layers of a's heads x b's heads / heads per layer."""
+    return float(np.arange(len(p := shared_distribution(a, b))) @ p)
+
+
 def chance_overlap(a: Circuit, b: Circuit) -> float:
     """E |A ∩ B| / |A| under the null model (NaN when A is empty)."""
     size = sum(_sizes(a))
-    return float(np.arange(len(p := shared_distribution(a, b))) @ p / size) if size else float("nan")
+    return expected_shared(a, b) / size if size else float("nan")
 
 
 def chance_jaccard(a: Circuit, b: Circuit) -> float:

@@ -165,10 +165,10 @@ def page(study: Study, runs: pd.DataFrame, sets: pd.DataFrame, results: list[Res
     out += ["## Comparisons", ""]
     unfinished = {t: dn for t, dn in (progress or {}).items() if dn[0] < dn[1]}
     if unfinished:
-        out += ["**Provisional: not every registered run is done** (" + "; ".join(
+        out += ["**Provisional: not every declared run is done** (" + "; ".join(
             f"{t}: {d} of {n} arm runs" for t, (d, n) in unfinished.items()) + "). The family's correction and every "
-            "decision below can change when they are; a page that stops here answers less than the registration "
-            "asked.", ""]
+            "decision below can change when they are done; if the study stops here, it answers less than it "
+            "declared.", ""]
     out += [*comparison_table(results, study), ""] if results else []
     out += [f"- {sentence(r, study)}" for r in results] + [""]
     out += [f"- {s}." for s in skipped] + ([""] if skipped else [])
@@ -182,7 +182,7 @@ def page(study: Study, runs: pd.DataFrame, sets: pd.DataFrame, results: list[Res
     if agreements:
         out += ["## How alike the located circuits are (descriptive, outside the registered analysis)", "",
                 "Each circuit was located on its own sample set; two random sets with as many heads per layer would "
-                "share the number under *by chance*.", "", *agreement_table(agreements), ""]
+                "share the number under *by chance* on average.", "", *agreement_table(agreements), ""]
     if figure_link:
         out += ["## Figure", "", f"![each replicate's score]({figure_link})", ""]
     return "\n".join(out)

@@ -26,7 +26,8 @@ class Plan:
     study: Study
     grid: Grid
     states: dict  # job.out -> done / started / other / left
-    minutes: dict  # (phase, cost kind) -> minutes a job: measured on this phase's finished jobs, else `costs`
+    minutes: dict  # (phase, cost kind[, task, arm]) -> minutes a job (`costs`)
+    seconds: dict  # job.out -> the seconds a finished job took (None: it records no time)
     lr_table: dict = field(default_factory=dict)  # task -> (chosen rate, {rate: held-out score})
     admission: dict = field(default_factory=dict)  # gated task -> (admitted?, pilot score, base score); None: not yet
 
@@ -50,16 +51,21 @@ class Plan:
         return [j for j in self.declared() if self.states[j.out] != "done"]
 
     def progress(self) -> dict:
-        """task -> (arm runs done, arm runs declared): where a task's comparisons stand."""
+        """task -> (arm runs done, arm runs declared): where a task's comparisons stand (tracks are not runs)."""
         out: dict = {}
         for j in self.declared():
-            if j.phase == "arms":
+            if j.phase == "arms" and j.kind == "finetune":
                 done, n = out.get(j.task, (0, 0))
                 out[j.task] = (done + (self.states[j.out] == "done"), n + 1)
         return out
 
+    def cost(self, job: Job) -> float | None:
+        """Minutes the job should take: its own arm's measured median, else its phase and kind's (`costs`)."""
+        own = self.minutes.get((job.phase, job.cost_kind, job.task, job.arm))
+        return own if own is not None else self.minutes.get((job.phase, job.cost_kind))
+
     def hours_left(self) -> float | None:
-        costs = [self.minutes.get((j.phase, j.cost_kind)) for j in self.left()]
+        costs = [self.cost(j) for j in self.left()]
         return None if any(c is None for c in costs) else sum(costs) / 60
 
     def summary(self) -> list[str]:
@@ -83,7 +89,7 @@ class Plan:
             if self.study.lr.grid is not None else []
         if waiting:
             lines.append(f"  the arms of {', '.join(waiting)} wait for their learning rate (the tuning runs)")
-        spent = [seconds(j, read_json(j.found, "result")) for j in self.declared() if self.states[j.out] == "done"]
+        spent = list(self.seconds.values())
         lines.append(f"  {len(spent)} jobs done in {sum(s or 0 for s in spent) / 3600:.1f} hours of job time"
                      + (f" ({sum(s is None for s in spent)} record no time)" if None in spent else ""))
         hours = self.hours_left()
@@ -126,7 +132,8 @@ def chosen_lr(study: Study, grid: Grid) -> dict:
 
 def seconds(job: Job, doc: dict) -> float | None:
     if job.kind == "finetune":
-        return (doc.get("train") or {}).get("seconds", 0) + (doc.get("eval") or {}).get("seconds", 0)
+        parts = [(doc.get(k) or {}).get("seconds") for k in ("train", "eval")]
+        return None if parts == [None, None] else sum(x or 0 for x in parts)
     if job.kind == "locate":
         return sum(v for v in (doc.get("timings") or {}).values() if isinstance(v, (int, float))) or None
     return doc.get("seconds")
@@ -140,20 +147,22 @@ def plan(spec: str | Path, data_dir=None) -> Plan:
     if lr:
         grid = expand(study, data_dir, {t: r for t, (r, _) in lr.items()})
     states = {j.out: state(j, data_dir) for j in grid.jobs}
-    return Plan(study, grid, states, costs(study, grid, states), lr, admission(study, grid, states, lr))
+    took = {j.out: seconds(j, read_json(j.found, "result")) for j in grid.jobs if states[j.out] == "done"}
+    return Plan(study, grid, states, costs(study, grid, took), took, lr, admission(study, grid, states, lr))
 
 
-def costs(study: Study, grid: Grid, states: dict) -> dict:
-    """(phase, cost kind) -> minutes a job: the median of that phase's finished jobs of the kind, else the spec's
-    `costs` for the kind. By phase, because a kind's cost differs by what its jobs do: a tuning run scores a few
-    hundred held-out rows, an arm's run the whole evaluation split."""
+def costs(study: Study, grid: Grid, took: dict) -> dict:
+    """Minutes a job, the median of the finished jobs that record a time: per (phase, kind, task, arm), and per
+    (phase, kind), else the spec's `costs` for the kind. Finer than the kind, because a kind's cost differs by what
+    its jobs do: a tuning run scores a few hundred held-out rows, an arm's run the whole evaluation split, and a
+    4-epoch arm trains twice as long as a 2-epoch one."""
     measured: dict = {}
     for j in grid.jobs:
-        if states[j.out] == "done":
-            s = seconds(j, read_json(j.found, "result"))
-            if s:
-                measured.setdefault((j.phase, j.cost_kind), []).append(s / 60)
-    declared = {(j.phase, j.cost_kind): float(study.costs[j.cost_kind]) for j in grid.jobs if j.cost_kind in study.costs}
+        if took.get(j.out):
+            for key in ((j.phase, j.cost_kind), (j.phase, j.cost_kind, j.task, j.arm)):
+                measured.setdefault(key, []).append(took[j.out] / 60)
+    declared = {(j.phase, j.cost_kind): float(study.costs[j.cost_kind]) for j in grid.jobs
+                if j.cost_kind in study.costs}
     return {**declared, **{k: statistics.median(v) for k, v in measured.items()}}
 
 
@@ -298,29 +307,13 @@ def collected(p: Plan):
     return pd.DataFrame(rows, columns=["task", "arm", "head_set", "seed", "acc", "out"]), base, left_out
 
 
-def located(p: Plan) -> list:
-    """How alike each task's located circuits are (every circuit set with two or more done): descriptive."""
-    from circuitlab.circuits.circuit import Circuit
-    from circuitlab.studies.agreement import agreement
-    from circuitlab.studies.grid import circuit_files
-
-    done = {j.out: j for j in p.declared() if j.kind == "locate" and p.states[j.out] == "done"}
-    out = []
-    for task in p.study.tasks:
-        for name, cs in p.study.circuits.items():
-            circuits = [Circuit.load(done[f].found) for f in circuit_files(p.study, cs, task) if f in done]
-            label = task if len(p.study.circuits) == 1 else f"{task} ({name})"
-            a = agreement(label, [c.head_list for c in circuits], circuits[0].model.n_heads) if circuits else None
-            out += [a] if a else []
-    return out
-
-
 def analyze(spec: str | Path, data_dir=None, *, png: bool = True, command: str | None = None,
             today: str | None = None, log=print) -> Path:
     """The study's page (and its figure) from the runs on disk, with the registered analysis and every deviation
     from the registration; nothing is run."""
     from circuitlab.core.io import write_text_atomic
     from circuitlab.studies import registration
+    from circuitlab.studies.agreement import located
     from circuitlab.studies.analysis import analyse, head_sets
     from circuitlab.studies.page import figure, page
 

@@ -114,17 +114,3 @@ def test_mixed_model_recovers_a_planted_arm_effect():
     m = results[0].mixed
     assert m["fitted"] and m["ci"][0] < 0.03 < m["ci"][1] and m["effect"] == pytest.approx(0.03, abs=0.003)
 
-
-def test_circuit_agreement_by_hand():
-    from circuitlab.studies.agreement import agreement
-
-    # a 2-layer model of 4 heads; a and b share (0, 1) and (1, 0), c shares nothing
-    a = [(0, 0), (0, 1), (1, 0)]
-    b = [(0, 1), (0, 2), (1, 0)]
-    c = [(0, 3), (1, 1), (1, 2)]
-    got = agreement("t", [a, b, c], n_heads=4)
-    # chance per pair: sum over layers k_a * k_b / 4; a, b: (2*2 + 1*1)/4; a, c and b, c: (2*1 + 1*2)/4
-    assert got.shared == pytest.approx(2 / 3) and (got.shared_min, got.shared_max) == (0, 2)
-    assert got.chance == pytest.approx((5 / 4 + 4 / 4 + 4 / 4) / 3)
-    assert (got.circuits, got.heads, got.in_all, got.in_any) == (3, 3, 0, 7)
-    assert agreement("t", [a], n_heads=4) is None

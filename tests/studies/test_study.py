@@ -56,39 +56,51 @@ def test_the_grid_runs_each_job_once_and_resumes_to_nothing(in_process, monkeypa
     n_heads = json.loads((root / "kept/circuits/capitals-c00.json").read_text())["model"]["n_heads"]
     chance = sum(sum(1 for x in a if x[0] == layer) * sum(1 for y in b if y[0] == layer)
                  for layer in {x[0] for x in a}) / n_heads
-    assert (f"| capitals | 2 | {len(a)} | {len(a & b):.1f} ({len(a & b)}–{len(a & b)}) | {chance:.1f} | "
+    assert (f"| capitals | 2 | {len(a):.1f} | {len(a & b):.1f} ({len(a & b)}–{len(a & b)}) | {chance:.1f} | "
             f"{len(a & b)} | {len(a | b)} |") in page
 
 
-def test_time_left_is_costed_by_phase_from_the_finished_jobs(in_process, tmp_path, monkeypatch):
-    """A tuning run and an arm's run are both HeadMap runs, but score different rows: each phase's own median."""
-    import statistics
-
+def test_time_left_and_spent_from_the_times_the_finished_jobs_record(in_process, tmp_path, monkeypatch):
+    """Each job's recorded time set by hand: a tuning run and an arm's run are both HeadMap runs but score different
+    rows, so each phase (and each arm) is costed by its own median; a run that records no time counts in neither."""
     local, _ = in_process
     root = tmp_path / "costed"
     shutil.copytree(local, root, ignore=shutil.ignore_patterns("runs"))
     monkeypatch.chdir(root)
-    shutil.rmtree(root / "kept/capitals/random-h02-s0")
+    kept = root / "kept"
+
+    def record(path: Path, **fields):
+        doc = json.loads(path.read_text())
+        for key, value in fields.items():
+            if value is None:
+                doc[key].pop("seconds")
+            elif key in ("train", "eval"):
+                doc[key]["seconds"] = value
+            else:
+                doc[key] = value
+        path.write_text(json.dumps(doc))
+
+    record(kept / "base/capitals.json", seconds=60)
+    for c in (kept / "circuits").glob("*.json"):
+        record(c, timings={"locate_s": 2900, "select_samples_s": 100})
+    for run in (kept / "capitals/lr").glob("*/result.json"):
+        record(run, train=100, eval=20)  # 2 min each
+    for name, train in (("circuit-h00-s0", 240), ("circuit-h01-s1", 240), ("random-h00-s0", 300)):
+        record(kept / f"capitals/{name}/result.json", train=train, eval=60)  # 5, 5 and 6 min
+    record(kept / "capitals/random-h01-s1/result.json", train=None, eval=None)  # no time recorded
+    shutil.rmtree(kept / "capitals/random-h02-s0")  # left to run
     p = study.plan("tiny.toml")
-
-    def minutes(jobs):
-        return statistics.median(sum(json.loads(Path(j.found).read_text())[k]["seconds"] for k in ("train", "eval"))
-                                 / 60 for j in jobs)
-
-    done = [j for j in p.grid.jobs if j.kind == "finetune" and p.states[j.out] == "done"]
-    arms, tuning = minutes([j for j in done if j.phase == "arms"]), minutes([j for j in done if j.lr_tuning])
-    assert p.minutes[("arms", "headmap")] == pytest.approx(arms) and p.minutes[("prepare", "headmap")] == pytest.approx(tuning)
-    assert p.hours_left() == pytest.approx(arms / 60)  # the one run left, at the arms' median
-    assert "  arms     headmap   4 done, 0 started, 1 left; " + f"{arms:.1f} min a job" in p.summary()
-    def job_seconds(doc):  # a run: training + scoring; a circuit: its timings; an evaluation: its own
-        if "train" in doc:
-            return doc["train"]["seconds"] + doc["eval"]["seconds"]
-        return sum(doc["timings"].values()) if "timings" in doc else doc["seconds"]
-
-    spent = sum(job_seconds(json.loads(Path(j.found).read_text())) for j in p.grid.jobs if p.states[j.out] == "done")
-    assert f"  {sum(s == 'done' for s in p.states.values())} jobs done in {spent / 3600:.1f} hours of job time" in p.summary()
-    shutil.rmtree(root / "kept/capitals")  # no arm finished: the spec's declared cost
-    assert study.plan("tiny.toml").minutes[("arms", "headmap")] == 0.1
+    assert p.minutes[("prepare", "headmap")] == 2 and p.minutes[("prepare", "locate")] == 50
+    assert p.minutes[("arms", "headmap")] == 5 and p.minutes[("arms", "headmap", "capitals", "random")] == 6
+    assert p.hours_left() == pytest.approx(6 / 60)  # the random set left, at the random arm's median
+    summary = p.summary()
+    assert "  arms     headmap   4 done, 0 started, 1 left; 5.0 min a job" in summary
+    # 60 s + 2 x 3,000 s + 2 x 120 s + 2 x 300 s + 360 s = 7,260 s
+    assert "  9 jobs done in 2.0 hours of job time (1 record no time)" in summary
+    for arm in kept.glob("capitals/[cr]*-h*"):  # no arm finished: the spec's declared cost, not the tuning runs'
+        shutil.rmtree(arm)
+    p = study.plan("tiny.toml")
+    assert p.minutes[("arms", "headmap")] == 0.1 and p.minutes[("prepare", "headmap")] == 2
 
 
 def test_ray_cluster_gives_the_same_files_and_a_killed_worker_resumes(in_process, tmp_path, monkeypatch):
@@ -186,7 +198,7 @@ def test_a_page_with_registered_runs_missing_says_it_is_provisional(in_process, 
     assert study.plan("tiny.toml").progress() == {"capitals": (4, 5)}
     study.analyze("tiny.toml", png=False, today="2026-12-07", log=lambda line: None)
     page = (root / "page.md").read_text()
-    assert "**Provisional: not every registered run is done** (capitals: 4 of 5 arm runs)" in page
+    assert "**Provisional: not every declared run is done** (capitals: 4 of 5 arm runs)" in page
     assert "1 of 10 declared runs are missing: runs/capitals/random-h02-s0" in page
 
 
