@@ -3,8 +3,9 @@
 `register` writes the spec's digest and text, the analysis code's version (a digest of the modules that compute
 and word the analysis) and the date into SPEC.registration.json, meant to be committed before the first run (the
 history shows it). `deviations` is what `analyze` reports from it, never silently: a spec changed since (with the
-lines that differ), analysis code changed since, runs declared but missing, and a second look (runs added after the
-first analysis, which SPEC.looks.json records).
+lines that differ, less a `notes` line: that only points the page at its hand-written discussion, written once the
+results are in), analysis code changed since, runs declared but missing, and a second look (runs added after the first
+analysis, which SPEC.looks.json records).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from circuitlab.core.io import read_json, write_json_atomic
 from circuitlab.studies.spec import Study
 
 ANALYSIS_MODULES = ("analysis.py",)  # what is computed; the wording of the page may change freely
+WORDING_KEYS = ("notes",)  # spec settings that word the page and change nothing that is run or computed
 
 
 def code_version() -> str:
@@ -46,6 +48,13 @@ def register(study: Study, today: str | None = None, force: bool = False) -> Pat
     return path
 
 
+def changed_lines(registered: list[str], text: str) -> list[str]:
+    """The spec's lines added (+) or removed (-) since registration, blank lines and wording settings left out."""
+    diff = difflib.unified_diff(registered, text.splitlines(), lineterm="", n=0)
+    return [line for line in diff if line[:1] in "+-" and line[:3] not in ("+++", "---") and line[1:].strip()
+            and line[1:].split("=")[0].strip() not in WORDING_KEYS]
+
+
 def deviations(study: Study, finished: set[str], declared: set[str], today: str | None = None,
                record: bool = True) -> list[str]:
     """Every way this analysis departs from the registration, in words; records this look in SPEC.looks.json."""
@@ -54,9 +63,8 @@ def deviations(study: Study, finished: set[str], declared: set[str], today: str 
         return [f"the study is not registered ({path} missing): every result is exploratory"]
     reg = read_json(path, "registration")
     found = []
-    if reg.get("spec_digest") != study.digest:
-        diff = [line for line in difflib.unified_diff(reg.get("spec", []), study.text.splitlines(), lineterm="", n=0)
-                if line[:1] in "+-" and line[:3] not in ("+++", "---") and line[1:].strip()]
+    diff = changed_lines(reg.get("spec", []), study.text) if reg.get("spec_digest") != study.digest else []
+    if diff:
         found.append(f"the spec changed since its registration on {reg.get('date')}: " + "; ".join(diff[:12]))
     if reg.get("analysis_code") != code_version():
         found.append(f"the analysis code changed since registration ({reg.get('analysis_code')} -> {code_version()})")
