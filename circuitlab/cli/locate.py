@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 from circuitlab.cli.options import (add_data_options, add_model_options, add_progress_option, add_settings, build,
                                     given, name_flags, note)
 from circuitlab.core.processes import launched_main
@@ -35,7 +37,7 @@ def run(args) -> None:
 
     seeds = {"seeds": (args.seed,)} if args.seed is not None and args.seeds is None else {}
     config = build(LocateConfig, args, circuit=Circuit.load(args.circuit) if args.circuit else None, **seeds)
-    sampling = build(SampleConfig, args) if given(args, "n", "max_docs", "split") else None
+    sampling = build(SampleConfig, args) if given(args, *(f.name for f in fields(SampleConfig))) else None
     found = locate_task(build(ModelConfig, args), args.task, samples_file=args.samples_file, sampling=sampling,
                         config=config, data_dir=args.data_dir, out=args.out, progress=not args.no_progress, log=note)
     if launched_main():

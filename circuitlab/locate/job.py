@@ -73,8 +73,8 @@ def locate_task(model: object, task: str | Task | None = None, *, samples_file: 
     circuit file `out` (default circuits/MODEL__TASK[__STRATEGY].json); resumable. `model`: a loaded model, a
     `ModelConfig` or a name (loaded after the checks, in this process's part of the machine under torchrun)."""
     if samples_file is not None and (sampling is not None or data_dir is not None):
-        raise CircuitlabError("--samples, --max-docs, --split and --data-dir select samples from a task's docs; with "
-                              "--samples-file they do nothing: leave them out")
+        raise CircuitlabError("--samples, --max-docs, --split, --rows and --data-dir select samples from a task's "
+                              "docs; with --samples-file they do nothing: leave them out")
     sampling, config = sampling or SampleConfig(), config or LocateConfig()
     name = model.name if hasattr(model, "bridge") else (model.model if isinstance(model, ModelConfig) else model)
     inputs = LocateInputs.read(name, task, samples_file, sampling, config, data_dir, out)

@@ -1,4 +1,4 @@
-"""A study as library calls: `plan`, `register`, `run`, `status`, `analyze` (`circuitlab study ...`), one each:
+"""A study as library calls: `plan` (its summary is `status`), `register`, `run`, `analyze` (`circuitlab study ...`):
 
     read the spec -> expand its grid (every job checked, no model loaded) -> [run the jobs not yet done, on this
     process or a Ray cluster] -> [read the runs -> the registered analysis -> the page and its figure]

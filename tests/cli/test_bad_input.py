@@ -115,6 +115,8 @@ CASES = [
     (LOCATE + ["--strategy", "redundant", "--circuit", "{in}/tiny.json", "--heads-per-layer", "4"],
      "--heads-per-layer 4 out of range: layer 0 has only 3 heads outside the circuit"),
     (LOCATE + ["--samples", "5"], "--samples-file"),
+    (LOCATE + ["--rows", "0,1"], "--rows and --data-dir select samples from a task's docs"),
+    (SELECT[:5] + ["--out", "{out}/c.json", "--rows", "100000"], "--rows names row 100000, but the train split has"),
     (SELECT + ["--split", "nosuch"], "has no 'nosuch' split"),
     (SELECT[:4] + ["sst2", "--data-dir", "{out}/missing"], "data directory"),
     (SELECT[:4] + ["boolq", "--split", "test", "--data-dir", "{data}"], "has no 'test' split"),
