@@ -16,7 +16,7 @@ def add_edges(sub) -> None:
     add_model_options(p)
     add_data_options(p, task_required=False)
     p.add_argument("--pairs", help=PAIRS_HELP)
-    p.add_argument("--split", default="test", help="the task's split to take pairs from (default: test)")
+    p.add_argument("--split", help="the task's split to take pairs from (default: test)")
     p.add_argument("--max-pairs", type=int, help="use only the first N pairs")
     add_settings(p, EdgesConfig)
     add_progress_option(p)

@@ -6,6 +6,7 @@ from dataclasses import fields
 
 from circuitlab.cli.options import (add_data_options, add_model_options, add_progress_option, add_settings, build,
                                     given, name_flags, note)
+from circuitlab.core.errors import CircuitlabError
 from circuitlab.core.processes import launched_main
 from circuitlab.models.config import ModelConfig
 from circuitlab.locate.config import LocateConfig
@@ -35,7 +36,9 @@ def run(args) -> None:
     from circuitlab.circuits.circuit import Circuit
     from circuitlab.locate.job import locate_task
 
-    seeds = {"seeds": (args.seed,)} if args.seed is not None and args.seeds is None else {}
+    if args.seed is not None and args.seeds is not None:
+        raise CircuitlabError("--seed and --seeds both give the seeds: give one")
+    seeds = {"seeds": (args.seed,)} if args.seed is not None else {}
     config = build(LocateConfig, args, circuit=Circuit.load(args.circuit) if args.circuit else None, **seeds)
     sampling = build(SampleConfig, args) if given(args, *(f.name for f in fields(SampleConfig))) else None
     found = locate_task(build(ModelConfig, args), args.task, samples_file=args.samples_file, sampling=sampling,

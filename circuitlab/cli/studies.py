@@ -65,7 +65,7 @@ def command_line(args) -> str:
             continue
         argv += [flag, ",".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)]
     return shlex.join(["circuitlab", "reproduce", *argv, *(["--plotlyjs", args.plotlyjs] if args.plotlyjs != "directory" else []),
-                       *(["--redraw"] if getattr(args, "redraw", False) else [])])
+                       *(["--no-png"] if args.no_png else []), *(["--redraw"] if getattr(args, "redraw", False) else [])])
 
 
 def add_track(sub) -> None:

@@ -33,7 +33,7 @@ def run_study(args) -> None:
     if args.action in ("plan", "status"):
         print("\n".join(study.plan(args.spec, args.data_dir).summary()))
     elif args.action == "register":
-        print(f"wrote {study.register(args.spec)}: commit it before the first run")
+        print(f"wrote {study.register(args.spec, args.data_dir)}: commit it before the first run")
     elif args.action == "run":
         done = study.run(args.spec, args.data_dir, engine=args.engine, address=args.address,
                          gpus_per_job=args.gpus_per_job, retries=args.retries, cpus=args.cpus,

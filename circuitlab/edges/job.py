@@ -28,7 +28,7 @@ def refuse_disk(blocks: list[str]) -> None:
                               f'memory-mapped, docs/scale.md) or keep those blocks on "cpu" in a JSON --device-map')
 
 
-def edges_task(model, task: str | None = None, *, pairs_file=None, split: str = "test", max_pairs: int | None = None,
+def edges_task(model, task: str | None = None, *, pairs_file=None, split: str | None = None, max_pairs: int | None = None,
                config: EdgesConfig | None = None, data_dir=None, out: str | Path, progress: bool = True):
     """The edge circuit (`EdgeCircuit`) of a task's clean/corrupted pairs, or of a pairs file's, into `out` (+
     .safetensors); resumable. `model`: a loaded model, a `ModelConfig` or a name (loaded after the checks)."""

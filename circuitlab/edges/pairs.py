@@ -77,18 +77,22 @@ def separated(pairs: list[Pair], separator: str) -> list[Pair]:
     return out
 
 
-def read_pairs(task: str | None = None, pairs_file=None, split: str = "test", max_pairs: int | None = None,
+def read_pairs(task: str | None = None, pairs_file=None, split: str | None = None, max_pairs: int | None = None,
                data_dir=None) -> tuple[list[Pair], str, str | None]:
-    """The pairs of a job, from one of two places: a task's own (its docs' clean and corrupted prompts; the
-    generated tasks also give each corrupted prompt's answer) or a JSON Lines file. Returns (the pairs, what
-    they are called, the data fingerprint of the task's docs or None)."""
+    """The pairs of a job, from one of two places: a task's own (its docs' clean and corrupted prompts, of `split`,
+    default test; the generated tasks also give each corrupted prompt's answer) or a JSON Lines file, taken as it
+    is (so `split` and `data_dir`, which would do nothing, are refused with it). Returns (the pairs, what they are
+    called, the data fingerprint of the task's docs or None)."""
     if (task is None) == (pairs_file is None):
         raise CircuitlabError("give --task (its clean/corrupted pairs) or --pairs FILE.jsonl")
     if max_pairs is not None and max_pairs < 1:
         raise CircuitlabError(f"--max-pairs must be a positive integer, got {max_pairs}")
     if pairs_file is not None:
+        if split is not None or data_dir is not None:
+            raise CircuitlabError("--split and --data-dir choose a task's pairs; with --pairs FILE they do nothing: "
+                                  "leave them out")
         return load_pairs(pairs_file)[:max_pairs], Path(pairs_file).name, None  # its name, not a machine path
-    t = get_task(task)
+    t, split = get_task(task), split or "test"
     docs = load_docs(t, split, data_dir, limit=max_pairs)
     pairs = pairs_from_docs(docs, t.name)
     if t.name in GENERATED:  # their rows also know each corrupted prompt's answer

@@ -20,6 +20,7 @@ from circuitlab.edges.pairs import read_pairs, separated
 from circuitlab.locate.config import LocateConfig
 from circuitlab.models.config import ModelConfig
 from circuitlab.models.dims import model_dims
+from circuitlab.models.names import resolve
 from circuitlab.studies.config import HeldOutConfig, ReproduceConfig, locating_split, parse_tasks
 from circuitlab.studies.runs import read_run
 from circuitlab.tasks import data_fingerprint, get_task, load_docs
@@ -37,11 +38,12 @@ def reproduce(model, tasks: str | list[str], data_dir, out_dir: str | Path, conf
     out_dir = check_writable(out_dir, "dir")
     for task in tasks:  # every split exists and reads, before the model loads
         load_docs(task, locating_split(task, data_dir), data_dir, limit=config.max_docs)
+    name = model.name if hasattr(model, "bridge") else (model.model if isinstance(model, ModelConfig) else model)
     if redraw:
         from circuitlab.studies.reproduce import redraw_reproduction
 
-        return redraw_reproduction(tasks, data_dir, out_dir, config, command, png, plotlyjs, log)
-    name = model.name if hasattr(model, "bridge") else (model.model if isinstance(model, ModelConfig) else model)
+        hf_id = model.hf_id if hasattr(model, "bridge") else resolve(name).public_id
+        return redraw_reproduction(tasks, data_dir, out_dir, config, command, png, plotlyjs, log, hf_id)
     LocateConfig(n_per_layer=config.heads_per_layer).plan(model_dims(name))
     from circuitlab.studies.reproduce import run_reproduction  # torch and TransformerLens: every check has passed
 
@@ -66,8 +68,8 @@ def track(run_dir: str | Path, out: str | Path, *, model: ModelConfig | None = N
     run = read_run(run_dir)
     where = ModelConfig(**{**asdict(model or ModelConfig()), "model": run.config["model"]})
     task = get_task(run.config["task"])
-    pairs, name, _ = read_pairs(None if pairs_file else task.name, pairs_file, split or task.eval_split, max_pairs,
-                                data_dir)
+    own_split = None if pairs_file else task.eval_split  # a pairs file is taken as it is
+    pairs, name, _ = read_pairs(None if pairs_file else task.name, pairs_file, split or own_split, max_pairs, data_dir)
     if pairs_file is None:
         pairs = separated(pairs, run.config.get("separator", "task"))
     out = check_writable(out, "dir")

@@ -109,17 +109,23 @@ class Reproduction:
 
 
 def redraw_reproduction(tasks: tuple[str, ...], data_dir, out_dir: Path, config: ReproduceConfig,
-                        command: str | None, png: bool, plotlyjs: str, log) -> Reproduction:
+                        command: str | None, png: bool, plotlyjs: str, log, hf_id: str) -> Reproduction:
     """`reproduce --redraw`: the figures, tables and README again from the circuits already in `out_dir` (after
-    an upgrade of circuitlab), with no model and no locating. A circuit that records other settings than
-    `config` is refused; one from before circuits recorded their settings is used as it is, and the README
-    names it."""
+    an upgrade of circuitlab), with no model and no locating. A circuit located on another model than `hf_id`
+    (the hub id `--model` names), or that records other settings than `config`, is refused (the README's command
+    would name what did not make it); one from before circuits recorded their settings is used as it is, and the
+    README names it."""
     circuits, unrecorded = {}, []
     for task in tasks:
         path = circuit_path(out_dir, task)
         if not path.is_file():
             raise CircuitlabError(f"--redraw: {path} is missing: run without --redraw to locate {task}")
-        recorded = reproduced_with(read_json_object(path, "circuit"))
+        doc = read_json_object(path, "circuit")
+        located_on = doc.get("model") or {}
+        if located_on.get("hf_id") != hf_id:
+            raise CircuitlabError(f"--redraw: {path} was located on {located_on.get('name')} "
+                                  f"({located_on.get('hf_id')}), not on {hf_id}: name that model with --model")
+        recorded = reproduced_with(doc)
         if recorded is None:
             unrecorded.append(task)
         else:

@@ -278,11 +278,11 @@ def run(spec: str | Path, data_dir=None, *, engine: str = "local", address: str 
     return plan(spec, data_dir)
 
 
-def register(spec: str | Path, today: str | None = None) -> Path:
-    """The registration file (SPEC.registration.json), after every check `plan` makes."""
+def register(spec: str | Path, data_dir=None, today: str | None = None) -> Path:
+    """The registration file (SPEC.registration.json), after every check `plan` makes (on `data_dir`'s data)."""
     from circuitlab.studies import registration
 
-    p = plan(spec)
+    p = plan(spec, data_dir)
     return registration.register(p.study, today)
 
 

@@ -34,6 +34,7 @@ from circuitlab.locate.run import locate_to
 from circuitlab.locate.run import made_from as circuit_made_from
 from circuitlab.models.loaded import bridge_hf
 from circuitlab.models.sources import load_hf, torch_dtype
+from circuitlab.models.ungroup import ungroup_kv_heads
 from circuitlab.report.write import write_figures
 from circuitlab.studies.changes import StepRecord, Track, compare
 from circuitlab.studies.runs import Checkpoint, RunInfo, step_identity
@@ -43,13 +44,17 @@ from circuitlab.studies.track_figures import track_figures
 # -- the run ---------------------------------------------------------------------------------------------
 
 
-def load_checkpoint(model_name: str, c: Checkpoint, where):
+def load_checkpoint(model_name: str, c: Checkpoint, where, kv: str = "grouped"):
     """The bridged model of checkpoint `c`: the plain HF model with the adapter merged in (`merge_and_unload`;
-    HeadMap's tuner merges MHA into o_proj), then bridged. `where`: a `Placement`."""
+    HeadMap's tuner merges MHA into o_proj), then, under `kv="per-head"`, its multi-head equivalent (as `edges
+    --kv per-head` reads a model: merged first, so an adapter on k_proj/v_proj is ungrouped too), then bridged.
+    `where`: a `Placement`."""
     hf, tok = load_hf(model_name, where=where)
     if c.path is not None:
         register()  # a checkpoint may be a HeadMap adapter
         hf = PeftModel.from_pretrained(hf, str(c.path)).merge_and_unload()
+    if kv == "per-head":
+        ungroup_kv_heads(hf)
     if not where.dispatched:
         hf = hf.to(where.device)
     return bridge_hf(model_name, hf.eval(), tok, torch_dtype(where.dtype))
@@ -72,7 +77,7 @@ def circuits_over_training(run: RunInfo, out_dir: Path, pairs: list[Pair], cfg: 
         circuit = step.finished(EdgeCircuit.load)
         hc = heads_step.finished(lambda path: Circuit.load(path).heads) if heads else None
         if circuit is None or (heads and hc is None):
-            model = load_checkpoint(model_name, c, where)
+            model = load_checkpoint(model_name, c, where, cfg.kv)
             if circuit is None:
                 circuit = edges_to(step.path, model, pairs, cfg, task, progress, identity["pairs"], identity)
                 log(f"{c.name}: {circuit.n_edges} edges, {len(circuit.nodes())} nodes")

@@ -78,6 +78,7 @@ CASES = [
     (LOCATE + ["--layers", "3-1"], "--layers must be A-B with 0 <= A <= B"),
     (LOCATE + ["--samples", "0"], "--samples must be a positive integer"),
     (LOCATE + ["--seeds", "1,x"], "--seeds: must be comma-separated integers"),
+    (LOCATE + ["--strategy", "random", "--seed", "3", "--seeds", "0,1"], "--seed and --seeds both give the seeds"),
     (LOCATE + ["--prescreen", "3", "--plain"], "--prescreen needs the engine"),
     # locate: unknown names, devices, dtypes, models
     (LOCATE + ["--strategy", "best"], "invalid choice: 'best'"),
@@ -214,6 +215,8 @@ CASES = [
     (["edges", "--model", "tiny-llama", "--pairs", "{in}/pairs_no_answer.jsonl", "--out", "{out}/e.json"],
      "pairs_no_answer.jsonl line 1: needs a non-empty string 'answer'"),
     (["edges", "--model", "tiny-llama", "--pairs", "{in}/missing.jsonl", "--out", "{out}/e.json"], "cannot read"),
+    (["edges", "--model", "tiny-llama", "--pairs", "{in}/missing.jsonl", "--out", "{out}/e.json", "--split", "train"],
+     "--split and --data-dir choose a task's pairs; with --pairs FILE they do nothing"),
     (["edges", "--model", "tiny-llama", "--task", "add_sub", "--method", "eap", "--metric", "kl", "--out",
       "{out}/e.json"], "--metric kl has zero gradient at the clean run"),
     (["edges", "--model", "tiny-llama", "--task", "add_sub", "--top-n", "5", "--threshold", "0.1", "--out",

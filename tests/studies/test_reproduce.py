@@ -202,6 +202,25 @@ def test_redraw_draws_again_from_the_circuits_without_a_model(run, data_dir, tmp
     with pytest.raises(CircuitlabError, match=r"other settings \(differs in: samples\)"):
         reproduce("tiny-llama", ["capitals"], data_dir, copy, ReproduceConfig(**{**CONFIG.__dict__, "samples": 5}),
                   png=False, progress=False, log=lambda s: None, redraw=True)
+    with pytest.raises(CircuitlabError, match=r"located on tiny-llama \(tiny-llama\), not on tiny-llama-gqa"):
+        reproduce("tiny-llama-gqa", ["capitals"], data_dir, copy, CONFIG, png=False, progress=False,
+                  log=lambda s: None, redraw=True)
     with pytest.raises(CircuitlabError, match="is missing: run without --redraw"):
         reproduce("tiny-llama", ["capitals", "boolq"], data_dir, tmp_path / "empty", CONFIG, png=False,
                   progress=False, log=lambda s: None, redraw=True)
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-png"], ["--plotlyjs", "inline", "--redraw"], ["--samples", "5", "--dtype",
+                                                                                               "bfloat16", "--no-png"]])
+def test_the_readmes_command_parses_back_to_the_same_options(extra):
+    """What the README records as the command that reproduces a run: the same options, every one that was given
+    (figure options included); only the device is left out."""
+    import shlex
+
+    from circuitlab.cli import build_parser
+    from circuitlab.cli.studies import command_line
+
+    args = build_parser().parse_args(["reproduce", "--model", "tiny-llama", "--tasks", "capitals", "--out", "o",
+                                      "--device", "cpu", *extra])
+    again = build_parser().parse_args(shlex.split(command_line(args))[1:])
+    assert {**vars(args), "device": None} == {**vars(again), "device": None}

@@ -8,6 +8,7 @@ import torch
 from peft import PeftModel
 
 from circuitlab.cli import main
+from circuitlab.core.errors import CircuitlabError
 from circuitlab.edges.circuit import EdgeCircuit
 from circuitlab.studies.runs import Checkpoint, read_run
 from circuitlab.studies.track import load_checkpoint
@@ -107,6 +108,26 @@ def test_track_compares_every_checkpoint_and_resumes(runs, tmp_path):
 
 
 @pytest.mark.usefixtures("one_thread")
+def test_kv_per_head_tracks_the_ungrouped_model(tmp_path):
+    """`--kv per-head` on a grouped-query run: every checkpoint on the library's ungrouped graph (a k and a v
+    reader per query head); the base step equals `circuitlab edges --kv per-head` on the base model."""
+    run = tmp_path / "run"
+    finetune(load_plain("tiny-llama-gqa"), cfg(model="tiny-llama-gqa", method="lora", max_train=4, epochs=1,
+                                                eval_limit=2, warmup_steps=0), run, progress=False,
+             options=RunOptions(save_every=1))
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
+    assert track(run, pairs, tmp_path / "t", "--kv", "per-head", "--method", "eap") == 0
+    assert main(["edges", "--model", "tiny-llama-gqa", "--pairs", str(pairs), "--method", "eap", "--kv", "per-head",
+                 "--top-n", "12", "--no-progress", "--out", str(tmp_path / "e.json")]) == 0
+    reference = EdgeCircuit.load(tmp_path / "e.json")
+    steps = [EdgeCircuit.load(p) for p in sorted((tmp_path / "t").glob("step-*.json"))]
+    assert len(steps) == 2 and reference.graph.n_kv_heads == reference.graph.n_heads
+    assert all(s.graph == reference.graph and s.made_from["settings"]["kv"] == "per-head" for s in steps)
+    assert torch.allclose(steps[0].scores.scores, reference.scores.scores, atol=1e-7)
+
+
+@pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize("method", ["lora", "headmap-mha"])
 def test_a_folded_checkpoint_gives_the_peft_models_logits(runs, method):
     info = read_run(runs[method])
@@ -197,3 +218,5 @@ def test_the_task_pairs_follow_the_runs_separator(tmp_path, monkeypatch, separat
     pairs.write_text(json.dumps(PAIRS[0]) + "\n")
     track_job(tmp_path / "run", tmp_path / "out2", pairs_file=pairs)
     assert [p.clean for p in seen[1]] == [PAIRS[0]["clean"]]
+    with pytest.raises(CircuitlabError, match="with --pairs FILE they do nothing"):  # it would not be the file's
+        track_job(tmp_path / "run", tmp_path / "out3", pairs_file=pairs, split="test")
