@@ -59,8 +59,8 @@ def run_job(job: Job, root: str, data_dir=None, threads: int | None = None) -> O
 
         s = job.settings
         track(s["run"], job.out, pairs_file=s["pairs"], split=s["split"], max_pairs=s["max_pairs"],
-              config=EdgesConfig(**s["edges"]),
-              data_dir=data_dir, progress=False, log=lambda line: None)
+              config=EdgesConfig(**s["edges"]),  # the study's data only where the track reads the task's pairs
+              data_dir=None if s["pairs"] else data_dir, progress=False, log=lambda line: None)
     else:
         from circuitlab.finetune import TrainConfig, finetune
         from circuitlab.finetune.config import RunOptions

@@ -137,6 +137,8 @@ class Track:
         check_settings(self)
         if self.arm is None:
             raise ConfigError(f"tracks.{self.name}", "needs the arm whose run it tracks")
+        if self.pairs is not None and self.split is not None:
+            raise ConfigError(f"tracks.{self.name}", "split chooses the task's own pairs: a pairs file is taken as it is")
 
 
 @dataclass

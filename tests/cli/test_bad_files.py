@@ -58,7 +58,7 @@ def bad(tmp_path_factory, tiny):
     from circuitlab.edges.pairs import read_pairs
     from circuitlab.edges.run import edges_to
 
-    edges_to(d / "edges.json", tiny, read_pairs(None, pairs, "test", None, None)[0], EdgesConfig(method="eap",
+    edges_to(d / "edges.json", tiny, read_pairs(None, pairs)[0], EdgesConfig(method="eap",
                                                                                              top_n=5), progress=False)
     other = json.loads((d / "edges.json").read_text())
     other["model"]["fingerprint"] = "0123456789abcdef"  # the same shape, other weights: every edge name exists

@@ -48,7 +48,7 @@ def test_locate_selects_samples_from_the_training_split(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, match", [
-    (["--max-docs", "5"], "--max-docs, --split and --data-dir select samples from a task's docs"),
+    (["--max-docs", "5"], "--max-docs, --split, --rows and --data-dir select samples from a task's docs"),
     (["--model", "no-such-model"], "unknown model"),
     (["--heads-per-layer", "9"], "out of range"),
     (["--layers", "2-7"], "out of range"),

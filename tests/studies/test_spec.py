@@ -75,3 +75,13 @@ def test_study3_recognises_its_committed_runs_by_their_settings(monkeypatch):
     for task in ("sst2", "add_sub", "sequence"):
         then = json.loads((ROOT / f"results/study3/{task}/lr.json").read_text())["chosen"]
         assert p.lr_table[task][0] == then
+
+
+def test_a_track_takes_its_pairs_file_as_it_is_or_the_tasks_split_never_both():
+    from circuitlab.core.errors import ConfigError
+    from circuitlab.studies.spec import Track
+
+    assert Track(name="t", arm="lora", pairs="p.jsonl").split is None
+    assert Track(name="t", arm="lora", split="validation").pairs is None
+    with pytest.raises(ConfigError, match="split chooses the task's own pairs"):
+        Track(name="t", arm="lora", pairs="p.jsonl", split="validation")

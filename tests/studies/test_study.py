@@ -202,9 +202,10 @@ def test_a_page_with_registered_runs_missing_says_it_is_provisional(in_process, 
     assert "1 of 10 declared runs are missing: runs/capitals/random-h02-s0" in page
 
 
-def test_a_track_runs_after_its_pilot_and_before_the_arms_that_need_it(tmp_path, monkeypatch):
+def test_a_track_runs_after_its_pilot_and_before_the_arms_that_need_it(tmp_path, monkeypatch, data_dir):
     """CircuitLoRA's recipe as a study: a LoRA run keeping every step, its track, then CircuitLoRA on its circuits;
-    the track's circuits are kept with the results, so a fresh machine finds the whole grid done."""
+    the track's circuits are kept with the results, so a fresh machine finds the whole grid done. The study's data
+    directory goes to the jobs that read a task's docs, not to the track, whose pairs file is taken as it is."""
     from tests.studies.test_track import PAIRS
 
     root = tmp_path / "edges"
@@ -213,7 +214,7 @@ def test_a_track_runs_after_its_pilot_and_before_the_arms_that_need_it(tmp_path,
     (root / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
     monkeypatch.chdir(root)
     lines = []
-    study.run("spec.toml", threads=1, log=lines.append)
+    study.run("spec.toml", data_dir, threads=1, log=lines.append)
     ran = [line.split("]")[1].split(":")[0].strip() for line in lines]
     track = "runs/capitals/lora-h00-s0/track"
     assert ran.index(track) > ran.index("runs/capitals/lora-h00-s0")
