@@ -39,6 +39,8 @@ def run(args) -> None:
     if args.seed is not None and args.seeds is not None:
         raise CircuitlabError("--seed and --seeds both give the seeds: give one")
     seeds = {"seeds": (args.seed,)} if args.seed is not None else {}
+    if seeds:
+        args._flags = {**args._flags, "seeds": "--seed"}  # a refusal of the seeds names the flag typed
     config = build(LocateConfig, args, circuit=Circuit.load(args.circuit) if args.circuit else None, **seeds)
     sampling = build(SampleConfig, args) if given(args, *(f.name for f in fields(SampleConfig))) else None
     found = locate_task(build(ModelConfig, args), args.task, samples_file=args.samples_file, sampling=sampling,

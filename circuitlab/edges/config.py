@@ -96,6 +96,13 @@ class EdgesConfig:
             raise ConfigError("edges_top", "chooses from an --edges FILE: give one")
         if self.curve and any(n < 1 for n in self.curve):
             raise ConfigError("curve", "sizes must be positive")
+        # a setting the run would not read is refused, not recorded as if it had acted (defaults cannot be told apart)
+        if self.ablation != "corrupted" and not self.curve:
+            raise ConfigError("ablation", "is read only when --curve evaluates circuits")
+        if not METHODS[self.method].uses_steps:
+            for name in ("steps", "ig_points"):
+                if getattr(self, name) != self.__dataclass_fields__[name].default:
+                    raise ConfigError(name, f"is read only by --method eap-ig, not {self.method}")
 
     def alphas(self) -> tuple[float, ...]:
         """Where along corrupted -> clean (0 -> 1) the method takes its gradients: eap at the clean run,

@@ -191,6 +191,9 @@ def load_any(path: str | Path, model: ModelInfo | None = None) -> EdgeCircuit:
     doc = read_json_object(path, "edge circuit file")
     if is_mib(doc):
         return from_mib(doc, model, str(path))
+    if model is not None:
+        raise CircuitlabError(f"{path} is a circuitlab edge circuit, which names its model: --model-of is for a MIB "
+                              "file that names none")
     return load_edge_circuit(path)
 
 

@@ -132,6 +132,7 @@ class TrainConfig:
             raise ConfigError("batch_size", f"{self.batch_size} is not a multiple of micro_batch_size "
                                              f"{self.micro_batch_size}")
         self._check_circuit_lora()
+        self._check_read_by_method()
         if self.heads_seed is not None and self.heads not in ("random", "redundant"):
             raise ConfigError("heads_seed", f"seeds a random head draw; --heads {self.heads} draws none")
         if self.eval_every is not None and not self.rules.held_out:
@@ -148,6 +149,18 @@ class TrainConfig:
                 raise ConfigError(name, "is required by --method circuit-lora")
         if self.match_lora_rank is not None and (self.rank_critical or self.rank_other):
             raise ConfigError("match_lora_rank", "chooses the ranks itself: leave out --rank-critical and --rank-other")
+
+    def _check_read_by_method(self) -> None:
+        """Refuse a head option for a method that maps no heads, and a second learning rate for a method with
+        one part: ignored, it would still be written into config.json and part the run's identity."""
+        if not self.spec.uses_heads:
+            given = [n for n in ("heads_per_layer", "circuit", "heads_seed") if getattr(self, n) is not None]
+            given += ["heads"] if self.heads != "circuit" else []
+            if given:
+                raise ConfigError(given[0], f"chooses HeadMap's heads; --method {self.method} maps none")
+        if self.lr_peft is not None and not (self.spec.uses_heads and self.spec.tuner):
+            raise ConfigError("lr_peft", f"is the LoRA/DoRA rate of a HeadMap + LoRA/DoRA method; --method "
+                                         f"{self.method} has one rate: --lr")
 
     @property
     def draw_seed(self) -> int:

@@ -92,9 +92,24 @@ class LocateConfig:
         if self.ablation == "mean" and self.reference is not None and len(self.reference) < self.ablation_docs:
             raise ConfigError("ablation_docs", f"{self.ablation_docs} is too many: only {len(self.reference)} "
                                                "reference docs were given")
-        needs = self.method.needs_circuit
-        if needs and self.circuit is None:
+        self._check_read_by_strategy()
+
+    def _check_read_by_strategy(self) -> None:
+        """Refuse a setting the strategy or the ablation would not read: a run that silently ignored it would be
+        recorded with it. (A setting left at its default cannot be told from one not given, and changes nothing.)"""
+        method = self.method
+        if method.needs_circuit and self.circuit is None:
             raise ConfigError("circuit", f"is needed by strategy {self.strategy} (the circuit whose heads it avoids)")
+        if self.circuit is not None and not method.needs_circuit:
+            raise ConfigError("circuit", f"is read only by strategy redundant (the circuit whose heads it avoids), "
+                                         f"not by {self.strategy}")
+        if not method.seeded and self.seeds != (0,):
+            raise ConfigError("seeds", f"draw the heads of strategies random and redundant; {self.strategy} "
+                                       "draws none")
+        if self.prescreen is not None and method.selected_by is None:
+            raise ConfigError("prescreen", f"ranks the heads a strategy scores; {self.strategy} draws them")
+        if self.ablation != "mean" and self.ablation_docs != REFERENCE_DOCS:
+            raise ConfigError("ablation_docs", f"is read only by --ablation mean, not {self.ablation}")
 
     @property
     def reference_docs(self) -> list[Sample]:

@@ -247,6 +247,11 @@ def run(spec: str | Path, data_dir=None, *, engine: str = "local", address: str 
     count here): the same number on both engines gives the same files. `by_task`: the first task's whole grid
     (prepare, then arms) before the next task's, so a study cut short has finished its primary task; False: every
     task's prepare phase, then every task's arms (more jobs at once for a cluster)."""
+    ray_only = {"address": address is not None, "gpus_per_job": gpus_per_job != 0, "retries": retries != 0,
+                "cpus": cpus is not None}
+    if engine == "local" and any(ray_only.values()):
+        name = next(n for n, given in ray_only.items() if given).replace("_", "-")
+        raise CircuitlabError(f"--{name} is an option of the Ray engine: add --engine ray")
     p = plan(spec, data_dir)
     other = [j.out for j in p.grid.jobs if p.states[j.out] == "other"]
     if other:

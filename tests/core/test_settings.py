@@ -33,9 +33,11 @@ def test_choices_come_from_the_registries():
 
 def test_options_parse_into_the_fields_types():
     p = parser_for(LocateConfig, flags={"n_per_layer": "--heads-per-layer"})
-    args = p.parse_args(["--seeds", "3,4", "--layers", "1-2", "--heads-per-layer", "2", "--plain"])
+    args = p.parse_args(["--strategy", "random", "--seeds", "3,4", "--layers", "1-2", "--heads-per-layer", "2",
+                         "--plain"])
     config = build(LocateConfig, args)
-    assert config.seeds == (3, 4) and config.layers == (1, 2) and config.n_per_layer == 2 and config.plain
+    assert config.strategy == "random" and config.seeds == (3, 4) and config.layers == (1, 2)
+    assert config.n_per_layer == 2 and config.plain
     assert p.get_default("_flags")["n_per_layer"] == "--heads-per-layer"
 
 

@@ -182,6 +182,8 @@ def test_cli_converts_both_ways_and_to_heads(tmp_path, capsys):
     (["{d}/schema.json", "--to", "mib"], "not a circuitlab edge circuit"),
     (["{d}/foreign.json", "--to", "edges"], "names no model"),
     (["{d}/foreign.json", "--to", "edges", "--model-of", "{d}/other.json"], "not of tiny-llama:"),
+    (["{d}/edges.json", "--to", "mib", "--model-of", "{d}/other.json"], "edges.json is a circuitlab edge circuit, "
+                                                                         "which names its model: --model-of is for"),
     (["{d}/edges.json", "--to", "csv"], "invalid choice: 'csv'"),
     (["{d}/no_scores.json", "--to", "mib"], "scores file no_scores.safetensors is missing"),
 ])

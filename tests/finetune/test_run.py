@@ -15,7 +15,7 @@ from circuitlab.headmap import register
 
 from circuitlab.models import bridge_hf, load_hf, load_model, load_plain
 from circuitlab.tasks import load_docs
-from tests.finetune.common import cfg, tiny_circuit
+from tests.finetune.common import cfg, read_by, tiny_circuit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,7 +62,7 @@ def test_loss_decreases(tmp_path, method):
     seqs = encode_docs(model.tokenizer, docs, 512)
     before = mean_loss(load_hf("tiny-llama")[0], seqs)
     lr = 1e-2 if method.startswith("headmap") else 3e-3  # LoRA overshoots at 1e-2 on this random model
-    c = cfg(method=method, circuit=tiny_circuit(model, tmp_path), epochs=3, lr=lr, lr_peft=3e-3)
+    c = cfg(**read_by(method, tiny_circuit(model, tmp_path), lr_peft=3e-3), epochs=3, lr=lr)
     result = finetune(model, c, tmp_path / "run", progress=False)
     register()
     loaded = PeftModel.from_pretrained(load_hf("tiny-llama")[0], tmp_path / "run" / "adapter")
@@ -148,7 +148,8 @@ def test_held_out_evaluation_when_training_on_the_eval_split(tmp_path):
     r = finetune(model, c, tmp_path / "run", progress=False)
     n_val = len(load_docs("capitals", "validation"))
     assert r.eval.first_index == 8 and r.eval.n_docs == n_val - 8
-    base = finetune(model, TrainConfig(**{**c.to_dict(), "method": "base"}), tmp_path / "base", progress=False)
+    zero_shot = {**c.to_dict(), "method": "base", "heads": "circuit", "heads_per_layer": None}  # base maps no heads
+    base = finetune(model, TrainConfig(**zero_shot), tmp_path / "base", progress=False)
     assert base.eval.data_fingerprint == r.eval.data_fingerprint  # same held-out docs
 
 

@@ -23,7 +23,7 @@ from circuitlab.headmap import register
 from circuitlab.models import load_hf, load_model
 from circuitlab.tasks import load_docs
 from tests.finetune import reference
-from tests.finetune.common import cfg, tiny_circuit
+from tests.finetune.common import cfg, read_by, tiny_circuit
 from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,8 +35,8 @@ def test_trainer_and_bridge_loop_give_the_same_loss_trajectory(tmp_path, method,
     """fp32, the same docs in the same order (10 docs, batch 4: every epoch ends in a batch of 2), the same
     initial weights: the two paths agree step by step to ~1e-5."""
     bridged = load_model("tiny-llama")
-    c = cfg(method=method, circuit=tiny_circuit(bridged, tmp_path), max_train=10, micro_batch_size=micro,
-            epochs=2, warmup_steps=2, lr=1e-2, lr_peft=3e-3)
+    c = cfg(**read_by(method, tiny_circuit(bridged, tmp_path), lr_peft=3e-3), max_train=10, micro_batch_size=micro,
+            epochs=2, warmup_steps=2, lr=1e-2)
     heads = choose_heads(Circuit.load(c.circuit), "circuit", None, 0) if c.variant else None
     docs = load_docs("capitals", "train", limit=10)
     old = reference.train(bridged, c, reference.build_adapters(bridged, c, heads), docs)

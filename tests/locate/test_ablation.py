@@ -29,7 +29,8 @@ REFERENCE = [Sample("Paris is the capital of", " France", 10), Sample("Red, gree
 
 
 def config(ablation: str, **kwargs) -> LocateConfig:
-    return LocateConfig(ablation=ablation, reference=REFERENCE, ablation_docs=len(REFERENCE), **kwargs)
+    mean = {"reference": REFERENCE, "ablation_docs": len(REFERENCE)} if ablation == "mean" else {}
+    return LocateConfig(ablation=ablation, **mean, **kwargs)
 
 
 def test_the_hook_is_keep_times_z_plus_the_rest_of_r():

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from circuitlab.circuits.circuit import Circuit, Sample
+from circuitlab.circuits.circuit import Circuit, ModelInfo, Sample, TaskInfo
 from circuitlab.core.errors import CircuitlabError, ConfigError
 from circuitlab.locate import (
     LocateConfig, default_heads_per_layer, locate, locate_to, parse_layers, read_samples_file,
@@ -71,6 +71,13 @@ def test_locate_to_saves_removes_its_partial_state_and_reuses(tiny_gqa, tmp_path
     (lambda: LocateConfig(prescreen=3, plain=True), "prescreen"),
     (lambda: LocateConfig(strategy="redundant"), "circuit"),
     (lambda: LocateConfig(seeds=()), "seeds"),
+    # settings the strategy or the ablation would not read
+    (lambda: LocateConfig(seeds=(3,)), "seeds"),
+    (lambda: LocateConfig("greedy", seeds=(0, 1)), "seeds"),
+    (lambda: LocateConfig("random", prescreen=4), "prescreen"),
+    (lambda: LocateConfig(ablation="corrupted", ablation_docs=8), "ablation_docs"),
+    (lambda: LocateConfig("random", circuit=Circuit(ModelInfo("m", "m", None, "0" * 16, 2, 4, 4, 8, 32),
+                                                    TaskInfo("t", "train"), [], "random", 1, {0: [1]})), "circuit"),
 ])
 def test_bad_settings_name_their_field_when_made(make, field):
     with pytest.raises(ConfigError) as e:
