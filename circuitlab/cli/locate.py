@@ -38,10 +38,9 @@ def run(args) -> None:
 
     if args.seed is not None and args.seeds is not None:
         raise CircuitlabError("--seed and --seeds both give the seeds: give one")
-    seeds = {"seeds": (args.seed,)} if args.seed is not None else {}
-    if seeds:
-        args._flags = {**args._flags, "seeds": "--seed"}  # a refusal of the seeds names the flag typed
-    config = build(LocateConfig, args, circuit=Circuit.load(args.circuit) if args.circuit else None, **seeds)
+    if args.seed is not None:  # --seed S is --seeds S, and a refusal of it names the flag typed
+        args.seeds, args._flags = (args.seed,), {**args._flags, "seeds": "--seed"}
+    config = build(LocateConfig, args, circuit=Circuit.load(args.circuit) if args.circuit else None)
     sampling = build(SampleConfig, args) if given(args, *(f.name for f in fields(SampleConfig))) else None
     found = locate_task(build(ModelConfig, args), args.task, samples_file=args.samples_file, sampling=sampling,
                         config=config, data_dir=args.data_dir, out=args.out, progress=not args.no_progress, log=note)
